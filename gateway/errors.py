@@ -1,0 +1,205 @@
+"""The one error tree of driftgate.
+
+Every failure that driftgate reports to a caller is a ``GatewayError``. The tree::
+
+    GatewayError                    abstract root; never raised directly
+    ├── ConfigError                 bad settings at start-up (CLI exit 2)
+    ├── UsageError                  a command-line input that cannot be used (CLI exit 2)
+    ├── SpecError            422    a feature spec that is invalid or cannot be fitted
+    │   └── SpecMismatchError 422   the spec does not match the ONNX model's signature
+    ├── PayloadError         400    a malformed request body
+    ├── PayloadTooLargeError 413    a body or batch over the configured limits
+    ├── InputRejectedError   422    rows that break the spec; carries every violation
+    ├── UnauthorizedError    401    admin endpoint without the right bearer token
+    ├── ModelNotFoundError   404    no such model or version
+    ├── ModelConflictError   409    the version exists already
+    ├── ModelNotReadyError   503    the model is loading or unloading
+    └── InferenceFailedError 500    onnxruntime failed on input that passed the guards
+
+Each class carries three class variables: ``code`` (a stable slug that becomes the
+problem ``type``), ``title`` and ``status_hint`` (an HTTP status as a plain int, the
+idea of h11's ``error_status_hint``). This module knows nothing of HTTP frameworks:
+``gateway.http.problems`` maps the tree to problem+json and ``gateway.cli`` to exit codes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from gateway.violations import Violation
+
+__all__ = [
+    "ConfigError",
+    "GatewayError",
+    "InferenceFailedError",
+    "InputRejectedError",
+    "ModelConflictError",
+    "ModelNotFoundError",
+    "ModelNotReadyError",
+    "PayloadError",
+    "PayloadTooLargeError",
+    "SpecError",
+    "SpecMismatchError",
+    "UnauthorizedError",
+    "UsageError",
+]
+
+
+class GatewayError(Exception):
+    """Root of every error driftgate reports. Abstract: raise a subclass.
+
+    Args:
+        detail: one human sentence saying what went wrong and, where it helps, what to do.
+        **extra: structured members added to the problem+json body.
+    """
+
+    code: ClassVar[str] = "gateway-error"
+    title: ClassVar[str] = "Gateway error"
+    status_hint: ClassVar[int] = 500
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class ConfigError(GatewayError):
+    """Settings cannot be used (bad flag, bad environment variable, missing repository).
+
+    Raised only at start-up. Fix the setting named in the detail and start again.
+    """
+
+    code = "config-error"
+    title = "Invalid configuration"
+    status_hint = 500
+
+
+class UsageError(GatewayError):
+    """A command-line input cannot be used: a missing file, an empty file, an unknown column.
+
+    Raised by the command line and the fitting code. Fix the input named in the detail.
+    """
+
+    code = "usage-error"
+    title = "Unusable input"
+    status_hint = 400
+
+
+class SpecError(GatewayError):
+    """A feature spec is invalid: it does not decode, or its parts contradict each other.
+
+    Fix the spec file (the detail names the field) or fit it again.
+    """
+
+    code = "invalid-spec"
+    title = "Invalid feature spec"
+    status_hint = 422
+
+
+class SpecMismatchError(SpecError):
+    """The spec and the ONNX model disagree (input width, dtype, or class labels).
+
+    Registration is refused and nothing changes; register a spec that fits the model.
+    """
+
+    code = "spec-mismatch"
+    title = "Spec does not match model"
+
+
+class PayloadError(GatewayError):
+    """A request body is malformed (not JSON, wrong shape, wrong tensor datatype).
+
+    The client should fix its request; the detail names the JSON path where known.
+    """
+
+    code = "malformed-request"
+    title = "Malformed request"
+    status_hint = 400
+
+
+class PayloadTooLargeError(GatewayError):
+    """A request is over a configured limit (body bytes or rows per request).
+
+    The client should split the batch; the limits are in the detail.
+    """
+
+    code = "payload-too-large"
+    title = "Payload too large"
+    status_hint = 413
+
+
+class InputRejectedError(GatewayError):
+    """Rows break the feature spec. Carries every violation, not only the first.
+
+    Nothing of the request reached the model. The client should fix or drop the rows
+    named in ``violations`` and send again.
+    """
+
+    code = "input-rejected"
+    title = "Input rejected by the feature spec"
+    status_hint = 422
+
+    def __init__(self, detail: str, violations: Sequence[Violation], **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.violations = list(violations)
+
+
+class UnauthorizedError(GatewayError):
+    """An admin endpoint was called without the right bearer token.
+
+    Send ``Authorization: Bearer <token>`` with the token the server was started with.
+    """
+
+    code = "unauthorized"
+    title = "Unauthorized"
+    status_hint = 401
+
+
+class ModelNotFoundError(GatewayError):
+    """No model (or no such version of it) is registered under the requested name.
+
+    List the served models with ``driftgate models`` or ``GET /v2/repository/index``.
+    """
+
+    code = "model-not-found"
+    title = "Model not found"
+    status_hint = 404
+
+
+class ModelConflictError(GatewayError):
+    """A registration names a version that exists already. Versions are immutable.
+
+    Register under a new version number.
+    """
+
+    code = "model-conflict"
+    title = "Model version exists"
+    status_hint = 409
+
+
+class ModelNotReadyError(GatewayError):
+    """The model exists but is not ready (loading, warming up or unloading).
+
+    Retry after the time in ``Retry-After``.
+    """
+
+    code = "model-not-ready"
+    title = "Model not ready"
+    status_hint = 503
+
+
+class InferenceFailedError(GatewayError):
+    """onnxruntime failed on rows that had passed the guards. A server-side fault.
+
+    Raised with ``raise ... from exc`` so the original error stays in the logs.
+    """
+
+    code = "inference-failed"
+    title = "Inference failed"
+    status_hint = 500

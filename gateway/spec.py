@@ -1,0 +1,463 @@
+"""The feature spec: the single description of a model's inputs and outputs.
+
+This module owns the spec's schema (msgspec Structs), reading and writing spec files
+(YAML or JSON, chosen by extension), the published JSON Schema and the content digest.
+It must not know how a spec is fitted (``gateway.fitting``), how rows are checked
+(``gateway.guards``) or transformed (``gateway.transform``); those compile a spec.
+
+``FeatureSpec`` is also the public entry point: ``FeatureSpec.fit``, ``.check``,
+``.transform``, ``.save`` and ``.load`` delegate to the modules that own each job, so
+training code and the server run the very same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import Meta
+
+from gateway.errors import SpecError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from gateway.guards import Guards
+    from gateway.transform import Transform
+    from gateway.violations import Violation
+
+__all__ = [
+    "SPEC_FORMAT",
+    "BooleanFeature",
+    "CategoryBaseline",
+    "CategoryFeature",
+    "Feature",
+    "FeatureSpec",
+    "IntegerFeature",
+    "Log",
+    "MinMax",
+    "NumberFeature",
+    "NumericBaseline",
+    "NumericTransform",
+    "OneHot",
+    "Ordinal",
+    "Output",
+    "OutputBaseline",
+    "Passthrough",
+    "Standardize",
+    "feature_spec_schema",
+    "load_spec",
+    "save_spec",
+]
+
+SPEC_FORMAT = 1
+"""Version of the spec file format. Bumped only on an incompatible change."""
+
+Name = Annotated[str, Meta(min_length=1, max_length=128)]
+OnViolation = Literal["reject", "clip", "flag"]
+
+
+class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Base of every spec-file Struct (subclasses repeat ``kw_only``: msgspec applies it per class).
+
+    - ``frozen``: a loaded spec is a value; its digest must not change under a model.
+    - ``forbid_unknown_fields``: a misspelt key in a hand-edited spec is an error, not a
+      silently ignored setting.
+    - ``kw_only``: fields are named at every construction site, so reordering is safe.
+    - ``omit_defaults``: written files stay short and show only what was chosen.
+    """
+
+
+# --- transforms -------------------------------------------------------------------------
+
+
+class Standardize(Base, kw_only=True, tag_field="kind", tag="standardize"):
+    """``(x - mean) / std``. ``std`` is never 0 (a constant column gets 1)."""
+
+    mean: float
+    std: Annotated[float, Meta(gt=0)]
+
+
+class MinMax(Base, kw_only=True, tag_field="kind", tag="minmax"):
+    """``(x - low) / (high - low)``: the training range maps to [0, 1]."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not self.high > self.low:
+            raise ValueError(f"minmax needs high > low, got low={self.low} high={self.high}")
+
+
+class Log(Base, kw_only=True, tag_field="kind", tag="log"):
+    """``log1p(max(x - shift, 0))``: for skewed, non-negative quantities.
+
+    ``shift`` is the lower end of the feature's domain, so every valid value maps to a
+    finite number; the ``max`` keeps flagged values below the domain finite too.
+    """
+
+    shift: float = 0.0
+
+
+class Passthrough(Base, kw_only=True, tag_field="kind", tag="passthrough"):
+    """The value as it is (booleans as 0 and 1)."""
+
+
+class OneHot(Base, kw_only=True, tag_field="kind", tag="onehot"):
+    """One output column per known category; an unseen (flagged) category is all zeros."""
+
+
+class Ordinal(Base, kw_only=True, tag_field="kind", tag="ordinal"):
+    """The category's index in ``categories``; an unseen (flagged) category is -1."""
+
+
+NumericTransform = Union[Standardize, MinMax, Log, Passthrough]
+CategoryTransform = Union[OneHot, Ordinal]
+
+
+# --- baselines (the training distributions drift is measured against) --------------------
+
+
+class NumericBaseline(Base, kw_only=True):
+    """Training distribution of a number: counts between quantile-based bin edges.
+
+    With ``k`` interior ``edges`` there are ``k + 1`` bins: ``(-inf, e0)``, ``[e0, e1)``,
+    ..., ``[e_{k-1}, inf)``, so every live value falls in exactly one bin.
+    """
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+    missing: int = 0
+    """Training rows where the value was absent."""
+
+    def __post_init__(self) -> None:
+        if len(self.counts) != len(self.edges) + 1:
+            raise ValueError("a numeric baseline needs exactly len(edges) + 1 counts")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("baseline edges must increase strictly")
+        if any(not math.isfinite(e) for e in self.edges):
+            raise ValueError("baseline edges must be finite")
+
+
+class CategoryBaseline(Base, kw_only=True):
+    """Training distribution of a category (or boolean): a count per known value."""
+
+    counts: tuple[int, ...]
+    """Counts in the order of the feature's ``categories`` (booleans: false, true)."""
+    missing: int = 0
+
+
+# --- features ---------------------------------------------------------------------------
+
+
+class _FeatureBase(Base, kw_only=True):
+    name: Name
+    description: str = ""
+    on_violation: OnViolation = "reject"
+    """``reject`` the row, ``clip`` a number into its domain, or ``flag`` (predict, mark)."""
+    missing: Literal["reject", "impute"] = "reject"
+    """An absent value (field left out, or ``null``): ``reject`` the row with reason
+    ``missing``, or ``impute`` it with ``fill``."""
+    fill: float | str | bool | None = None
+    """The imputed value: the training median for numbers, the most frequent value for
+    categories and booleans. Required when ``missing`` is ``impute``."""
+
+    def _check_fill(self) -> None:
+        if self.missing == "impute" and self.fill is None:
+            raise ValueError(f"feature {self.name!r}: missing 'impute' needs a fill value")
+
+
+class NumberFeature(_FeatureBase, kw_only=True, tag_field="type", tag="number"):
+    """A real number. JSON numbers only: a string or a boolean is ``wrong_type``."""
+
+    min: float | None = None
+    max: float | None = None
+    transform: NumericTransform = Passthrough()
+    baseline: NumericBaseline | None = None
+
+    def __post_init__(self) -> None:
+        _check_numeric(self)
+
+
+class IntegerFeature(_FeatureBase, kw_only=True, tag_field="type", tag="integer"):
+    """A whole number. A number with a fractional part is ``wrong_type``."""
+
+    min: int | None = None
+    max: int | None = None
+    transform: NumericTransform = Passthrough()
+    baseline: NumericBaseline | None = None
+
+    def __post_init__(self) -> None:
+        _check_numeric(self)
+
+
+class CategoryFeature(_FeatureBase, kw_only=True, tag_field="type", tag="category"):
+    """One of a known set of strings. Anything else is ``unseen_category``."""
+
+    categories: tuple[str, ...]
+    transform: CategoryTransform = OneHot()
+    baseline: CategoryBaseline | None = None
+
+    def __post_init__(self) -> None:
+        if not self.categories:
+            raise ValueError(f"category feature {self.name!r} needs at least one category")
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"category feature {self.name!r} lists a category twice")
+        if self.on_violation == "clip":
+            raise ValueError(f"feature {self.name!r}: 'clip' applies to numbers only")
+        if self.baseline is not None and len(self.baseline.counts) != len(self.categories):
+            raise ValueError(f"feature {self.name!r}: baseline needs one count per category")
+        self._check_fill()
+        if self.missing == "impute" and self.fill not in self.categories:
+            raise ValueError(f"feature {self.name!r}: imputed value must be a known category")
+
+
+class BooleanFeature(_FeatureBase, kw_only=True, tag_field="type", tag="boolean"):
+    """``true`` or ``false`` (JSON booleans only; 0 and 1 are ``wrong_type``)."""
+
+    transform: Passthrough = Passthrough()
+    baseline: CategoryBaseline | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_violation == "clip":
+            raise ValueError(f"feature {self.name!r}: 'clip' applies to numbers only")
+        if self.baseline is not None and len(self.baseline.counts) != 2:
+            raise ValueError(f"feature {self.name!r}: boolean baseline needs 2 counts")
+        self._check_fill()
+        if self.missing == "impute" and not isinstance(self.fill, bool):
+            raise ValueError(f"feature {self.name!r}: imputed value must be true or false")
+
+
+Feature = Union[NumberFeature, IntegerFeature, CategoryFeature, BooleanFeature]
+
+
+def _check_numeric(f: NumberFeature | IntegerFeature) -> None:
+    for bound in (f.min, f.max):
+        if bound is not None and not math.isfinite(bound):
+            raise ValueError(f"feature {f.name!r}: min and max must be finite")
+    if f.min is not None and f.max is not None and f.min > f.max:
+        raise ValueError(f"feature {f.name!r}: min {f.min} is above max {f.max}")
+    if f.on_violation == "clip" and (f.min is None or f.max is None):
+        raise ValueError(f"feature {f.name!r}: 'clip' needs both min and max")
+    f._check_fill()
+    if f.missing == "impute":
+        v = f.fill
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(f"feature {f.name!r}: imputed value must be a finite number")
+    if isinstance(f.transform, Log) and f.min is None:
+        raise ValueError(f"feature {f.name!r}: the log transform needs a min")
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+class HistogramBaseline(Base, kw_only=True):
+    """A histogram with explicit edges (``len(counts) == len(edges) - 1``)."""
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.counts) != len(self.edges) - 1:
+            raise ValueError("a histogram needs len(edges) - 1 counts")
+
+
+class OutputBaseline(Base, kw_only=True):
+    """Training-side distribution of the model's output, recorded when it was trained.
+
+    For classification: ``class_counts`` (in label order) and ``confidence`` (histogram of
+    the top-class probability on reference data). For regression: ``values``.
+    """
+
+    class_counts: tuple[int, ...] | None = None
+    confidence: HistogramBaseline | None = None
+    values: HistogramBaseline | None = None
+
+
+class Output(Base, kw_only=True):
+    """What the model answers."""
+
+    task: Literal["classification", "regression"]
+    labels: tuple[str, ...] = ()
+    """Class labels in the order of the model's probability columns (classification)."""
+    target: str | None = None
+    """Name of the training column the model predicts."""
+    review_threshold: Annotated[float, Meta(ge=0, le=1)] | None = None
+    """Classification rows whose confidence is below this are marked for human review."""
+    baseline: OutputBaseline | None = None
+
+    def __post_init__(self) -> None:
+        if self.task == "classification":
+            if len(self.labels) < 2:
+                raise ValueError("a classification output needs at least two labels")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError("output labels must be unique")
+        elif self.labels:
+            raise ValueError("a regression output has no labels")
+        b = self.baseline
+        if b is not None and b.class_counts is not None and len(b.class_counts) != len(self.labels):
+            raise ValueError("output baseline needs one class count per label")
+
+
+# --- the spec ---------------------------------------------------------------------------
+
+
+class FeatureSpec(Base, kw_only=True, dict=True):
+    """The description of a model's inputs, their transform, and the training baselines.
+
+    Build one with ``FeatureSpec.fit(data, name=..., target=...)`` or load a file with
+    ``FeatureSpec.load(path)``. ``dict=True`` lets compiled guards and transform be
+    cached on the instance (``cached_property``) while the fields stay frozen.
+    """
+
+    name: Name
+    features: tuple[Feature, ...]
+    output: Output | None = None
+    description: str = ""
+    unknown_fields: Literal["reject", "ignore"] = "reject"
+    """A field that is not a feature: ``reject`` (reason ``unknown_feature``) or ``ignore``."""
+    format: int = SPEC_FORMAT
+
+    def __post_init__(self) -> None:
+        if not self.features:
+            raise ValueError("a spec needs at least one feature")
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
+        if self.format != SPEC_FORMAT:
+            raise ValueError(f"unsupported spec format {self.format}; this driftgate reads {SPEC_FORMAT}")
+
+    # -- identity --
+
+    @cached_property
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the canonical JSON encoding: same content, same digest."""
+        canonical = msgspec.json.encode(self, order="sorted")
+        return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    # -- compiled parts (built once per spec instance) --
+
+    @cached_property
+    def guards(self) -> Guards:
+        from gateway.guards import compile_guards
+
+        return compile_guards(self)
+
+    @cached_property
+    def transformer(self) -> Transform:
+        from gateway.transform import compile_transform
+
+        return compile_transform(self)
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """Names of the columns of ``transform``'s matrix, in order."""
+        return self.transformer.columns
+
+    # -- the public API shared by training code and the server --
+
+    @classmethod
+    def fit(cls, data: Any, *, name: str, target: str | None = None, **options: Any) -> FeatureSpec:
+        """Infer a spec from training data. See ``gateway.fitting.fit_spec`` for options."""
+        from gateway.fitting import fit_spec
+
+        return fit_spec(data, name=name, target=target, **options)
+
+    def check(self, data: Any) -> list[Violation]:
+        """Every violation in ``data`` (records, columns or a DataFrame), row by row.
+
+        Returns the same violations the server answers with, including those a ``clip``
+        or ``flag`` policy let through (their ``action`` says so).
+        """
+        from gateway.table import to_columns
+
+        return self.guards.check(to_columns(data, self.feature_names)).violations
+
+    def transform(self, data: Any) -> NDArray[np.float32]:
+        """Rows to the model's float32 matrix, shape ``(n_rows, len(output_columns))``.
+
+        Raises ``InputRejectedError`` (with every violation) if a row breaks the spec;
+        ``clip`` and ``flag`` policies are applied as the server applies them.
+        """
+        from gateway.table import to_columns
+
+        checked = self.guards.enforce(to_columns(data, self.feature_names))
+        return self.transformer.apply(checked.columns, checked.n_rows)
+
+    def save(self, path: str | Path) -> None:
+        save_spec(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSpec:
+        return load_spec(path)
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def _format_of(path: Path) -> Literal["yaml", "json"]:
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return "yaml"
+    if suffix == ".json":
+        return "json"
+    raise UsageError(f"{path}: a spec file ends in .yaml, .yml or .json, not {suffix or 'nothing'!r}")
+
+
+def decode_spec(data: bytes | str, fmt: Literal["yaml", "json"] = "yaml", source: str = "spec") -> FeatureSpec:
+    """Decode spec text. Raises ``SpecError`` naming the field at fault."""
+    try:
+        if fmt == "json":
+            return msgspec.json.decode(data, type=FeatureSpec)
+        return msgspec.yaml.decode(data, type=FeatureSpec)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise SpecError(f"{source}: {exc}") from exc
+
+
+def encode_spec(spec: FeatureSpec, fmt: Literal["yaml", "json"] = "yaml") -> bytes:
+    if fmt == "json":
+        return msgspec.json.format(msgspec.json.encode(spec), indent=2) + b"\n"
+    return msgspec.yaml.encode(spec)
+
+
+def load_spec(path: str | Path) -> FeatureSpec:
+    """Read a spec file (YAML or JSON by extension)."""
+    p = Path(path)
+    fmt = _format_of(p)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no such spec file") from None
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read spec file ({exc.strerror})") from None
+    if not raw.strip():
+        raise SpecError(f"{p}: the spec file is empty")
+    return decode_spec(raw, fmt, source=str(p))
+
+
+def save_spec(spec: FeatureSpec, path: str | Path) -> None:
+    """Write a spec file atomically (YAML or JSON by extension)."""
+    p = Path(path)
+    data = encode_spec(spec, _format_of(p))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(p)
+
+
+def feature_spec_schema() -> dict[str, Any]:
+    """The JSON Schema of the spec file, as published in ``feature_specs/``."""
+    schema: dict[str, Any] = msgspec.json.schema(FeatureSpec)
+    schema["$id"] = "https://driftgate.dev/schema/feature-spec-1.json"
+    schema["title"] = "driftgate feature spec"
+    return schema

@@ -1,0 +1,180 @@
+"""Rows in any shape users hold them, turned into columns the guards read.
+
+Accepted inputs:
+
+- a list of records (``[{"feature": value, ...}, ...]``), as JSON requests carry them;
+- a mapping of columns (``{"feature": [v0, v1, ...] or ndarray, ...}``);
+- a pandas or polars DataFrame (imported only if the caller passed one).
+
+Missing values: in records and plain columns a value is missing when the field is absent
+or ``None``; ``NaN`` there is a value, and the guards call it ``not_finite``. In a
+DataFrame, the library's own null marker (pandas ``NaN``/``NA``/``None``, polars
+``null``) means missing, as it does for every other tool that reads that frame.
+
+This module must not know what a valid value is: that is ``gateway.guards``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import PayloadError
+
+__all__ = ["Columns", "records_to_columns", "to_columns"]
+
+
+class Columns:
+    """Raw columns of a batch, keyed by feature name.
+
+    Attributes:
+        n_rows: number of rows.
+        data: feature name -> list of Python values or 1-D ndarray (length ``n_rows``);
+            a feature that no row sent is absent from ``data``.
+        missing: feature name -> bool ndarray marking missing cells, for sources that mark
+            them out of band (DataFrames). Absent means: ``None`` marks missing.
+        unknown: ``(row, field, value)`` for every field that is not a feature.
+    """
+
+    __slots__ = ("data", "missing", "n_rows", "unknown")
+
+    def __init__(
+        self,
+        n_rows: int,
+        data: dict[str, Any],
+        missing: dict[str, np.ndarray] | None = None,
+        unknown: list[tuple[int, str, Any]] | None = None,
+    ) -> None:
+        self.n_rows = n_rows
+        self.data = data
+        self.missing = missing or {}
+        self.unknown = unknown or []
+
+
+def records_to_columns(
+    records: Sequence[Mapping[str, Any]], names: Sequence[str], ignore: frozenset[str] = frozenset()
+) -> Columns:
+    """Records to columns. Fields outside ``names`` and ``ignore`` are reported as unknown.
+
+    Fast path: every record has exactly the feature fields, so one ``itemgetter`` per row
+    (in C) and one ``zip`` transpose build all columns.
+    """
+    n = len(records)
+    if n == 1:  # the common request: skip the transposition machinery
+        rec = records[0]
+        if type(rec) is not dict:
+            _require_mappings(records)
+        data = {name: [rec.get(name)] for name in names}
+        unknown = [] if len(rec) == len(names) and all(k in rec for k in names) else _unknown(records, names, ignore)
+        return Columns(1, data, unknown=unknown)
+    _require_mappings(records)
+    width = len(names)
+    if n and all(len(r) == width for r in records):
+        try:
+            rows = list(map(itemgetter(*names), records))
+        except KeyError:
+            pass  # some record lacks a feature (and so carries another field): slow path
+        else:
+            if width == 1:
+                return Columns(n, {names[0]: rows})
+            return Columns(n, {name: list(col) for name, col in zip(names, zip(*rows), strict=True)})
+    data = {name: [r.get(name) for r in records] for name in names}
+    return Columns(n, data, unknown=_unknown(records, names, ignore))
+
+
+def _require_mappings(records: Sequence[Any]) -> None:
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping):
+            raise PayloadError(f"row {i} is not an object of feature values", row=i)
+
+
+def _unknown(records: Sequence[Mapping[str, Any]], names: Sequence[str], ignore: frozenset[str]) -> list[tuple[int, str, Any]]:
+    known = set(names) | ignore
+    return [(i, k, v) for i, r in enumerate(records) for k, v in r.items() if k not in known]
+
+
+def mapping_to_columns(cols: Mapping[str, Any], names: Sequence[str], ignore: frozenset[str] = frozenset()) -> Columns:
+    """A mapping of equally long columns (lists, tuples or 1-D arrays) to ``Columns``."""
+    lengths = {k: _length(k, v) for k, v in cols.items()}
+    distinct = set(lengths.values())
+    if len(distinct) > 1:
+        detail = ", ".join(f"{k}={n}" for k, n in lengths.items())
+        raise PayloadError(f"columns have different lengths ({detail})")
+    n = distinct.pop() if distinct else 0
+    data = {name: _as_column(cols[name]) for name in names if name in cols}
+    unknown = [(i, k, _item(v, i)) for k, v in cols.items() if k not in names and k not in ignore for i in range(n)]
+    return Columns(n, data, unknown=unknown)
+
+
+def _length(name: str, col: Any) -> int:
+    if isinstance(col, np.ndarray):
+        if col.ndim != 1:
+            raise PayloadError(f"column {name!r} must be one-dimensional, got shape {col.shape}")
+        return int(col.shape[0])
+    if isinstance(col, str | bytes) or not isinstance(col, Sequence):
+        raise PayloadError(f"column {name!r} must be a list or a 1-D array")
+    return len(col)
+
+
+def _as_column(col: Any) -> Any:
+    if isinstance(col, np.ndarray):
+        return col if col.dtype != object else col.tolist()
+    return col if isinstance(col, list) else list(col)
+
+
+def _item(col: Any, i: int) -> Any:
+    v = col[i]
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def dataframe_to_columns(df: Any, names: Sequence[str], ignore: frozenset[str] = frozenset()) -> Columns:
+    """A pandas or polars DataFrame to ``Columns``, with the frame's nulls as missing."""
+    module = type(df).__module__.split(".")[0]
+    n = int(df.shape[0])
+    data: dict[str, Any] = {}
+    missing: dict[str, np.ndarray] = {}
+    for name in names:
+        if name not in df.columns:
+            continue
+        series = df[name]
+        if module == "polars":
+            mask = series.is_null().to_numpy()
+            values = series.to_numpy() if series.dtype.is_numeric() and not mask.any() else series.to_list()
+        else:
+            mask = series.isna().to_numpy()
+            values = series.to_numpy()
+            if values.dtype.kind not in "fiub":
+                values = [None if m else v for v, m in zip(values.tolist(), mask.tolist(), strict=True)]
+            elif values.dtype.kind == "f" and mask.any():
+                values = values.astype(np.float64, copy=True)
+                values[mask] = 0.0  # a missing cell is never read as a value
+        if mask.any():
+            missing[name] = mask
+        data[name] = values
+    unknown = [
+        (i, str(col), _item(df[col].to_numpy(), i)) for col in df.columns if col not in names and col not in ignore for i in range(n)
+    ]
+    return Columns(n, data, missing, unknown)
+
+
+def to_columns(data: Any, names: Sequence[str], ignore: Iterable[str] = ()) -> Columns:
+    """Any accepted input (see the module docstring) to ``Columns``.
+
+    Args:
+        data: records, a mapping of columns, or a pandas/polars DataFrame.
+        names: the spec's feature names, in order.
+        ignore: fields to drop silently (the training target, for one).
+    """
+    skip = frozenset(ignore)
+    if isinstance(data, Columns):
+        return data
+    if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
+        return dataframe_to_columns(data, names, skip)
+    if isinstance(data, Mapping):
+        return mapping_to_columns(data, names, skip)
+    if isinstance(data, Sequence) and not isinstance(data, str | bytes):
+        return records_to_columns(data, names, skip)
+    raise PayloadError(f"expected records, a mapping of columns or a DataFrame, not {type(data).__name__}")

@@ -1,0 +1,188 @@
+"""The transform: clean columns to the model's float32 matrix.
+
+Rule 1: this is the only code that turns features into model inputs. Training code calls
+it through ``FeatureSpec.transform`` (or ``gateway.sklearn.SpecTransformer``) and the
+server calls it on every request, so training-serving skew cannot arise here.
+Rule 2: it is pure numpy arithmetic with no I/O, and it trusts its input: the guards
+have already parsed, imputed and clipped every cell (see ``gateway.guards``).
+
+Each feature owns a fixed slice of the output columns, named after the feature (one-hot
+columns as ``feature=category``). Arithmetic is done in float64 and rounded once to
+float32, both in the batch path and in the one-row path, so the two give the same bits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gateway.spec import BooleanFeature, CategoryFeature, Feature, FeatureSpec, Log, MinMax, OneHot, Standardize
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["Transform", "compile_transform"]
+
+
+class _Step:
+    """Writes one feature's output columns."""
+
+    __slots__ = ("name", "start", "width")
+
+    def __init__(self, name: str, start: int, width: int) -> None:
+        self.name = name
+        self.start = start
+        self.width = width
+
+    def column(self, values: NDArray[Any]) -> NDArray[Any]:
+        """Batch: the feature's single output column from its clean values."""
+        raise NotImplementedError
+
+    def scalar(self, value: Any) -> float:
+        """One row: the feature's single output value."""
+        raise NotImplementedError
+
+
+class _StandardizeStep(_Step):
+    __slots__ = ("mean", "std")
+
+    def __init__(self, name: str, start: int, t: Standardize) -> None:
+        super().__init__(name, start, 1)
+        self.mean, self.std = t.mean, t.std
+
+    def column(self, values: NDArray[Any]) -> NDArray[Any]:
+        return (values - self.mean) / self.std
+
+    def scalar(self, value: Any) -> float:
+        return (value - self.mean) / self.std
+
+
+class _MinMaxStep(_Step):
+    __slots__ = ("low", "span")
+
+    def __init__(self, name: str, start: int, t: MinMax) -> None:
+        super().__init__(name, start, 1)
+        self.low, self.span = t.low, t.high - t.low
+
+    def column(self, values: NDArray[Any]) -> NDArray[Any]:
+        return (values - self.low) / self.span
+
+    def scalar(self, value: Any) -> float:
+        return (value - self.low) / self.span
+
+
+class _LogStep(_Step):
+    __slots__ = ("shift",)
+
+    def __init__(self, name: str, start: int, t: Log) -> None:
+        super().__init__(name, start, 1)
+        self.shift = t.shift
+
+    def column(self, values: NDArray[Any]) -> NDArray[Any]:
+        return np.log1p(np.maximum(values - self.shift, 0.0))
+
+    def scalar(self, value: Any) -> float:
+        # numpy's log1p, not math.log1p: the same routine as the batch path, so the same bits.
+        return float(np.log1p(max(value - self.shift, 0.0)))
+
+
+class _PassthroughStep(_Step):
+    __slots__ = ()
+
+    def __init__(self, name: str, start: int) -> None:
+        super().__init__(name, start, 1)
+
+    def column(self, values: NDArray[Any]) -> NDArray[Any]:
+        return values
+
+    def scalar(self, value: Any) -> float:
+        return float(value)
+
+
+class _OneHotStep(_Step):
+    """Codes to indicator columns; code -1 (an unseen, flagged category) is all zeros."""
+
+    __slots__ = ()
+
+
+class _OrdinalStep(_PassthroughStep):
+    """Codes as numbers; -1 for an unseen, flagged category."""
+
+    __slots__ = ()
+
+
+def _step_for(feature: Feature, start: int) -> _Step:
+    t = feature.transform
+    if isinstance(feature, CategoryFeature):
+        if isinstance(t, OneHot):
+            return _OneHotStep(feature.name, start, len(feature.categories))
+        return _OrdinalStep(feature.name, start)
+    if isinstance(feature, BooleanFeature) or not isinstance(t, Standardize | MinMax | Log):
+        return _PassthroughStep(feature.name, start)
+    if isinstance(t, Standardize):
+        return _StandardizeStep(feature.name, start, t)
+    if isinstance(t, MinMax):
+        return _MinMaxStep(feature.name, start, t)
+    return _LogStep(feature.name, start, t)
+
+
+class Transform:
+    """Compiled transform of one spec. Build with ``compile_transform(spec)``.
+
+    Attributes:
+        columns: names of the output columns, in order.
+        width: ``len(columns)``, the model's input width.
+    """
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        steps: list[_Step] = []
+        columns: list[str] = []
+        start = 0
+        for feature in spec.features:
+            step = _step_for(feature, start)
+            steps.append(step)
+            if isinstance(step, _OneHotStep):
+                assert isinstance(feature, CategoryFeature)
+                columns.extend(f"{feature.name}={c}" for c in feature.categories)
+            else:
+                columns.append(feature.name)
+            start += step.width
+        self.steps = tuple(steps)
+        self.columns = tuple(columns)
+        self.width = start
+        self._onehot = tuple(s for s in steps if isinstance(s, _OneHotStep))
+        self._dense = tuple(s for s in steps if not isinstance(s, _OneHotStep))
+
+    def apply(self, columns: dict[str, Any], n_rows: int) -> NDArray[np.float32]:
+        """Clean columns (from ``Guards.check``) to a C-contiguous ``(n_rows, width)`` float32 matrix."""
+        if n_rows == 1 and type(next(iter(columns.values()))) is list:
+            return self._apply_one(columns)
+        out = np.zeros((n_rows, self.width), dtype=np.float32)
+        for step in self._dense:
+            out[:, step.start] = step.column(columns[step.name])
+        if self._onehot:
+            rows = np.arange(n_rows)
+            for step in self._onehot:
+                codes = columns[step.name]
+                seen = codes >= 0
+                if seen.all():
+                    out[rows, step.start + codes] = 1.0
+                else:
+                    out[rows[seen], step.start + codes[seen]] = 1.0
+        return out
+
+    def _apply_one(self, columns: dict[str, Any]) -> NDArray[np.float32]:
+        row = [0.0] * self.width
+        for step in self._dense:
+            row[step.start] = step.scalar(columns[step.name][0])
+        for step in self._onehot:
+            code = columns[step.name][0]
+            if code >= 0:
+                row[step.start + code] = 1.0
+        return np.array([row], dtype=np.float32)
+
+
+def compile_transform(spec: FeatureSpec) -> Transform:
+    """Build the transform of ``spec`` once; ``Transform.apply`` is then called per batch."""
+    return Transform(spec)
