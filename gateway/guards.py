@@ -43,7 +43,6 @@ _NUMBER_TYPES = frozenset(
     | {np.uint64, np.uint32, np.uint16, np.uint8}
 )
 _BOOL_TYPES = frozenset({bool, np.bool_})
-_NONE = type(None)
 _MAX_ECHO = 200
 """Longest string echoed back in a violation: enough to recognise, too short to amplify."""
 
@@ -241,19 +240,19 @@ class _CategoryGuard(_FeatureGuard):
     def batch(self, raw: Any, missing: NDArray[np.bool_] | None, n: int) -> tuple[NDArray[Any], list[Problem]]:
         problems: list[Problem] = []
         col = raw.tolist() if isinstance(raw, np.ndarray) else raw
-        kinds = set(map(type, col))
-        if kinds <= {str, _NONE}:
+        try:
+            # Keys are the categories (str) and None: any other type misses (-1) and is told
+            # apart from an unseen string below, on the misses only.
             codes = np.fromiter(map(self.lookup.get, col, [-1] * n), dtype=np.int64, count=n)
-        else:
-            typed = np.fromiter((type(v) is str for v in col), dtype=np.bool_, count=n)
-            absent_ = np.fromiter((v is None for v in col), dtype=np.bool_, count=n)
-            wrong = ~typed & ~absent_
-            problems.append((wrong, "wrong_type", "reject"))
-            codes = np.fromiter(
-                (self.lookup.get(v, -1) if t else (-2 if v is None else 0) for v, t in zip(col, typed.tolist(), strict=True)),
-                dtype=np.int64,
-                count=n,
-            )
+        except TypeError:  # an unhashable value (a list, an object) in the column
+            codes = np.array([self.lookup.get(v, -1) if type(v) is str or v is None else -3 for v in col], dtype=np.int64)
+        misses = np.flatnonzero(codes < 0).tolist()
+        wrong = [i for i in misses if codes[i] != -2 and type(col[i]) is not str]
+        if wrong:
+            mask = np.zeros(n, dtype=np.bool_)
+            mask[wrong] = True
+            problems.append((mask, "wrong_type", "reject"))
+            codes[mask] = 0
         absent = codes == -2
         if missing is not None:
             absent |= missing

@@ -59,8 +59,8 @@ def records_to_columns(
 ) -> Columns:
     """Records to columns. Fields outside ``names`` and ``ignore`` are reported as unknown.
 
-    Fast path: every record has exactly the feature fields, so one ``itemgetter`` per row
-    (in C) and one ``zip`` transpose build all columns.
+    Fast path: every record has exactly the feature fields, so each column is one
+    ``map(itemgetter(name), records)``, a loop that runs in C.
     """
     n = len(records)
     if n == 1:  # the common request: skip the transposition machinery
@@ -71,21 +71,18 @@ def records_to_columns(
         unknown = [] if len(rec) == len(names) and all(k in rec for k in names) else _unknown(records, names, ignore)
         return Columns(1, data, unknown=unknown)
     _require_mappings(records)
-    width = len(names)
-    if n and all(len(r) == width for r in records):
-        try:
-            rows = list(map(itemgetter(*names), records))
+    if n and set(map(len, records)) == {len(names)}:
+        try:  # every record has exactly the features: one C-level pass per column
+            return Columns(n, {name: list(map(itemgetter(name), records)) for name in names})
         except KeyError:
             pass  # some record lacks a feature (and so carries another field): slow path
-        else:
-            if width == 1:
-                return Columns(n, {names[0]: rows})
-            return Columns(n, {name: list(col) for name, col in zip(names, zip(*rows), strict=True)})
     data = {name: [r.get(name) for r in records] for name in names}
     return Columns(n, data, unknown=_unknown(records, names, ignore))
 
 
 def _require_mappings(records: Sequence[Any]) -> None:
+    if set(map(type, records)) == {dict}:  # the JSON case, checked in C
+        return
     for i, r in enumerate(records):
         if not isinstance(r, Mapping):
             raise PayloadError(f"row {i} is not an object of feature values", row=i)

@@ -1,0 +1,194 @@
+"""The ``driftgate`` command line: argparse subcommands of the contract.
+
+Every failure prints one line, ``driftgate: error: <what went wrong>``, and exits
+non-zero; ``exit_code_for`` is the one place that maps the error tree to exit codes:
+
+    0  success
+    1  ``check`` found rows that break the spec
+    2  unusable input: a missing or empty file, a bad flag, an invalid spec
+    3  the model or the server refused or failed
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+import msgspec
+
+from gateway import __version__
+from gateway.errors import ConfigError, GatewayError, SpecError, UsageError
+
+__all__ = ["build_parser", "exit_code_for", "main"]
+
+EXIT_VIOLATIONS = 1
+EXIT_USAGE = 2
+EXIT_FAILURE = 3
+
+
+def exit_code_for(exc: GatewayError) -> int:
+    """The exit code of an error of the tree (see the module docstring)."""
+    if isinstance(exc, UsageError | ConfigError | SpecError):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"driftgate: error: {message}", file=sys.stderr)
+    return code
+
+
+# --- fit-spec ---------------------------------------------------------------------------
+
+
+def _pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or ():
+        column, sep, value = item.partition("=")
+        if not sep or not column or not value:
+            raise UsageError(f"{flag} takes COLUMN=VALUE, got {item!r}")
+        out[column] = value
+    return out
+
+
+def cmd_fit_spec(args: argparse.Namespace) -> int:
+    from gateway.datafile import read_columns
+    from gateway.spec import FeatureSpec
+
+    data = read_columns(args.data)
+    n_rows = len(next(iter(data.values())))
+    spec = FeatureSpec.fit(
+        data,
+        name=args.name,
+        target=args.target,
+        exclude=args.exclude or (),
+        types=_pairs(args.type, "--type"),  # type: ignore[arg-type]
+        transforms=_pairs(args.transform, "--transform"),
+        on_violation=args.on_violation,
+        margin=args.margin,
+        bins=args.bins,
+        review_threshold=args.review_threshold,
+    )
+    spec.save(args.output)
+    task = f", {spec.output.task} of {spec.output.target!r}" if spec.output else ""
+    print(
+        f"fitted spec {spec.name!r} on {n_rows} rows: {len(spec.features)} features -> "
+        f"{len(spec.output_columns)} model inputs{task}; wrote {args.output} ({spec.digest[:19]})"
+    )
+    return 0
+
+
+# --- check ------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from gateway.datafile import read_columns
+    from gateway.spec import load_spec
+
+    spec = load_spec(args.spec)
+    data = read_columns(args.data, spec)
+    n_rows = len(next(iter(data.values())))
+    violations = spec.check(data)
+    if args.format == "json":
+        sys.stdout.buffer.write(msgspec.json.encode({"rows": n_rows, "violations": violations}) + b"\n")
+    else:
+        for v in violations[: args.max_report]:
+            action = "" if v.action == "reject" else f" ({v.action})"
+            print(f"row {v.row}: {v.feature}: {v.reason}{action} (value: {v.value!r})")
+        if len(violations) > args.max_report:
+            print(f"... and {len(violations) - args.max_report} more (use --max-report or --format json)")
+        bad_rows = len({v.row for v in violations})
+        verdict = "all rows pass" if not violations else f"{bad_rows} of {n_rows} rows break the spec"
+        print(f"{args.data}: {n_rows} rows checked against {spec.name!r}: {verdict}", file=sys.stderr)
+    return EXIT_VIOLATIONS if violations else 0
+
+
+# --- spec-schema ------------------------------------------------------------------------
+
+
+def cmd_spec_schema(args: argparse.Namespace) -> int:
+    from gateway.spec import feature_spec_schema
+
+    text = msgspec.json.format(msgspec.json.encode(feature_spec_schema()), indent=2) + b"\n"
+    if args.output is None:
+        sys.stdout.buffer.write(text)
+    else:
+        args.output.write_bytes(text)
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftgate",
+        description="Serve ONNX models behind input guards, with drift monitoring.",
+    )
+    parser.add_argument("--version", action="version", version=f"driftgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    fit = sub.add_parser(
+        "fit-spec",
+        help="infer a feature spec from training data",
+        description="Infer a feature spec (types, valid ranges, categories, missing-value policy, "
+        "transform, training baselines) from a CSV or JSON data file.",
+    )
+    fit.add_argument("data", type=Path, help="training data: .csv, .json (list of records) or .jsonl")
+    fit.add_argument("--name", required=True, help="name of the spec (usually the model's name)")
+    fit.add_argument("--target", help="column the model predicts (becomes the spec's output)")
+    fit.add_argument("-o", "--output", type=Path, required=True, help="spec file to write (.yaml or .json)")
+    fit.add_argument("--exclude", action="append", metavar="COLUMN", help="leave a column out (repeatable)")
+    fit.add_argument("--type", action="append", metavar="COLUMN=TYPE", help="force a type: number, integer, category, boolean")
+    fit.add_argument("--transform", action="append", metavar="COLUMN=KIND", help="transform: standardize, minmax, log, passthrough, onehot, ordinal")
+    fit.add_argument("--on-violation", choices=("reject", "clip", "flag"), default="reject", help="policy for out-of-domain values (default: reject)")
+    fit.add_argument("--margin", type=float, default=0.1, help="widen observed numeric ranges by this fraction (default: 0.1)")
+    fit.add_argument("--bins", type=_positive_int, default=10, help="quantile bins per numeric baseline (default: 10)")
+    fit.add_argument("--review-threshold", type=float, help="mark classifications below this confidence for review")
+    fit.set_defaults(handler=cmd_fit_spec)
+
+    check = sub.add_parser(
+        "check",
+        help="check a data file against a spec (exit 1 if any row violates)",
+        description="Report every cell of a data file that breaks a feature spec, exactly as the server would.",
+    )
+    check.add_argument("data", type=Path, help="data to check: .csv, .json or .jsonl")
+    check.add_argument("--spec", type=Path, required=True, help="the feature spec (.yaml or .json)")
+    check.add_argument("--format", choices=("text", "json"), default="text", help="report format (default: text)")
+    check.add_argument("--max-report", type=_positive_int, default=50, help="violations to print in text format (default: 50)")
+    check.set_defaults(handler=cmd_check)
+
+    schema = sub.add_parser(
+        "spec-schema",
+        help="print the JSON Schema of feature spec files",
+        description="Print the JSON Schema that feature spec files follow (for editors and CI).",
+    )
+    schema.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
+    schema.set_defaults(handler=cmd_spec_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except GatewayError as exc:
+        return _fail(str(exc), exit_code_for(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
