@@ -23,26 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from gateway.samples import sample_records
 from gateway.spec import FeatureSpec, load_spec
 from gateway.table import records_to_columns
-
-
-def sample_records(spec: FeatureSpec, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Valid rows drawn from the spec's own training baseline (JSON-like Python values)."""
-    rng = np.random.default_rng(seed)
-    columns: dict[str, list[Any]] = {}
-    for f in spec.features:
-        kind = type(f).__name__
-        if kind == "CategoryFeature":
-            columns[f.name] = rng.choice(np.array(f.categories, dtype=object), n).tolist()
-        elif kind == "BooleanFeature":
-            columns[f.name] = rng.random(n).__lt__(0.5).tolist()
-        else:
-            lo = f.min if f.min is not None else -1.0
-            hi = f.max if f.max is not None else 1.0
-            values = rng.uniform(lo, hi, n)
-            columns[f.name] = np.round(values).astype(int).tolist() if kind == "IntegerFeature" else values.tolist()
-    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 def per_call(fn: Any, calls: int, repeat: int) -> float:

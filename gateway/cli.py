@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 import msgspec
 
 from gateway import __version__
@@ -104,6 +105,106 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_VIOLATIONS if violations else 0
 
 
+# --- serve, register, models -------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from gateway.config import load_settings
+    from gateway.repository import ModelRepository
+    from gateway.server import serve
+
+    settings = load_settings(
+        os.environ,
+        repository=args.repository,
+        host=args.host,
+        port=args.port,
+        admin_token=args.admin_token,
+        max_batch_rows=args.max_batch_rows,
+        max_body_bytes=args.max_body_bytes,
+        log_level=args.log_level,
+    )
+    ModelRepository(settings.repository)  # fail fast, with one line, on a missing repository
+    return serve(settings)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    import os
+
+    model = _read(args.model, "model")
+    spec_text = _read(args.spec, "spec")
+    if args.url:
+        from gateway.client import register_remote
+
+        token = args.token or os.environ.get("DRIFTGATE_ADMIN_TOKEN")
+        answer = register_remote(args.url, token, args.name, args.version, model, spec_text, args.spec.name)
+        print(f"registered {answer['name']} version {answer['version']} on {args.url} ({answer['spec_digest'][:19]})")
+        return 0
+    from gateway.registry import ModelRegistry
+    from gateway.repository import ModelRepository
+    from gateway.service import register_model
+
+    repository = ModelRepository(args.repository or os.environ.get("DRIFTGATE_REPOSITORY", "models"), create=True)
+    print(f"checking {args.model} against {args.spec} (load and warm-up)...", file=sys.stderr)
+    loaded = register_model(ModelRegistry(), repository, args.name, args.version, model, spec_text)
+    print(f"registered {loaded.name} version {loaded.version} in {repository.root} ({loaded.spec.digest[:19]})")
+    return 0
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such {what} file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the {what} file ({exc.strerror})") from None
+    if not data.strip():
+        raise UsageError(f"{path}: the {what} file is empty")
+    return data
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import os
+
+    if args.url:
+        from gateway.client import list_remote
+
+        listing = list_remote(args.url)
+        rows = [(m["name"], ",".join(m["versions"]), m["version"], m["task"] or "-", m["spec_digest"][:19]) for m in listing["models"]]
+        failed = [(f["name"], f["version"], f["reason"]) for f in listing.get("failed", [])]
+    else:
+        from gateway.repository import ModelRepository
+        from gateway.spec import decode_spec
+
+        repository = ModelRepository(args.repository or os.environ.get("DRIFTGATE_REPOSITORY", "models"))
+        by_name: dict[str, list[Any]] = {}
+        for entry in repository.scan():
+            by_name.setdefault(entry.name, []).append(entry)
+        rows, failed = [], []
+        for name, entries in by_name.items():
+            top = entries[-1]
+            try:
+                spec = decode_spec(top.read_spec(), source=str(top.path))
+            except GatewayError as exc:
+                failed.append((name, str(top.version), str(exc)))
+                continue
+            task = spec.output.task if spec.output else "-"
+            rows.append((name, ",".join(str(e.version) for e in entries), str(top.version), task, spec.digest[:19]))
+    if args.json:
+        sys.stdout.buffer.write(msgspec.json.encode({"models": rows, "failed": failed}) + b"\n")
+        return 0
+    header = ("MODEL", "VERSIONS", "DEFAULT", "TASK", "SPEC")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for name, version, reason in failed:
+        print(f"{name} version {version}: FAILED: {reason}", file=sys.stderr)
+    if not rows and not failed:
+        print("(no models)", file=sys.stderr)
+    return 0
+
+
 # --- spec-schema ------------------------------------------------------------------------
 
 
@@ -165,6 +266,47 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=("text", "json"), default="text", help="report format (default: text)")
     check.add_argument("--max-report", type=_positive_int, default=50, help="violations to print in text format (default: 50)")
     check.set_defaults(handler=cmd_check)
+
+    srv = sub.add_parser(
+        "serve",
+        help="serve the models of a repository over HTTP",
+        description="Serve every model of a repository (V1 and V2 REST, metrics). Each flag has a DRIFTGATE_* environment twin.",
+    )
+    srv.add_argument("--repository", help="model repository folder (default: ./models; DRIFTGATE_REPOSITORY)")
+    srv.add_argument("--host", help="address to listen on (default: 127.0.0.1; DRIFTGATE_HOST)")
+    srv.add_argument("--port", type=int, help="port (default: 8080; DRIFTGATE_PORT)")
+    srv.add_argument("--admin-token", help="bearer token enabling the admin endpoints (DRIFTGATE_ADMIN_TOKEN)")
+    srv.add_argument("--max-batch-rows", type=_positive_int, help="rows per request (default: 4096; DRIFTGATE_MAX_BATCH_ROWS)")
+    srv.add_argument("--max-body-bytes", type=_positive_int, help="request body limit (default: 16 MiB; DRIFTGATE_MAX_BODY_BYTES)")
+    srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default: info)")
+    srv.set_defaults(handler=cmd_serve)
+
+    reg = sub.add_parser(
+        "register",
+        help="register a model version (into a repository, or on a running server)",
+        description="Check an ONNX model against its feature spec, load and warm it, then add it as a new version. "
+        "Refused, changing nothing, if the model does not fit the spec.",
+    )
+    reg.add_argument("name", help="model name (letters, digits, '_' and '-')")
+    reg.add_argument("--model", type=Path, required=True, help="the ONNX file")
+    reg.add_argument("--spec", type=Path, required=True, help="its feature spec (.yaml or .json)")
+    reg.add_argument("--version", help="version number (default: one above the highest)")
+    where = reg.add_mutually_exclusive_group()
+    where.add_argument("--repository", help="local repository folder (default: ./models; DRIFTGATE_REPOSITORY)")
+    where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8080")
+    reg.add_argument("--token", help="admin token for --url (default: DRIFTGATE_ADMIN_TOKEN)")
+    reg.set_defaults(handler=cmd_register)
+
+    mod = sub.add_parser(
+        "models",
+        help="list registered models (locally or on a running server)",
+        description="List the models of a repository, or those a running server serves.",
+    )
+    where = mod.add_mutually_exclusive_group()
+    where.add_argument("--repository", help="local repository folder (default: ./models; DRIFTGATE_REPOSITORY)")
+    where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8080")
+    mod.add_argument("--json", action="store_true", help="print JSON")
+    mod.set_defaults(handler=cmd_models)
 
     schema = sub.add_parser(
         "spec-schema",

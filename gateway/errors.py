@@ -11,6 +11,7 @@ Every failure that driftgate reports to a caller is a ``GatewayError``. The tree
     ├── PayloadTooLargeError 413    a body or batch over the configured limits
     ├── InputRejectedError   422    rows that break the spec; carries every violation
     ├── UnauthorizedError    401    admin endpoint without the right bearer token
+    ├── AdminDisabledError   403    admin endpoint called on a server without a token
     ├── ModelNotFoundError   404    no such model or version
     ├── ModelConflictError   409    the version exists already
     ├── ModelNotReadyError   503    the model is loading or unloading
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from gateway.violations import Violation
 
 __all__ = [
+    "AdminDisabledError",
     "ConfigError",
     "GatewayError",
     "InferenceFailedError",
@@ -159,6 +161,17 @@ class UnauthorizedError(GatewayError):
     code = "unauthorized"
     title = "Unauthorized"
     status_hint = 401
+
+
+class AdminDisabledError(GatewayError):
+    """An admin endpoint was called but the server has no admin token, so they are off.
+
+    Start the server with ``DRIFTGATE_ADMIN_TOKEN`` (or ``--admin-token``) to enable them.
+    """
+
+    code = "admin-disabled"
+    title = "Admin endpoints are disabled"
+    status_hint = 403
 
 
 class ModelNotFoundError(GatewayError):

@@ -142,6 +142,8 @@ class NumericBaseline(Base, kw_only=True):
             raise ValueError("baseline edges must increase strictly")
         if any(not math.isfinite(e) for e in self.edges):
             raise ValueError("baseline edges must be finite")
+        if any(c < 0 for c in self.counts) or self.missing < 0:
+            raise ValueError("baseline counts must not be negative")
 
 
 class CategoryBaseline(Base, kw_only=True):
@@ -265,6 +267,12 @@ class HistogramBaseline(Base, kw_only=True):
     def __post_init__(self) -> None:
         if len(self.counts) != len(self.edges) - 1:
             raise ValueError("a histogram needs len(edges) - 1 counts")
+        if any(not math.isfinite(e) for e in self.edges):
+            raise ValueError("histogram edges must be finite")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("histogram edges must increase strictly")
+        if any(c < 0 for c in self.counts):
+            raise ValueError("histogram counts must not be negative")
 
 
 class OutputBaseline(Base, kw_only=True):
@@ -381,7 +389,7 @@ class FeatureSpec(Base, kw_only=True, dict=True):
         """
         from gateway.table import to_columns
 
-        return self.guards.check(to_columns(data, self.feature_names)).violations
+        return self.guards.check(to_columns(data, self.feature_names, self.guards.ignored)).violations
 
     def transform(self, data: Any) -> NDArray[np.float32]:
         """Rows to the model's float32 matrix, shape ``(n_rows, len(output_columns))``.
@@ -391,7 +399,7 @@ class FeatureSpec(Base, kw_only=True, dict=True):
         """
         from gateway.table import to_columns
 
-        checked = self.guards.enforce(to_columns(data, self.feature_names))
+        checked = self.guards.enforce(to_columns(data, self.feature_names, self.guards.ignored))
         return self.transformer.apply(checked.columns, checked.n_rows)
 
     def save(self, path: str | Path) -> None:

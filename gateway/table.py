@@ -152,7 +152,11 @@ def dataframe_to_columns(df: Any, names: Sequence[str], ignore: frozenset[str] =
             missing[name] = mask
         data[name] = values
     unknown = [
-        (i, str(col), _item(df[col].to_numpy(), i)) for col in df.columns if col not in names and col not in ignore for i in range(n)
+        (i, str(col), _item(values, i))
+        for col in df.columns
+        if col not in names and col not in ignore
+        for values in (df[col].to_numpy(),)
+        for i in range(n)
     ]
     return Columns(n, data, missing, unknown)
 

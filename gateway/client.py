@@ -1,0 +1,68 @@
+"""A small HTTP client for the command line's ``--url`` forms (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+from gateway.errors import GatewayError, UsageError
+
+__all__ = ["RemoteError", "list_remote", "register_remote"]
+
+TIMEOUT_SECONDS = 300
+"""Registration loads and warms the model on the server before answering."""
+
+
+class RemoteError(GatewayError):
+    """The server answered with an error; ``detail`` is its own message."""
+
+    code = "remote-error"
+    title = "The server refused"
+    status_hint = 502
+
+
+def _call(request: urllib.request.Request) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            result: dict[str, Any] = json.loads(response.read())
+            return result
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("detail", exc.reason)
+        except ValueError:
+            detail = exc.reason
+        raise RemoteError(f"{request.full_url}: {exc.code} {detail}") from None
+    except urllib.error.URLError as exc:
+        raise UsageError(f"cannot reach {request.full_url}: {exc.reason}") from None
+
+
+def list_remote(url: str) -> dict[str, Any]:
+    return _call(urllib.request.Request(url.rstrip("/") + "/v1/models"))
+
+
+def register_remote(url: str, token: str | None, name: str, version: str | None, model: bytes, spec: bytes, spec_filename: str) -> dict[str, Any]:
+    if not token:
+        raise UsageError("--url needs an admin token: pass --token or set DRIFTGATE_ADMIN_TOKEN")
+    if version is None:
+        listing = list_remote(url)
+        served = [int(v) for m in listing["models"] if m["name"] == name for v in m["versions"]]
+        version = str(max(served, default=0) + 1)
+    boundary = uuid.uuid4().hex
+    parts = []
+    for field, filename, data, ctype in (("model", "model.onnx", model, "application/octet-stream"), ("spec", spec_filename, spec, "application/yaml")):
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/v1/models/{name}/versions/{version}",
+        data=body,
+        method="PUT",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {token}"},
+    )
+    return _call(request)

@@ -1,0 +1,70 @@
+"""Server settings: one frozen Struct, loaded once and passed down.
+
+Precedence, lowest first: defaults, then ``DRIFTGATE_*`` environment variables, then
+command-line flags. ``environ`` is a parameter so tests pass a dict; nothing here reads
+the environment at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from gateway.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "DRIFTGATE_"
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Everything the server needs to start. Each field has a ``DRIFTGATE_<NAME>`` twin."""
+
+    repository: str = "models"
+    """Model repository folder: ``<name>/<version>/model.onnx`` and ``spec.yaml``."""
+    host: str = "127.0.0.1"
+    """Address to listen on. Loopback by default: a sidecar talks to its neighbour only."""
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    admin_token: str | None = None
+    """Bearer token of the admin endpoints (registration, load, unload). Unset: they are off."""
+    max_batch_rows: Annotated[int, Meta(ge=1)] = 4096
+    """Rows per request above which the request is refused with 413."""
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 16 * 1024 * 1024
+    """Request bodies above this are refused with 413 before they are read whole."""
+    watch_interval: Annotated[float, Meta(ge=0)] = 2.0
+    """Seconds between scans of the repository for new versions (0 turns watching off)."""
+    intra_op_threads: Annotated[int, Meta(ge=1)] = 1
+    """onnxruntime threads per inference. 1: request concurrency, not intra-op threading,
+    uses the cores; a second thread on a 2-core sidecar only contends with the server."""
+    log_level: str = "info"
+    drain_seconds: Annotated[float, Meta(ge=0)] = 30.0
+    """On SIGTERM, how long in-flight requests may take before the process exits anyway."""
+
+
+_FIELDS = {name: ENV_PREFIX + name.upper() for name in Settings.__struct_fields__}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, then ``environ`` (``DRIFTGATE_*``), then ``overrides``.
+
+    ``overrides`` whose value is ``None`` are ignored, so unset CLI flags fall through.
+    Raises ``ConfigError`` naming the variable or flag at fault.
+    """
+    values: dict[str, Any] = {}
+    for field, var in _FIELDS.items():
+        if environ and var in environ and environ[var] != "":
+            values[field] = environ[var]
+    for key, value in overrides.items():
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting {key!r}")
+        if value is not None:
+            values[key] = value
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        field = str(exc).rsplit("$.", 1)[-1].strip("`") if "$." in str(exc) else ""
+        where = f" ({_FIELDS.get(field, field)})" if field else ""
+        raise ConfigError(f"invalid setting{where}: {exc}") from None

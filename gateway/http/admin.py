@@ -1,0 +1,64 @@
+"""Admin endpoints: registering a model version over HTTP.
+
+Off unless the server has an admin token. The token is compared in constant time
+(``hmac.compare_digest``), and never echoed in an answer or a log line.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import anyio.to_thread
+import msgspec
+from litestar import Request, Response, put
+from litestar.datastructures import UploadFile
+
+from gateway.errors import AdminDisabledError, PayloadError, UnauthorizedError
+from gateway.http.v1 import gateway_of
+from gateway.service import register_model
+
+__all__ = ["ROUTES", "MAX_MODEL_BYTES", "require_admin"]
+
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+"""Largest registration body (model plus spec). Far above the prediction limit: models
+are big, and only a holder of the admin token may send one."""
+
+
+def require_admin(request: Request[Any, Any, Any]) -> None:
+    """Raise unless the request carries the server's admin token."""
+    token = gateway_of(request).settings.admin_token
+    if not token:
+        raise AdminDisabledError("admin endpoints are off: start the server with DRIFTGATE_ADMIN_TOKEN to enable them")
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise UnauthorizedError("missing or wrong admin token: send 'Authorization: Bearer <token>'")
+
+
+async def _part(form: Any, name: str) -> bytes:
+    part = form.get(name)
+    if part is None:
+        raise PayloadError(f"the multipart body has no '{name}' part (expected parts: model, spec)")
+    if isinstance(part, UploadFile):
+        return await part.read()
+    return part.encode() if isinstance(part, str) else bytes(part)
+
+
+@put("/v1/models/{name:str}/versions/{target:str}", status_code=201, request_max_body_size=MAX_MODEL_BYTES, summary="Register a model version")
+async def register(request: Request[Any, Any, Any], name: str, target: str) -> Response[bytes]:
+    """Register and load a version: multipart parts ``model`` (ONNX) and ``spec`` (YAML or
+    JSON). Refused with one clear message, changing nothing, if the bundle is bad."""
+    require_admin(request)
+    gateway = gateway_of(request)
+    form = await request.form()
+    model, spec = await _part(form, "model"), await _part(form, "spec")
+    loaded = await anyio.to_thread.run_sync(
+        register_model, gateway.model_registry, gateway.repository, name, target, model, spec, gateway.settings.intra_op_threads
+    )
+    body = {"name": loaded.name, "version": str(loaded.version), "spec_digest": loaded.spec.digest, "default": True}
+    body["default"] = gateway.model_registry.get(loaded.name).version == loaded.version
+    return Response(content=msgspec.json.encode(body), status_code=201, media_type="application/json")
+
+
+ROUTES = [register]

@@ -1,0 +1,56 @@
+"""``create_app(settings)``: the Litestar application of one gateway process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from gateway import __version__
+from gateway.config import Settings
+from gateway.http import admin, health, v1
+from gateway.http.problems import problem_response
+from gateway.lifecycle import Gateway
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, gateway: Gateway | None = None) -> Litestar:
+    """The app, with a ``Gateway`` that starts loading models when the app starts."""
+    gw = gateway or Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        gw.start()
+        try:
+            yield
+        finally:
+            gw.stop()
+
+    app = Litestar(
+        route_handlers=[*health.ROUTES, *v1.ROUTES, *admin.ROUTES],
+        exception_handlers={Exception: problem_response},
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="driftgate",
+            version=__version__,
+            description="Model serving with input guards and drift monitoring.",
+            path="/schema",
+        ),
+        debug=False,
+        logging_config=None,
+    )
+    app.state.gateway = gw
+    return app
+
+
+def app_from_env() -> Any:  # pragma: no cover - for `uvicorn gateway.http.app:app_from_env --factory`
+    import os
+
+    from gateway.config import load_settings
+
+    return create_app(load_settings(os.environ))

@@ -1,0 +1,46 @@
+"""Liveness, readiness and metrics: what Kubernetes and Prometheus call.
+
+Liveness answers 200 while the process can answer at all. Readiness answers 200 only
+once every model in the repository has been loaded and warmed, and 503 from the moment
+SIGTERM arrives (so the endpoints controller stops routing here while in-flight
+requests finish). Both are cheap and never touch a model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.http.v1 import gateway_of
+
+__all__ = ["ROUTES"]
+
+_LIVE = b'{"live":true}'
+_READY = b'{"ready":true}'
+_NOT_READY = b'{"ready":false}'
+
+
+@get("/v2/health/live", summary="Liveness")
+async def live() -> Response[bytes]:
+    """200 while the server process is up."""
+    return Response(content=_LIVE, media_type="application/json")
+
+
+@get("/v2/health/ready", summary="Readiness")
+async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """200 when every model is loaded and warmed and the server is not draining, else 503."""
+    if gateway_of(request).ready:
+        return Response(content=_READY, media_type="application/json")
+    return Response(content=_NOT_READY, status_code=503, media_type="application/json", headers={"Retry-After": "1"})
+
+
+@get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Prometheus text format, from the gateway's own collector registry."""
+    body = generate_latest(gateway_of(request).metrics_registry)
+    return Response(content=body, media_type=CONTENT_TYPE_LATEST)
+
+
+ROUTES = [live, ready, metrics]

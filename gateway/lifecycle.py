@@ -1,0 +1,93 @@
+"""The running gateway: its models, its repository, readiness and draining.
+
+``Gateway`` owns the long-lived state of a server process. At start it loads every
+version in the repository on a background thread (so liveness answers at once, and
+readiness only once every model is loaded and warmed), then keeps watching the
+repository: a version that ``driftgate register`` writes there is loaded and becomes the
+default without a restart.
+
+Readiness means: the initial load has finished, no load is under way at start-up, and
+the process is not draining. A version that fails to load is logged and listed with its
+reason (``GET /v2/repository/index``) but does not hold readiness back: one bad bundle in
+a shared repository must not take the models beside it out of service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from gateway.monitoring.metrics import new_metrics_registry
+from gateway.registry import ModelRegistry
+from gateway.repository import ModelRepository
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("driftgate")
+
+
+class Gateway:
+    """State of one server process (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.repository = ModelRepository(settings.repository)
+        self.metrics_registry, self.collector = new_metrics_registry()
+        self.model_registry = ModelRegistry(self.collector)
+        self.started = threading.Event()
+        self.loaded = threading.Event()
+        self.draining = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded.is_set() and not self.draining
+
+    def start(self) -> None:
+        """Load the repository in the background, then watch it."""
+        self._thread = threading.Thread(target=self._run, name="driftgate-loader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def drain(self) -> None:
+        """Fail readiness at once; in-flight requests go on to the end."""
+        if not self.draining:
+            log.info("draining: readiness now fails; finishing in-flight requests")
+        self.draining = True
+
+    def scan(self) -> int:
+        """Load every repository version not seen before. Returns how many were loaded."""
+        loaded = 0
+        try:
+            entries = self.repository.scan()
+        except OSError as exc:
+            log.error("cannot scan the model repository %s: %s", self.repository.root, exc)
+            return 0
+        for entry in entries:
+            if self._stop.is_set():
+                break
+            if self.model_registry.known(entry.name, entry.version):
+                continue
+            if self.model_registry.load_entry(entry, self.settings.intra_op_threads) is not None:
+                loaded += 1
+        return loaded
+
+    def _run(self) -> None:
+        count = self.scan()
+        failed = len(self.model_registry.failures())
+        log.info("loaded %d model versions from %s (%d failed); ready", count, self.repository.root, failed)
+        if count == 0 and failed == 0:
+            log.warning("the model repository %s holds no model versions", self.repository.root)
+        self.loaded.set()
+        interval = self.settings.watch_interval
+        while interval > 0 and not self._stop.wait(interval):
+            self.scan()

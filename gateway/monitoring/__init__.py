@@ -1,0 +1,1 @@
+"""Monitoring: metrics now; drift, feedback and output baselines build on them."""

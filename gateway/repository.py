@@ -1,0 +1,139 @@
+"""The model repository on disk.
+
+Layout (one folder per model version; versions are positive integers)::
+
+    <root>/<name>/<version>/model.onnx
+    <root>/<name>/<version>/spec.yaml     # the exact spec the version was registered with
+
+A version folder is written whole under ``<root>/.staging/`` and then renamed into place,
+which is atomic on one file system: a scanner sees a version complete or not at all, and
+never a half-written file. Versions are immutable: adding an existing one is refused.
+
+This module knows files only; loading a model is ``gateway.registry``'s job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from gateway.errors import ConfigError, ModelConflictError, UsageError
+
+__all__ = ["MODEL_FILE", "SPEC_FILE", "ModelRepository", "VersionEntry", "check_name", "check_version"]
+
+MODEL_FILE = "model.onnx"
+SPEC_FILE = "spec.yaml"
+STAGING = ".staging"
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+"""Model names: letters, digits, ``_`` and ``-``, 1-64 characters, not starting with a
+symbol. No dots or slashes, so a name is always one safe path segment and a URL segment."""
+VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,8}$")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name, else raise ``UsageError``."""
+    if not NAME_PATTERN.match(name):
+        raise UsageError(f"invalid model name {name[:80]!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+    return name
+
+
+def check_version(version: str | int) -> int:
+    """Return ``version`` as an int if it is a valid version, else raise ``UsageError``."""
+    text = str(version)
+    if not VERSION_PATTERN.match(text):
+        raise UsageError(f"invalid version {text[:40]!r}: versions are whole numbers from 1")
+    return int(text)
+
+
+class VersionEntry:
+    """A complete version folder found on disk."""
+
+    __slots__ = ("mtime_ns", "name", "path", "version")
+
+    def __init__(self, name: str, version: int, path: Path, mtime_ns: int) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self.mtime_ns = mtime_ns
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.name, self.version)
+
+    def read_model(self) -> bytes:
+        return (self.path / MODEL_FILE).read_bytes()
+
+    def read_spec(self) -> bytes:
+        return (self.path / SPEC_FILE).read_bytes()
+
+
+class ModelRepository:
+    """A model repository folder (see the module docstring)."""
+
+    def __init__(self, root: str | Path, *, create: bool = False) -> None:
+        self.root = Path(root)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.is_dir():
+            raise ConfigError(f"model repository {self.root} does not exist or is not a folder")
+
+    def scan(self) -> list[VersionEntry]:
+        """Every complete version on disk, sorted by name and version. Folders that do not
+        follow the layout (a bad name, a missing file) are skipped."""
+        found: list[VersionEntry] = []
+        for model_dir in sorted(self.root.iterdir()):
+            if not model_dir.is_dir() or not NAME_PATTERN.match(model_dir.name):
+                continue
+            for version_dir in model_dir.iterdir():
+                if not version_dir.is_dir() or not VERSION_PATTERN.match(version_dir.name):
+                    continue
+                model, spec = version_dir / MODEL_FILE, version_dir / SPEC_FILE
+                if model.is_file() and spec.is_file():
+                    found.append(VersionEntry(model_dir.name, int(version_dir.name), version_dir, version_dir.stat().st_mtime_ns))
+        found.sort(key=lambda e: (e.name, e.version))
+        return found
+
+    def versions(self, name: str) -> list[int]:
+        return [e.version for e in self.scan() if e.name == name]
+
+    def next_version(self, name: str) -> int:
+        return max(self.versions(name), default=0) + 1
+
+    def add(self, name: str, version: int | None, model: bytes, spec: bytes) -> VersionEntry:
+        """Write a new version atomically and return it.
+
+        Raises:
+            UsageError: a bad name or version.
+            ModelConflictError: the version exists already.
+        """
+        check_name(name)
+        number = self.next_version(name) if version is None else check_version(version)
+        target = self.root / name / str(number)
+        if target.exists():
+            raise ModelConflictError(f"{name} version {number} exists already; versions are immutable, register a new one")
+        staging = self.root / STAGING
+        staging.mkdir(exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{name}-{number}-", dir=staging))
+        try:
+            for filename, data in ((MODEL_FILE, model), (SPEC_FILE, spec)):
+                with open(folder / filename, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            target.parent.mkdir(exist_ok=True)
+            try:
+                os.rename(folder, target)  # atomic; fails if another writer got there first
+            except OSError:
+                raise ModelConflictError(f"{name} version {number} exists already; versions are immutable") from None
+        finally:
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+        return VersionEntry(name, number, target, target.stat().st_mtime_ns)
+
+    def remove(self, name: str, version: int) -> None:
+        """Delete a version folder (used to roll back a registration that failed late)."""
+        shutil.rmtree(self.root / check_name(name) / str(check_version(version)), ignore_errors=True)

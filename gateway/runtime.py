@@ -1,0 +1,224 @@
+"""The model runtime: one onnxruntime session per model version.
+
+``OnnxRuntime`` loads an ONNX model, checks its signature against the spec (input width
+and dtype; for a classifier, one probability column per label, and the model's own label
+output agreeing with the spec's label order), warms it up, and then runs batches.
+
+Session settings are deliberate (see ``session_options``). Classifier probabilities are
+read whichever way the exporter wrote them: a plain ``[N, k]`` float tensor, or
+skl2onnx's ZipMap, a sequence of ``{label: probability}`` maps (slower: export with
+``zipmap=False`` where you can).
+
+This module must not know about HTTP, metrics or the repository layout.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from gateway.errors import InferenceFailedError, SpecMismatchError
+from gateway.samples import sample_records
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from gateway.spec import FeatureSpec
+
+__all__ = ["Inference", "OnnxRuntime", "Runtime", "session_options"]
+
+WARMUP_BATCHES = (1, 8, 64)
+"""Batch sizes run at warm-up: onnxruntime allocates and specialises per shape on first
+use, so the first real request of each common size must not pay for it."""
+WARMUP_ROUNDS = 3
+
+
+class Inference:
+    """What the model said about a batch.
+
+    Attributes:
+        probabilities: ``(n, len(labels))`` float32 in the spec's label order, or None.
+        values: ``(n,)`` float32 predictions of a regressor, or None.
+    """
+
+    __slots__ = ("probabilities", "values")
+
+    def __init__(self, probabilities: NDArray[np.float32] | None = None, values: NDArray[np.float32] | None = None) -> None:
+        self.probabilities = probabilities
+        self.values = values
+
+
+class Runtime(Protocol):
+    """A loaded, warmed model. ``run`` may be called from several threads at once."""
+
+    input_width: int
+    seconds_per_row: float
+
+    def run(self, matrix: NDArray[np.float32]) -> Inference: ...
+
+
+def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
+    """onnxruntime settings for a sidecar on a small machine.
+
+    - ``intra_op_threads`` (default 1): parallelism comes from concurrent requests; more
+      threads per call only contend with the HTTP loop on 2 cores, and spinning worker
+      threads burn a core while idle (so spinning is off).
+    - ``ORT_ENABLE_ALL``: every graph optimisation, paid once at load.
+    - sequential execution: the exported models are chains of small operators.
+    """
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
+    return opts
+
+
+def _is_float_tensor(arg: Any) -> bool:
+    return bool(arg.type == "tensor(float)")
+
+
+class OnnxRuntime:
+    """One onnxruntime session, checked against ``spec`` and warmed up.
+
+    Args:
+        model: the ONNX file's bytes.
+        spec: the feature spec registered with the model.
+        intra_op_threads: see ``session_options``.
+
+    Raises:
+        SpecMismatchError: the model does not load, or its signature does not fit the spec.
+    """
+
+    def __init__(self, model: bytes, spec: FeatureSpec, intra_op_threads: int = 1) -> None:
+        try:
+            self.session = ort.InferenceSession(model, session_options(intra_op_threads), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises several unrelated types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpecMismatchError(f"the ONNX model does not load: {first[:300]}") from exc
+        self.spec = spec
+        self.input_width = len(spec.output_columns)
+        self._check_input()
+        self._label_output: str | None = None
+        self._zipmap = False
+        if spec.output is not None and spec.output.task == "classification":
+            self._output = self._find_probabilities()
+        else:
+            self._output = self._find_values()
+        self._labels = spec.output.labels if spec.output is not None else ()
+        self.seconds_per_row = 0.0
+        self._warm_up()
+
+    # -- signature checks --
+
+    def _check_input(self) -> None:
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs)
+            raise SpecMismatchError(f"the model has {len(inputs)} inputs ({names}); driftgate feeds one [N, {self.input_width}] float32 matrix")
+        arg = inputs[0]
+        if not _is_float_tensor(arg):
+            raise SpecMismatchError(f"the model's input {arg.name!r} is {arg.type}; the spec's transform produces tensor(float)")
+        shape = arg.shape
+        if len(shape) != 2:
+            raise SpecMismatchError(f"the model's input {arg.name!r} has shape {shape}; expected [N, {self.input_width}]")
+        width = shape[1]
+        if isinstance(width, int) and width != self.input_width:
+            raise SpecMismatchError(
+                f"the model takes {width} input columns but the spec's transform produces {self.input_width}"
+            )
+        self._input = arg.name
+
+    def _find_probabilities(self) -> str:
+        outputs = self.session.get_outputs()
+        n_labels = len(self.spec.output.labels)  # type: ignore[union-attr]
+        for arg in outputs:
+            if arg.type.startswith("seq(map("):
+                self._zipmap = True
+                found = arg.name
+                break
+            if _is_float_tensor(arg) and len(arg.shape) == 2:
+                width = arg.shape[1]
+                if isinstance(width, int) and width != n_labels:
+                    raise SpecMismatchError(
+                        f"the model's output {arg.name!r} has {width} probability columns but the spec has {n_labels} labels"
+                    )
+                found = arg.name
+                break
+        else:
+            raise SpecMismatchError("the model has no probability output (a [N, k] float tensor or a ZipMap); is it a classifier?")
+        labels = [a.name for a in outputs if a.name != found and a.type in ("tensor(int64)", "tensor(string)")]
+        self._label_output = labels[0] if labels else None
+        return found
+
+    def _find_values(self) -> str:
+        for arg in self.session.get_outputs():
+            if _is_float_tensor(arg) and (len(arg.shape) == 1 or (len(arg.shape) == 2 and arg.shape[1] in (1, None) or isinstance(arg.shape[1], str))):
+                return str(arg.name)
+        raise SpecMismatchError("the model has no [N] or [N, 1] float output for a regression")
+
+    # -- running --
+
+    def run(self, matrix: NDArray[np.float32]) -> Inference:
+        """Run a ``(n, input_width)`` float32 batch. Safe to call from several threads."""
+        try:
+            out = self.session.run([self._output], {self._input: matrix})[0]
+        except Exception as exc:
+            raise InferenceFailedError(f"onnxruntime failed: {str(exc)[:300]}") from exc
+        if self._labels:
+            if self._zipmap:
+                out = self._from_zipmap(out)
+            elif out.dtype != np.float32:
+                out = out.astype(np.float32)
+            return Inference(probabilities=out)
+        return Inference(values=out.reshape(-1).astype(np.float32, copy=False))
+
+    def _from_zipmap(self, maps: list[dict[Any, float]]) -> NDArray[np.float32]:
+        if not maps:
+            return np.zeros((0, len(self._labels)), dtype=np.float32)
+        keys = {str(k): k for k in maps[0]}
+        missing = [label for label in self._labels if label not in keys]
+        if missing:
+            raise SpecMismatchError(f"the model's classes {sorted(keys)} do not include the spec's labels {missing}")
+        order = [keys[label] for label in self._labels]
+        return np.array([[m[k] for k in order] for m in maps], dtype=np.float32)
+
+    def _warm_up(self) -> None:
+        """Run every warm-up batch size, check classifier labels, time one row."""
+        records = sample_records(self.spec, max(WARMUP_BATCHES), seed=7)
+        matrix = self.spec.transform(records)
+        for _ in range(WARMUP_ROUNDS):
+            for n in WARMUP_BATCHES:
+                self.run(matrix[:n])
+        if self._labels:
+            self._check_labels(matrix)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            self.run(matrix[:1])
+        self.seconds_per_row = (time.perf_counter() - t0) / 10
+
+    def _check_labels(self, matrix: NDArray[np.float32]) -> None:
+        probabilities = self.run(matrix).probabilities
+        assert probabilities is not None
+        if probabilities.shape[1] != len(self._labels):
+            raise SpecMismatchError(
+                f"the model answers {probabilities.shape[1]} probability columns but the spec has {len(self._labels)} labels"
+            )
+        if self._label_output is None:
+            return
+        said = self.session.run([self._label_output], {self._input: matrix})[0]
+        expected = np.asarray(self._labels, dtype=object)[probabilities.argmax(axis=1)]
+        said_text = np.array([str(v) for v in said.tolist()], dtype=object)
+        unknown = sorted(set(said_text.tolist()) - set(self._labels))
+        if unknown:
+            raise SpecMismatchError(f"the model predicts labels {unknown} that are not among the spec's labels {list(self._labels)}")
+        if not (said_text == expected).all():
+            raise SpecMismatchError(
+                f"the model's labels do not follow the spec's label order {list(self._labels)}: "
+                "its probability columns are in another order"
+            )

@@ -1,0 +1,52 @@
+"""Running the HTTP server process: uvicorn with driftgate's shutdown semantics.
+
+On SIGTERM or SIGINT: readiness fails at once (``Gateway.drain``), the listening socket
+closes, requests already accepted run to the end (bounded by ``drain_seconds``), and the
+process exits 0. That is what Kubernetes expects of a pod being replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import uvicorn
+
+from gateway.config import Settings
+from gateway.http.app import create_app
+from gateway.lifecycle import Gateway
+
+__all__ = ["serve"]
+
+
+class _DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.gateway.drain()
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT. Returns the process exit code."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    gateway = Gateway(settings)
+    app = create_app(settings, gateway)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.drain_seconds) or None,
+        server_header=False,
+    )
+    server = _DrainingServer(config, gateway)
+    server.run()
+    return 0 if server.started else 3

@@ -1,0 +1,180 @@
+"""The transport-neutral core: predict, register, describe.
+
+This is the only place that chains guards -> transform -> runtime -> monitoring. The
+HTTP layer decodes a request into columns, calls ``predict``, and encodes the
+``Outcome``; the V1 and V2 protocols share everything below the wire format.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gateway.errors import InputRejectedError, ModelConflictError, UsageError
+from gateway.registry import LoadedModel, load_model
+from gateway.repository import check_name, check_version
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from gateway.registry import ModelRegistry
+    from gateway.repository import ModelRepository
+    from gateway.table import Columns
+    from gateway.violations import Violation
+
+__all__ = ["Outcome", "predict", "register_model"]
+
+_ID_PREFIX = os.urandom(4).hex() + "-"
+"""Prediction ids are ``<process prefix>-<counter>``: unique across restarts and replicas
+(the prefix is random per process) and cheap to make (no uuid per row)."""
+_ids = itertools.count(1)
+
+
+def new_ids(n: int) -> list[str]:
+    prefix = _ID_PREFIX
+    return [f"{prefix}{i:x}" for i in itertools.islice(_ids, n)]
+
+
+class Outcome:
+    """The answer for one predicted batch.
+
+    Attributes:
+        model: the exact version that answered.
+        ids: one prediction id per row (send feedback against it).
+        probabilities: ``(n, k)`` float32 in label order (classification), else None.
+        label_index: ``(n,)`` index of the top class (classification), else None.
+        confidence: ``(n,)`` top-class probability (classification), else None.
+        values: ``(n,)`` predictions (regression), else None.
+        marks: row -> flag/clip violations of rows predicted despite them.
+        review: bool mask of rows below the spec's review threshold, or None.
+    """
+
+    __slots__ = ("confidence", "ids", "label_index", "marks", "model", "probabilities", "review", "values")
+
+    def __init__(self, model: LoadedModel, ids: list[str]) -> None:
+        self.model = model
+        self.ids = ids
+        self.probabilities: NDArray[np.float32] | None = None
+        self.label_index: NDArray[np.intp] | None = None
+        self.confidence: NDArray[np.float32] | None = None
+        self.values: NDArray[np.float32] | None = None
+        self.marks: dict[int, list[Violation]] = {}
+        self.review: NDArray[np.bool_] | None = None
+
+
+def predict(model: LoadedModel, columns: Columns) -> Outcome:
+    """Guard, transform, infer and monitor one batch.
+
+    Raises:
+        InputRejectedError: a row breaks the spec (nothing reached the model).
+        InferenceFailedError: onnxruntime failed.
+    """
+    metrics = model.metrics
+    t0 = time.perf_counter()
+    checked = model.guards.check(columns)
+    t1 = time.perf_counter()
+    metrics.time_stage("validate", t1 - t0)
+    n = checked.n_rows
+    if checked.rejected is not None:
+        rejecting = [v for v in checked.violations if v.action == "reject"]
+        metrics.count_rejected(n, n, checked.violations)
+        bad = int(checked.rejected.sum())
+        raise InputRejectedError(
+            f"{bad} of {n} rows break the feature spec of {model.name!r}; no row was predicted",
+            rejecting,
+            rows=n,
+            rejected_rows=bad,
+        )
+    matrix = model.transform.apply(checked.columns, n)
+    t2 = time.perf_counter()
+    inference = model.runtime.run(matrix)
+    t3 = time.perf_counter()
+    outcome = Outcome(model, new_ids(n))
+    output = model.spec.output
+    if inference.probabilities is not None:
+        probabilities = inference.probabilities
+        outcome.probabilities = probabilities
+        outcome.label_index = probabilities.argmax(axis=1)
+        outcome.confidence = probabilities.max(axis=1)
+        if output is not None and output.review_threshold is not None:
+            review = outcome.confidence < output.review_threshold
+            outcome.review = review if review.any() else None
+    else:
+        outcome.values = inference.values
+    if checked.violations:
+        for v in checked.violations:
+            outcome.marks.setdefault(v.row, []).append(v)
+    metrics.count_predicted(
+        n,
+        checked.violations,
+        int(checked.flagged.sum()) if checked.flagged is not None else 0,
+        int(checked.clipped.sum()) if checked.clipped is not None else 0,
+        outcome.confidence,
+        outcome.label_index,
+        outcome.values,
+        int(outcome.review.sum()) if outcome.review is not None else 0,
+    )
+    t4 = time.perf_counter()
+    metrics.time_stage("transform", t2 - t1)
+    metrics.time_stage("infer", t3 - t2)
+    metrics.time_stage("monitor", t4 - t3)
+    return outcome
+
+
+def v1_predictions(outcome: Outcome) -> list[dict[str, Any]]:
+    """The ``predictions`` list of a V1 answer (see the contract)."""
+    ids = outcome.ids
+    if outcome.probabilities is not None:
+        labels = outcome.model.spec.output.labels  # type: ignore[union-attr]
+        probs = outcome.probabilities.tolist()
+        conf = outcome.confidence.tolist()  # type: ignore[union-attr]
+        idx = outcome.label_index.tolist()  # type: ignore[union-attr]
+        rows = [
+            {"label": labels[i], "probabilities": dict(zip(labels, p, strict=True)), "confidence": c, "id": pid}
+            for i, p, c, pid in zip(idx, probs, conf, ids, strict=True)
+        ]
+    else:
+        rows = [{"value": v, "id": pid} for v, pid in zip(outcome.values.tolist(), ids, strict=True)]  # type: ignore[union-attr]
+    if outcome.review is not None:
+        for row in np.flatnonzero(outcome.review).tolist():
+            rows[row]["review"] = True
+    for row, marks in outcome.marks.items():
+        rows[row]["flagged"] = any(v.action == "flag" for v in marks)
+        rows[row]["violations"] = marks
+    return rows
+
+
+def register_model(
+    model_registry: ModelRegistry,
+    repository: ModelRepository,
+    name: str,
+    version: int | str | None,
+    model: bytes,
+    spec_text: bytes,
+    intra_op_threads: int = 1,
+) -> LoadedModel:
+    """Check, load, store and serve a new version. A refusal changes nothing.
+
+    The model is loaded and checked against the spec before anything is written, so a
+    bad bundle never reaches the repository; the version folder is then written
+    atomically, and the loaded model swapped in.
+
+    Raises:
+        UsageError: a bad name or version.
+        SpecError / SpecMismatchError: the spec is invalid or does not fit the model.
+        ModelConflictError: the version exists.
+    """
+    check_name(name)
+    number = check_version(version) if version is not None else repository.next_version(name)
+    if number in repository.versions(name) or model_registry.known(name, number):
+        raise ModelConflictError(f"{name} version {number} exists already; versions are immutable, register a new one")
+    if not model:
+        raise UsageError("the model file is empty")
+    loaded = load_model(name, number, model, spec_text, intra_op_threads)
+    repository.add(name, number, model, spec_text)
+    model_registry.add(loaded)
+    return loaded
