@@ -18,6 +18,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from gateway.errors import ModelNotFoundError, ModelNotReadyError
 from gateway.monitoring.metrics import new_metrics_registry
 from gateway.registry import ModelRegistry
 from gateway.repository import ModelRepository
@@ -41,6 +42,8 @@ class Gateway:
         self.started = threading.Event()
         self.loaded = threading.Event()
         self.draining = False
+        self.unloaded: set[str] = set()
+        """Models unloaded through the repository API: the watcher leaves them alone."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -75,11 +78,41 @@ class Gateway:
         for entry in entries:
             if self._stop.is_set():
                 break
-            if self.model_registry.known(entry.name, entry.version):
+            if entry.name in self.unloaded or self.model_registry.known(entry.name, entry.version):
                 continue
             if self.model_registry.load_entry(entry, self.settings.intra_op_threads) is not None:
                 loaded += 1
         return loaded
+
+    def load(self, name: str) -> list[int]:
+        """Serve every version of ``name`` found in the repository (after an unload, too).
+
+        Raises ``ModelNotFoundError`` if the repository has no version of it, and the load
+        error of the highest version if none of them loads.
+        """
+        entries = [e for e in self.repository.scan() if e.name == name]
+        if not entries:
+            raise ModelNotFoundError(f"the repository has no model named {name[:80]!r}")
+        self.unloaded.discard(name)
+        loaded = []
+        for entry in entries:
+            self.model_registry.forget_failure(entry.name, entry.version)
+            if self.model_registry.state(entry.name, entry.version) == "READY":
+                loaded.append(entry.version)
+            elif self.model_registry.load_entry(entry, self.settings.intra_op_threads) is not None:
+                loaded.append(entry.version)
+        if not loaded:
+            failure = {f.version: f.reason for f in self.model_registry.failures() if f.name == name}
+            raise ModelNotReadyError(f"no version of {name!r} loads: {failure.get(entries[-1].version, 'unknown error')}")
+        return loaded
+
+    def unload(self, name: str) -> list[int]:
+        """Stop serving every version of ``name``; the watcher will not load it again."""
+        removed = self.model_registry.remove(name)
+        if not removed:
+            raise ModelNotFoundError(f"no model named {name[:80]!r} is served")
+        self.unloaded.add(name)
+        return removed
 
     def _run(self) -> None:
         count = self.scan()

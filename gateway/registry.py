@@ -123,6 +123,10 @@ class ModelRegistry:
 
     # -- writes --
 
+    def forget_failure(self, name: str, version: int) -> None:
+        with self._lock:
+            self._failures.pop((name, version), None)
+
     def add(self, model: LoadedModel) -> None:
         """Serve ``model``; it becomes the default if its version is the highest."""
         with self._lock:

@@ -1,0 +1,269 @@
+"""Open Inference Protocol (V2) endpoints, as KServe and Triton serve them.
+
+Inputs are the spec's features, one tensor each, batched on the first dimension (shape
+``[N]`` or ``[N, 1]``); the guards, transform and monitoring are exactly V1's
+(``gateway.service.predict``). Outputs: ``label`` (BYTES), ``probabilities`` (FP32
+``[N, k]`` in the spec's label order) and ``confidence`` (FP32) for classifiers,
+``prediction`` (FP32) for regressors, and ``id`` (BYTES) for feedback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+import msgspec
+import numpy as np
+from litestar import Request, Response, get, post
+
+from gateway import __version__
+from gateway.errors import ModelNotFoundError, PayloadError, PayloadTooLargeError
+from gateway.http.admin import require_admin
+from gateway.http.v1 import gateway_of, run_predict
+from gateway.protocol.v2 import (
+    InferenceResponse,
+    ResponseOutput,
+    decode_request,
+    decode_tensor,
+    encode_bytes_tensor,
+    encode_response,
+)
+from gateway.registry import LoadedModel
+from gateway.repository import VERSION_PATTERN
+from gateway.spec import BooleanFeature, CategoryFeature, IntegerFeature
+from gateway.table import Columns
+
+__all__ = ["ROUTES"]
+
+_encode = msgspec.json.Encoder().encode
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
+
+
+def _json(body: Any, status: int = 200) -> Response[bytes]:
+    return Response(content=_encode(body), status_code=status, media_type="application/json")
+
+
+def _version(text: str) -> int:
+    if not VERSION_PATTERN.match(text):
+        raise ModelNotFoundError(f"no version {text[:20]!r}: versions are whole numbers from 1")
+    return int(text)
+
+
+def _model(request: Request[Any, Any, Any], name: str, version: str | None) -> LoadedModel:
+    return gateway_of(request).model_registry.get(name, None if version is None else _version(version))
+
+
+# --- metadata ---------------------------------------------------------------------------
+
+
+def _feature_datatype(feature: Any) -> str:
+    if isinstance(feature, CategoryFeature):
+        return "BYTES"
+    if isinstance(feature, BooleanFeature):
+        return "BOOL"
+    if isinstance(feature, IntegerFeature):
+        return "INT64"
+    return "FP64"  # float64 end to end: V2 answers equal V1's to the bit
+
+
+def _outputs_of(model: LoadedModel) -> list[tuple[str, str, list[int]]]:
+    """(name, datatype, shape without the batch dimension) of every output."""
+    spec = model.spec
+    if spec.output is not None and spec.output.task == "classification":
+        return [("label", "BYTES", [1]), ("probabilities", "FP32", [len(spec.output.labels)]), ("confidence", "FP32", [1]), ("id", "BYTES", [1])]
+    return [("prediction", "FP32", [1]), ("id", "BYTES", [1])]
+
+
+def model_metadata(model: LoadedModel, versions: list[int]) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "versions": [str(v) for v in versions],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": f.name, "datatype": _feature_datatype(f), "shape": [-1, 1]} for f in model.spec.features],
+        "outputs": [{"name": n, "datatype": d, "shape": [-1] if s == [1] else [-1, *s]} for n, d, s in _outputs_of(model)],
+        "parameters": {"spec_digest": model.spec.digest, "task": model.spec.output.task if model.spec.output else None},
+    }
+
+
+def _versions(request: Request[Any, Any, Any], name: str) -> list[int]:
+    return sorted(m.version for m in gateway_of(request).model_registry.models() if m.name == name)
+
+
+@get("/v2", summary="V2 server metadata")
+async def server_metadata() -> Response[bytes]:
+    """Server name, version and supported protocol extensions."""
+    return _json({"name": "driftgate", "version": __version__, "extensions": EXTENSIONS})
+
+
+@get(["/v2/models/{name:str}", "/v2/models/{name:str}/versions/{version:str}"], summary="V2 model metadata")
+async def metadata(request: Request[Any, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
+    """Inputs (the spec's features) and outputs of a model."""
+    return _json(model_metadata(_model(request, name, version), _versions(request, name)))
+
+
+@get(["/v2/models/{name:str}/ready", "/v2/models/{name:str}/versions/{version:str}/ready"], summary="V2 model readiness")
+async def model_ready(request: Request[Any, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
+    """200 when the model (version) is loaded and warmed; 404 otherwise."""
+    model = _model(request, name, version)
+    return _json({"name": model.name, "version": str(model.version), "ready": True})
+
+
+@get(["/v2/models/{name:str}/config", "/v2/models/{name:str}/versions/{version:str}/config"], summary="Model configuration (Triton)")
+async def model_config(request: Request[Any, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
+    """Triton's model configuration, as perf_analyzer reads it."""
+    model = _model(request, name, version)
+    triton_type = {"BYTES": "TYPE_STRING", "BOOL": "TYPE_BOOL", "INT64": "TYPE_INT64", "FP64": "TYPE_FP64", "FP32": "TYPE_FP32"}
+    return _json(
+        {
+            "name": model.name,
+            "platform": "onnxruntime_onnx",
+            "backend": "onnxruntime",
+            "max_batch_size": gateway_of(request).settings.max_batch_rows,
+            "input": [{"name": f.name, "data_type": triton_type[_feature_datatype(f)], "dims": [1]} for f in model.spec.features],
+            "output": [{"name": n, "data_type": triton_type[d], "dims": s} for n, d, s in _outputs_of(model)],
+            "version_policy": {"latest": {"num_versions": 1}},
+        }
+    )
+
+
+# --- inference --------------------------------------------------------------------------
+
+
+def columns_from_tensors(model: LoadedModel, body: bytes, header_length: str | None, max_rows: int) -> tuple[Columns, Any]:
+    """Decode a V2 request into the guards' columns. Returns (columns, request)."""
+    request, binary = decode_request(body, header_length)
+    if not request.inputs:
+        raise PayloadError("the request has no inputs")
+    names = set(model.spec.feature_names)
+    data: dict[str, Any] = {}
+    unknown_names: list[str] = []
+    rows: int | None = None
+    offset = 0
+    for tensor in request.inputs:
+        if tensor.name in data or tensor.name in unknown_names:
+            raise PayloadError(f"input {tensor.name!r} is given twice")
+        column, offset = decode_tensor(tensor, binary, offset)
+        shape = tensor.shape
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise PayloadError(f"input {tensor.name!r}: shape {shape}; a feature is a [N] or [N, 1] tensor")
+        if rows is None:
+            rows = shape[0]
+        elif shape[0] != rows:
+            raise PayloadError(f"input {tensor.name!r} has {shape[0]} rows where the others have {rows}")
+        if tensor.name in names:
+            data[tensor.name] = column
+        else:
+            unknown_names.append(tensor.name)
+    if offset != len(binary):
+        raise PayloadError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
+    n = rows or 0
+    if n == 0:
+        raise PayloadError("the inputs hold no rows")
+    if n > max_rows:
+        raise PayloadTooLargeError(f"{n} rows in one request; the limit is {max_rows}", max_rows=max_rows)
+    unknown = [(i, name, None) for name in unknown_names for i in range(n)]
+    return Columns(n, data, unknown=unknown), request
+
+
+def _wanted(request: Any, available: list[str]) -> list[tuple[str, bool]]:
+    """(output name, send binary) for every output to answer."""
+    default_binary = bool((request.parameters or {}).get("binary_data_output", False))
+    if not request.outputs:
+        return [(name, default_binary) for name in available]
+    wanted = []
+    for out in request.outputs:
+        if out.name not in available:
+            raise PayloadError(f"unknown output {out.name!r}; this model answers {', '.join(available)}")
+        wanted.append((out.name, bool((out.parameters or {}).get("binary_data", default_binary))))
+    return wanted
+
+
+def _output_arrays(outcome: Any) -> dict[str, tuple[str, Any]]:
+    """Output name -> (datatype, values) from a prediction outcome."""
+    arrays: dict[str, tuple[str, Any]] = {"id": ("BYTES", outcome.ids)}
+    if outcome.probabilities is not None:
+        labels = outcome.model.spec.output.labels
+        arrays["label"] = ("BYTES", [labels[i] for i in outcome.label_index.tolist()])
+        arrays["probabilities"] = ("FP32", outcome.probabilities)
+        arrays["confidence"] = ("FP32", outcome.confidence)
+    else:
+        arrays["prediction"] = ("FP32", outcome.values)
+    return arrays
+
+
+async def _infer(request: Request[Any, Any, Any], model: LoadedModel) -> Response[bytes]:
+    gateway = gateway_of(request)
+    body = await request.body()
+    columns, v2_request = columns_from_tensors(model, body, request.headers.get("inference-header-content-length"), gateway.settings.max_batch_rows)
+    wanted = _wanted(v2_request, [name for name, _, _ in _outputs_of(model)])
+    outcome = await run_predict(model, columns)
+    arrays = _output_arrays(outcome)
+    outputs: list[ResponseOutput] = []
+    binaries: list[bytes] = []
+    n = columns.n_rows
+    for name, binary in wanted:
+        datatype, values = arrays[name]
+        shape = [n, values.shape[1]] if isinstance(values, np.ndarray) and values.ndim == 2 else [n]
+        if binary:
+            raw = encode_bytes_tensor(values) if datatype == "BYTES" else np.ascontiguousarray(values, dtype="<f4").tobytes()
+            binaries.append(raw)
+            outputs.append(ResponseOutput(name=name, datatype=datatype, shape=shape, parameters={"binary_data_size": len(raw)}))
+        else:
+            data = values if isinstance(values, list) else values.reshape(-1).tolist()
+            outputs.append(ResponseOutput(name=name, datatype=datatype, shape=shape, data=data))
+    response = InferenceResponse(model_name=model.name, model_version=str(model.version), id=v2_request.id, outputs=outputs)
+    content, header_length = encode_response(response, binaries)
+    if header_length is None:
+        return Response(content=content, media_type="application/json")
+    return Response(
+        content=content, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)}
+    )
+
+
+@post(["/v2/models/{name:str}/infer", "/v2/models/{name:str}/versions/{version:str}/infer"], status_code=200, summary="V2 inference")
+async def infer(request: Request[Any, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
+    """Guard, transform and predict V2 input tensors (JSON or binary tensor data)."""
+    return await _infer(request, _model(request, name, version))
+
+
+# --- model repository extension ---------------------------------------------------------
+
+
+@post("/v2/repository/index", status_code=200, summary="Repository index")
+async def repository_index(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Every version on disk or served, with its state (READY, UNAVAILABLE) and reason."""
+    require_admin(request)
+    gateway = gateway_of(request)
+    registry = gateway.model_registry
+    failures = {(f.name, f.version): f.reason for f in registry.failures()}
+    entries = {(e.name, e.version) for e in await anyio.to_thread.run_sync(gateway.repository.scan)}
+    entries |= {(m.name, m.version) for m in registry.models()}
+    index = []
+    for name, version in sorted(entries):
+        state = registry.state(name, version)
+        item = {"name": name, "version": str(version), "state": state}
+        reason = failures.get((name, version)) or ("unloaded" if state == "UNAVAILABLE" and name in gateway.unloaded else None)
+        if reason:
+            item["reason"] = reason
+        index.append(item)
+    return _json(index)
+
+
+@post("/v2/repository/models/{name:str}/load", status_code=200, summary="Load a model")
+async def repository_load(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    """Load (again) every version of a model from the repository."""
+    require_admin(request)
+    gateway = gateway_of(request)
+    loaded = await anyio.to_thread.run_sync(gateway.load, name)
+    return _json({"name": name, "versions": [str(v) for v in loaded]})
+
+
+@post("/v2/repository/models/{name:str}/unload", status_code=200, summary="Unload a model")
+async def repository_unload(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    """Stop serving every version of a model (the files stay in the repository)."""
+    require_admin(request)
+    removed = gateway_of(request).unload(name)
+    return _json({"name": name, "versions": [str(v) for v in removed]})
+
+
+ROUTES = [server_metadata, metadata, model_ready, model_config, infer, repository_index, repository_load, repository_unload]

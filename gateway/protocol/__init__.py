@@ -1,0 +1,1 @@
+"""Wire protocols (leaf modules used only by the HTTP edge)."""

@@ -1,0 +1,235 @@
+"""The Open Inference Protocol (V2) on the wire: Structs, datatypes, tensor codecs.
+
+Field names follow ``open_inference_rest.yaml`` exactly. The binary tensor data extension
+is supported both ways: a request body may be a JSON header of
+``Inference-Header-Content-Length`` bytes followed by the raw tensors (inputs with a
+``binary_data_size`` parameter), and outputs are sent raw when asked for
+(``binary_data: true`` on an output, or ``binary_data_output: true`` on the request, which
+tritonclient sets when it names no outputs). BYTES elements are each a 4-byte
+little-endian length followed by the bytes, as Triton defines them.
+
+A leaf module: it knows numpy and msgspec, nothing of models or HTTP frameworks.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from gateway.errors import PayloadError
+
+__all__ = [
+    "DATATYPES",
+    "InferenceRequest",
+    "RequestInput",
+    "RequestOutput",
+    "ResponseOutput",
+    "decode_request",
+    "decode_tensor",
+    "encode_bytes_tensor",
+    "encode_response",
+]
+
+DATATYPES: dict[str, np.dtype[Any] | None] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": None,
+}
+"""V2 datatype -> numpy dtype (little-endian on the wire); BYTES has no fixed width."""
+
+
+class RequestInput(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: Any = None
+
+
+class RequestOutput(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(msgspec.Struct, forbid_unknown_fields=True):
+    inputs: list[RequestInput]
+    id: str | None = None
+    model_name: str | None = None
+    """Not in the V2 schema, but KServe's SDK sends it; the URL names the model."""
+    model_version: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(msgspec.Struct, omit_defaults=True):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: Any = None
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceResponse(msgspec.Struct, omit_defaults=True):
+    model_name: str
+    outputs: list[ResponseOutput]
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+_decode_header = msgspec.json.Decoder(InferenceRequest).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, memoryview]:
+    """Split and decode a request body. Returns the request and the binary part."""
+    view = memoryview(body)
+    if header_length is not None:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise PayloadError("Inference-Header-Content-Length is not a whole number") from None
+        if not 0 < length <= len(body):
+            raise PayloadError(f"Inference-Header-Content-Length {length} does not fit a body of {len(body)} bytes")
+        header, binary = view[:length], view[length:]
+    else:
+        header, binary = view, view[len(body) :]
+    try:
+        request = _decode_header(header)
+    except msgspec.ValidationError as exc:
+        raise PayloadError(f"invalid inference request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise PayloadError(f"the inference request is not valid JSON: {exc}") from None
+    return request, binary
+
+
+def _flatten(data: Any) -> list[Any]:
+    """Row-major flattening of nested JSON lists (V2 allows flat or nested ``data``)."""
+    if not isinstance(data, list):
+        return [data]
+    if not data or not isinstance(data[0], list):
+        return data
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _decode_bytes_elements(raw: memoryview, count: int, name: str) -> list[Any]:
+    out: list[Any] = []
+    offset, end = 0, len(raw)
+    for _ in range(count):
+        if offset + 4 > end:
+            raise PayloadError(f"input {name!r}: binary BYTES data ends early")
+        (size,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + size > end:
+            raise PayloadError(f"input {name!r}: binary BYTES element overruns the data")
+        chunk = bytes(raw[offset : offset + size])
+        offset += size
+        try:
+            out.append(chunk.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(chunk)  # not text: the guards will call it wrong_type
+    if offset != end:
+        raise PayloadError(f"input {name!r}: {end - offset} bytes of binary data left over")
+    return out
+
+
+def decode_tensor(tensor: RequestInput, binary: memoryview, offset: int) -> tuple[Any, int]:
+    """One input tensor as a flat column (ndarray, or a list for BYTES and JSON data).
+
+    Returns the column and the offset of the next tensor in the binary part.
+    Raises ``PayloadError`` for an unknown datatype, a bad shape, or data whose length
+    does not match the shape.
+    """
+    name, datatype = tensor.name, tensor.datatype
+    if datatype not in DATATYPES:
+        raise PayloadError(f"input {name!r}: unknown datatype {datatype!r}")
+    if any(type(d) is not int or d < 0 for d in tensor.shape):
+        raise PayloadError(f"input {name!r}: shape {tensor.shape} must be non-negative whole numbers")
+    count = math.prod(tensor.shape)
+    dtype = DATATYPES[datatype]
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is not None:
+        if type(size) is not int or size < 0 or offset + size > len(binary):
+            raise PayloadError(f"input {name!r}: binary_data_size {size} does not fit the binary data")
+        raw = binary[offset : offset + size]
+        offset += size
+        if dtype is None:
+            return _decode_bytes_elements(raw, count, name), offset
+        if size != count * dtype.itemsize:
+            raise PayloadError(f"input {name!r}: {size} bytes of {datatype} where shape {tensor.shape} needs {count * dtype.itemsize}")
+        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")), offset
+    if tensor.data is None:
+        raise PayloadError(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
+    flat = _flatten(tensor.data)
+    if len(flat) != count:
+        raise PayloadError(f"input {name!r}: {len(flat)} values where shape {tensor.shape} needs {count}")
+    if dtype is None:
+        return flat, offset
+    return _typed_json(flat, dtype, datatype, name), offset
+
+
+def _typed_json(flat: list[Any], dtype: np.dtype[Any], datatype: str, name: str) -> Any:
+    """JSON values of a typed tensor. Values of the wrong JSON type are a malformed tensor
+    (400): the client declared the datatype itself. ``null`` marks a missing value."""
+    kinds = set(map(type, flat))
+    if datatype == "BOOL":
+        allowed: set[type] = {bool, type(None)}
+    elif dtype.kind == "f":
+        allowed = {int, float, type(None)}
+    else:
+        allowed = {int, type(None)}
+    if not kinds <= allowed:
+        bad = sorted(k.__name__ for k in kinds - allowed)
+        raise PayloadError(f"input {name!r}: {datatype} data holds {', '.join(bad)} values")
+    if type(None) in kinds:
+        return flat  # keep None as missing; the guards type the rest
+    if datatype == "BOOL":
+        return np.array(flat, dtype=np.bool_)
+    if dtype.kind == "f":
+        return np.array(flat, dtype=np.float64)
+    try:
+        return np.array(flat, dtype=np.int64 if dtype.kind == "i" else np.uint64)
+    except OverflowError:
+        raise PayloadError(f"input {name!r}: a value is out of range for {datatype}") from None
+
+
+def encode_bytes_tensor(values: list[str]) -> bytes:
+    """BYTES elements in Triton's binary layout (4-byte little-endian length, then bytes)."""
+    parts = []
+    for v in values:
+        b = v.encode("utf-8")
+        parts.append(struct.pack("<I", len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def encode_response(response: InferenceResponse, binaries: list[bytes]) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header length when binary outputs follow it."""
+    header = _encode(response)
+    if not binaries:
+        return header, None
+    return header + b"".join(binaries), len(header)
