@@ -39,6 +39,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     intra_op_threads: Annotated[int, Meta(ge=1)] = 1
     """onnxruntime threads per inference. 1: request concurrency, not intra-op threading,
     uses the cores; a second thread on a 2-core sidecar only contends with the server."""
+    drift_window_rows: Annotated[int, Meta(ge=10)] = 10_000
+    """Rows in each model's sliding drift window (ignored when drift_window_seconds is set)."""
+    drift_window_seconds: Annotated[float, Meta(gt=0)] | None = None
+    """Span of a time-based drift window instead of a row-based one."""
+    feedback_window: Annotated[int, Meta(ge=10)] = 10_000
+    """Feedback rows over which online accuracy (or MAE/RMSE) is computed."""
+    prediction_store_size: Annotated[int, Meta(ge=1024)] = 1 << 20
+    """Recent predictions kept for feedback joins (36 bytes each; fixed at start)."""
+    prediction_ttl_seconds: Annotated[float, Meta(gt=0)] = 7 * 86400
+    """Feedback for a prediction older than this counts as expired."""
     log_level: str = "info"
     drain_seconds: Annotated[float, Meta(ge=0)] = 30.0
     """On SIGTERM, how long in-flight requests may take before the process exits anyway."""

@@ -46,8 +46,9 @@ _BOOL_TYPES = frozenset({bool, np.bool_})
 _MAX_ECHO = 200
 """Longest string echoed back in a violation: enough to recognise, too short to amplify."""
 
-Problem = tuple["NDArray[np.bool_]", Reason, Action]
-"""Rows (a mask over the batch) that break one rule, the reason, and what was done."""
+Problem = tuple["NDArray[np.bool_]", Reason, str]
+"""Rows (a mask over the batch) that break one rule, the reason, and what was done: an
+``Action``, or ``impute`` for missing cells the spec fills in (not a violation)."""
 
 
 def _to_float(value: Any) -> float:
@@ -90,9 +91,11 @@ class Checked:
         rejected: bool mask of rows that must not reach the model, or ``None`` if none.
         flagged: bool mask of rows predicted with a flagged value, or ``None`` if none.
         clipped: bool mask of rows where a value was clipped, or ``None`` if none.
+        imputed: feature name -> bool mask (batch) or True (one row) of imputed cells,
+            only for features where a cell was imputed; monitoring counts them as missing.
     """
 
-    __slots__ = ("clipped", "columns", "flagged", "n_rows", "rejected", "violations")
+    __slots__ = ("clipped", "columns", "flagged", "imputed", "n_rows", "rejected", "violations")
 
     def __init__(
         self,
@@ -102,7 +105,9 @@ class Checked:
         rejected: NDArray[np.bool_] | None,
         flagged: NDArray[np.bool_] | None,
         clipped: NDArray[np.bool_] | None,
+        imputed: dict[str, Any] | None = None,
     ) -> None:
+        self.imputed = imputed or {}
         self.n_rows = n_rows
         self.columns = columns
         self.violations = violations
@@ -138,7 +143,7 @@ class _FeatureGuard:
 
     def _missing(self) -> tuple[Any, Reason | None, Action]:
         if self.impute:
-            return self.fill, None, "reject"
+            return self.fill, None, "impute"  # type: ignore[return-value]
         return self.fill, "missing", "reject"
 
 
@@ -193,6 +198,8 @@ class _NumberGuard(_FeatureGuard):
             if not self.impute:
                 problems.append((absent, "missing", "reject"))
                 unusable = absent if unusable is None else unusable | absent
+            else:
+                problems.append((absent, "missing", "impute"))
         finite = np.isfinite(values)
         if not finite.all():
             problems.append((~finite, "not_finite", "reject"))
@@ -258,8 +265,7 @@ class _CategoryGuard(_FeatureGuard):
             absent |= missing
         if absent.any():
             codes[absent] = self.fill
-            if not self.impute:
-                problems.append((absent, "missing", "reject"))
+            problems.append((absent, "missing", "reject" if not self.impute else "impute"))
         unseen = codes == -1
         if unseen.any():
             problems.append((unseen, "unseen_category", self.action))
@@ -297,8 +303,7 @@ class _BooleanGuard(_FeatureGuard):
             values = np.array([bool(v) if t else False for v, t in zip(col, typed.tolist(), strict=True)], dtype=np.float64)
         if absent is not None and absent.any():
             values[absent] = self.fill
-            if not self.impute:
-                problems.append((absent, "missing", "reject"))
+            problems.append((absent, "missing", "reject" if not self.impute else "impute"))
         return values, problems
 
 
@@ -352,6 +357,7 @@ class Guards:
 
     def _check_one(self, columns: Columns) -> Checked:
         clean: dict[str, Any] = {}
+        imputed: dict[str, Any] = {}
         violations: list[Violation] = []
         rejected = flagged = clipped = False
         data = columns.data
@@ -362,7 +368,9 @@ class Guards:
                 value = value.item() if not isinstance(value, np.bool_) else bool(value)
             cleaned, reason, action = guard.one(value)
             clean[guard.name] = [cleaned]
-            if reason is not None:
+            if action == "impute":
+                imputed[guard.name] = True
+            elif reason is not None:
                 violations.append(Violation(row=0, feature=guard.name, reason=reason, value=_echo(value), action=action))
                 if action == "reject":
                     rejected = True
@@ -376,12 +384,13 @@ class Guards:
             rejected = rejected or bool(extra)
         one = np.ones(1, dtype=np.bool_)
         return Checked(
-            1, clean, violations, one if rejected else None, one if flagged else None, one if clipped else None
+            1, clean, violations, one if rejected else None, one if flagged else None, one if clipped else None, imputed
         )
 
     def _check_batch(self, columns: Columns) -> Checked:
         n = columns.n_rows
         clean: dict[str, Any] = {}
+        imputed: dict[str, Any] = {}
         found: list[tuple[int, NDArray[np.bool_], Reason, Action, Any]] = []
         for index, guard in enumerate(self.features):
             raw = columns.data.get(guard.name)
@@ -393,6 +402,9 @@ class Guards:
             values, problems = guard.batch(raw, missing, n)
             clean[guard.name] = values
             for mask, reason, action in problems:
+                if action == "impute":  # not a violation: the spec says to fill it in
+                    imputed[guard.name] = mask
+                    continue
                 found.append((index, mask, reason, action, raw if reason != "missing" else None))
         rejected = np.zeros(n, dtype=np.bool_)
         flagged = np.zeros(n, dtype=np.bool_)
@@ -417,6 +429,7 @@ class Guards:
             rejected if rejected.any() else None,
             flagged if flagged.any() else None,
             clipped if clipped.any() else None,
+            imputed,
         )
 
 

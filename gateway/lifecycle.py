@@ -19,6 +19,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from gateway.errors import ModelNotFoundError, ModelNotReadyError
+from gateway.monitoring.feedback import PredictionLog
 from gateway.monitoring.metrics import new_metrics_registry
 from gateway.registry import ModelRegistry
 from gateway.repository import ModelRepository
@@ -38,7 +39,15 @@ class Gateway:
         self.settings = settings
         self.repository = ModelRepository(settings.repository)
         self.metrics_registry, self.collector = new_metrics_registry()
-        self.model_registry = ModelRegistry(self.collector)
+        self.model_registry = ModelRegistry(
+            self.collector,
+            {
+                "window_rows": settings.drift_window_rows,
+                "window_seconds": settings.drift_window_seconds,
+                "feedback_window": settings.feedback_window,
+            },
+        )
+        self.predictions = PredictionLog(settings.prediction_store_size, settings.prediction_ttl_seconds)
         self.started = threading.Event()
         self.loaded = threading.Event()
         self.draining = False

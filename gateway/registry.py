@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.errors import GatewayError, ModelNotFoundError, SpecError
 from gateway.monitoring.metrics import ModelMetrics
@@ -40,14 +40,14 @@ class LoadedModel:
 
     __slots__ = ("guards", "loaded_at", "metrics", "name", "runtime", "spec", "transform", "version")
 
-    def __init__(self, name: str, version: int, spec: FeatureSpec, runtime: Runtime) -> None:
+    def __init__(self, name: str, version: int, spec: FeatureSpec, runtime: Runtime, monitor: dict[str, Any] | None = None) -> None:
         self.name = name
         self.version = version
         self.spec = spec
         self.guards = spec.guards
         self.transform = spec.transformer
         self.runtime = runtime
-        self.metrics = ModelMetrics(spec, name, version)
+        self.metrics = ModelMetrics(spec, name, version, **(monitor or {}))
         self.loaded_at = time.time()
 
 
@@ -62,19 +62,23 @@ class LoadFailure:
         self.reason = reason
 
 
-def load_model(name: str, version: int, model: bytes, spec_text: bytes, intra_op_threads: int = 1) -> LoadedModel:
+def load_model(
+    name: str, version: int, model: bytes, spec_text: bytes, intra_op_threads: int = 1, monitor: dict[str, Any] | None = None
+) -> LoadedModel:
     """Decode, check, load and warm a model version. Raises a ``GatewayError`` on refusal."""
     spec = decode_spec(spec_text, "yaml", source=f"{name} version {version} spec")
     if spec.output is None:
         raise SpecError(f"{name} version {version}: the spec has no output (task and labels); fit it with a target")
     runtime = OnnxRuntime(model, spec, intra_op_threads=intra_op_threads)
-    return LoadedModel(name, version, spec, runtime)
+    return LoadedModel(name, version, spec, runtime, monitor)
 
 
 class ModelRegistry:
     """Served models by name and version (see the module docstring)."""
 
-    def __init__(self, collector: GatewayCollector | None = None) -> None:
+    def __init__(self, collector: GatewayCollector | None = None, monitor: dict[str, Any] | None = None) -> None:
+        self.monitor = monitor or {}
+        """Keyword arguments of every loaded model's ``ModelMetrics`` (window sizes)."""
         self._models: dict[str, dict[int, LoadedModel]] = {}
         self._defaults: dict[str, LoadedModel] = {}
         self._failures: dict[tuple[str, int], LoadFailure] = {}
@@ -164,7 +168,7 @@ class ModelRegistry:
         with self._lock:
             self._loading = self._loading | {key}
         try:
-            model = load_model(entry.name, entry.version, entry.read_model(), entry.read_spec(), intra_op_threads)
+            model = load_model(entry.name, entry.version, entry.read_model(), entry.read_spec(), intra_op_threads, self.monitor)
             self.add(model)
             return model
         except (GatewayError, OSError) as exc:

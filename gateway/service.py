@@ -7,37 +7,26 @@ HTTP layer decodes a request into columns, calls ``predict``, and encodes the
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
-from gateway.errors import InputRejectedError, ModelConflictError, UsageError
+from gateway.errors import GatewayError, InputRejectedError, ModelConflictError, UsageError
 from gateway.registry import LoadedModel, load_model
 from gateway.repository import check_name, check_version
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from gateway.monitoring.feedback import PredictionLog
     from gateway.registry import ModelRegistry
     from gateway.repository import ModelRepository
     from gateway.table import Columns
     from gateway.violations import Violation
 
-__all__ = ["Outcome", "predict", "register_model"]
-
-_ID_PREFIX = os.urandom(4).hex() + "-"
-"""Prediction ids are ``<process prefix>-<counter>``: unique across restarts and replicas
-(the prefix is random per process) and cheap to make (no uuid per row)."""
-_ids = itertools.count(1)
-
-
-def new_ids(n: int) -> list[str]:
-    prefix = _ID_PREFIX
-    return [f"{prefix}{i:x}" for i in itertools.islice(_ids, n)]
-
+__all__ = ["FeedbackItem", "FeedbackRequest", "Outcome", "predict", "record_feedback", "register_model"]
 
 class Outcome:
     """The answer for one predicted batch.
@@ -66,7 +55,7 @@ class Outcome:
         self.review: NDArray[np.bool_] | None = None
 
 
-def predict(model: LoadedModel, columns: Columns) -> Outcome:
+def predict(model: LoadedModel, columns: Columns, log: PredictionLog) -> Outcome:
     """Guard, transform, infer and monitor one batch.
 
     Raises:
@@ -93,7 +82,7 @@ def predict(model: LoadedModel, columns: Columns) -> Outcome:
     t2 = time.perf_counter()
     inference = model.runtime.run(matrix)
     t3 = time.perf_counter()
-    outcome = Outcome(model, new_ids(n))
+    outcome = Outcome(model, [])
     output = model.spec.output
     if inference.probabilities is not None:
         probabilities = inference.probabilities
@@ -105,6 +94,7 @@ def predict(model: LoadedModel, columns: Columns) -> Outcome:
             outcome.review = review if review.any() else None
     else:
         outcome.values = inference.values
+    outcome.ids = log.record(model.name, model.version, n, outcome.label_index, outcome.values)
     if checked.violations:
         for v in checked.violations:
             outcome.marks.setdefault(v.row, []).append(v)
@@ -117,12 +107,92 @@ def predict(model: LoadedModel, columns: Columns) -> Outcome:
         outcome.label_index,
         outcome.values,
         int(outcome.review.sum()) if outcome.review is not None else 0,
+        checked.columns,
+        checked.imputed,
+        outcome.probabilities,
     )
     t4 = time.perf_counter()
     metrics.time_stage("transform", t2 - t1)
     metrics.time_stage("infer", t3 - t2)
     metrics.time_stage("monitor", t4 - t3)
     return outcome
+
+
+class FeedbackItem(msgspec.Struct, forbid_unknown_fields=True):
+    """Ground truth for one earlier prediction: ``label`` (classifiers) or ``value``."""
+
+    id: str
+    label: str | int | bool | None = None
+    value: float | None = None
+
+
+class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):
+    feedback: list[FeedbackItem]
+
+
+def record_feedback(model_registry: ModelRegistry, log: PredictionLog, name: str, items: list[FeedbackItem]) -> dict[str, Any]:
+    """Join ground truth to earlier predictions and update the online metrics.
+
+    Ids that are unknown, expired or whose truth is not a valid label/value are counted
+    and reported; they never fail the batch.
+    """
+    default = model_registry.get(name)
+    slots, versions, status = log.lookup(name, [item.id for item in items])
+    output = default.spec.output
+    classification = output is not None and output.task == "classification"
+    label_index = {label: i for i, label in enumerate(output.labels)} if classification and output else {}
+    counts = {"matched": 0, "unknown_id": 0, "expired": 0, "invalid": 0}
+    invalid: list[dict[str, Any]] = []
+    matched_items: list[tuple[int, int, float]] = []  # (slot position, version, truth)
+    position = 0
+    for i, (item, state) in enumerate(zip(items, status, strict=True)):
+        if state != "matched":
+            counts[state] += 1
+            continue
+        version = int(versions[position])
+        slot_pos = position
+        position += 1
+        if classification:
+            truth = _label_text(item.label)
+            if truth not in label_index:
+                counts["invalid"] += 1
+                invalid.append({"index": i, "id": item.id, "reason": f"label {truth!r} is not one of {list(label_index)}"})
+                continue
+            matched_items.append((slot_pos, version, float(label_index[truth])))
+        else:
+            if item.value is None or not np.isfinite(item.value):
+                counts["invalid"] += 1
+                invalid.append({"index": i, "id": item.id, "reason": "a regression's feedback needs a finite 'value'"})
+                continue
+            matched_items.append((slot_pos, version, float(item.value)))
+        counts["matched"] += 1
+    by_version: dict[int, list[tuple[int, float]]] = {}
+    for slot_pos, version, truth in matched_items:
+        by_version.setdefault(version, []).append((int(slots[slot_pos]), truth))
+    for version, pairs in by_version.items():
+        try:
+            target = model_registry.get(name, version)
+        except GatewayError:
+            target = default  # that version is no longer served: count it on the default
+        index = np.asarray([s for s, _ in pairs], dtype=np.intp)
+        truth = np.asarray([t for _, t in pairs], dtype=np.float64)
+        metrics = target.metrics
+        with metrics.lock:
+            if classification:
+                metrics.feedback.add(correct=log.labels[index] == truth.astype(np.int32))
+            else:
+                metrics.feedback.add(errors=log.values[index] - truth)
+            metrics.feedback_counts["matched"] += len(pairs)
+    with default.metrics.lock:
+        for outcome in ("unknown_id", "expired", "invalid"):
+            default.metrics.feedback_counts[outcome] += counts[outcome]
+    return {"received": len(items), **counts, "problems": invalid}
+
+
+def _label_text(label: Any) -> str:
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    return str(label)
 
 
 def v1_predictions(outcome: Outcome) -> list[dict[str, Any]]:
@@ -174,7 +244,7 @@ def register_model(
         raise ModelConflictError(f"{name} version {number} exists already; versions are immutable, register a new one")
     if not model:
         raise UsageError("the model file is empty")
-    loaded = load_model(name, number, model, spec_text, intra_op_threads)
+    loaded = load_model(name, number, model, spec_text, intra_op_threads, model_registry.monitor)
     repository.add(name, number, model, spec_text)
     model_registry.add(loaded)
     return loaded

@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 
 from gateway import __version__
 from gateway.config import Settings
-from gateway.http import admin, health, v1, v2
+from gateway.http import admin, health, monitor, v1, v2
 from gateway.http.problems import problem_response
 from gateway.lifecycle import Gateway
 
@@ -31,7 +31,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Litestar:
             gw.stop()
 
     app = Litestar(
-        route_handlers=[*health.ROUTES, *v1.ROUTES, *v2.ROUTES, *admin.ROUTES],
+        route_handlers=[*health.ROUTES, *v1.ROUTES, *v2.ROUTES, *monitor.ROUTES, *admin.ROUTES],
         exception_handlers={Exception: problem_response},
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

@@ -70,18 +70,18 @@ def decode_instances(body: bytes, max_rows: int) -> list[dict[str, Any]]:
     return instances
 
 
-async def run_predict(model: LoadedModel, columns: Any) -> Outcome:
+async def run_predict(gateway: Gateway, model: LoadedModel, columns: Any) -> Outcome:
     """``service.predict``, on a worker thread when the batch is expected to be slow."""
     if model.runtime.seconds_per_row * columns.n_rows > OFFLOAD_SECONDS:
-        return await anyio.to_thread.run_sync(predict, model, columns)
-    return predict(model, columns)
+        return await anyio.to_thread.run_sync(predict, model, columns, gateway.predictions)
+    return predict(model, columns, gateway.predictions)
 
 
 async def _answer(request: Request[Any, Any, Any], model: LoadedModel) -> Response[bytes]:
     gateway = gateway_of(request)
     instances = decode_instances(await request.body(), gateway.settings.max_batch_rows)
     columns = records_to_columns(instances, model.spec.feature_names, model.guards.ignored)
-    outcome = await run_predict(model, columns)
+    outcome = await run_predict(gateway, model, columns)
     body = _encode({"model_name": model.name, "model_version": str(model.version), "predictions": v1_predictions(outcome)})
     return Response(content=body, media_type="application/json")
 

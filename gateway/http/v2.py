@@ -196,7 +196,7 @@ async def _infer(request: Request[Any, Any, Any], model: LoadedModel) -> Respons
     body = await request.body()
     columns, v2_request = columns_from_tensors(model, body, request.headers.get("inference-header-content-length"), gateway.settings.max_batch_rows)
     wanted = _wanted(v2_request, [name for name, _, _ in _outputs_of(model)])
-    outcome = await run_predict(model, columns)
+    outcome = await run_predict(gateway, model, columns)
     arrays = _output_arrays(outcome)
     outputs: list[ResponseOutput] = []
     binaries: list[bytes] = []

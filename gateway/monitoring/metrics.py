@@ -23,6 +23,8 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from gateway.monitoring.drift import PSI_FLOOR, DriftWindow
+from gateway.monitoring.feedback import FeedbackWindow
 from gateway.violations import REASONS
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ LATENCY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0
 than prometheus_client's default 5 ms."""
 
 STAGES = ("validate", "transform", "infer", "monitor")
+FEEDBACK_OUTCOMES = ("matched", "unknown_id", "expired", "invalid")
 OUTCOMES = ("predicted", "rejected")
 UNKNOWN_FEATURE_LABEL = "_unknown"
 """The ``feature`` label of ``unknown_feature`` violations: the field's own name is
@@ -94,7 +97,15 @@ class BatchHistogram:
 class ModelMetrics:
     """Counters of one model version. Updated by ``gateway.service``; read at scrape."""
 
-    def __init__(self, spec: FeatureSpec, model: str, version: int) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        model: str,
+        version: int,
+        window_rows: int | None = 10_000,
+        window_seconds: float | None = None,
+        feedback_window: int = 10_000,
+    ) -> None:
         self.model = model
         self.version = str(version)
         self.features = list(spec.feature_names)
@@ -110,9 +121,14 @@ class ModelMetrics:
         self.classification = spec.output is not None and spec.output.task == "classification"
         self.labels = list(spec.output.labels) if spec.output is not None else []
         self.confidence = BatchHistogram(_confidence_bounds(spec))
+        self.margin = BatchHistogram(CONFIDENCE_BUCKETS)
+        self.entropy = BatchHistogram(CONFIDENCE_BUCKETS)
+        self.drift = DriftWindow(spec, window_rows=None if window_seconds else window_rows, window_seconds=window_seconds)
         self.class_counts = np.zeros(len(self.labels), dtype=np.int64)
         self.values = BatchHistogram(_value_bounds(spec))
         self.stages = {stage: BatchHistogram(LATENCY_BUCKETS) for stage in STAGES}
+        self.feedback = FeedbackWindow(feedback_window)
+        self.feedback_counts = {outcome: 0 for outcome in FEEDBACK_OUTCOMES}
 
     def count_rejected(self, n_rows: int, rejected_rows: int, violations: Sequence[Violation]) -> None:
         with self.lock:
@@ -134,8 +150,22 @@ class ModelMetrics:
         classes: NDArray[np.intp] | None,
         values: NDArray[np.float32] | None,
         review: int,
+        columns: dict[str, object],
+        imputed: dict[str, object],
+        probabilities: NDArray[np.float32] | None = None,
     ) -> None:
+        if probabilities is not None and probabilities.shape[1] > 1:
+            top2 = np.partition(probabilities, -2, axis=1)[:, -2:]
+            margin = top2[:, 1] - top2[:, 0]
+            p = np.clip(probabilities, 1e-12, 1.0)
+            entropy = -(p * np.log(p)).sum(axis=1) / np.log(probabilities.shape[1])
+        else:
+            margin = entropy = None
         with self.lock:
+            self.drift.observe(columns, imputed, n_rows, classes, confidence, values)  # type: ignore[arg-type]
+            if margin is not None and entropy is not None:
+                self.margin.observe_many(margin)
+                self.entropy.observe_many(entropy)
             self.rows["predicted"] += n_rows
             if violations:
                 self._count_violations(violations)
@@ -199,6 +229,44 @@ class GatewayCollector(Collector):
         classes = CounterMetricFamily("driftgate_predicted_class", "Predicted rows by class.", labels=["model", "version", "class"])
         values = HistogramMetricFamily("driftgate_prediction_value", "Predicted values of regressors.", labels=["model", "version"])
         stages = HistogramMetricFamily("driftgate_request_seconds", "Seconds per request, by stage.", labels=["model", "stage"])
+        margin = HistogramMetricFamily(
+            "driftgate_confidence_margin", "Top-class minus runner-up probability of predicted rows.", labels=["model", "version"]
+        )
+        entropy = HistogramMetricFamily(
+            "driftgate_prediction_entropy", "Entropy of the predicted class distribution, normalised to [0, 1].", labels=["model", "version"]
+        )
+        drift = GaugeMetricFamily(
+            "driftgate_feature_drift", "Population stability index of the live window against the training baseline.", labels=["model", "version", "feature"]
+        )
+        distance = GaugeMetricFamily(
+            "driftgate_feature_drift_distance",
+            "Kolmogorov-Smirnov (numbers) or Jensen-Shannon (categories) distance of the live window to the baseline.",
+            labels=["model", "version", "feature", "statistic"],
+        )
+        unseen = GaugeMetricFamily("driftgate_unseen_category_share", "Share of unseen categories in the live window.", labels=["model", "version", "feature"])
+        missing = GaugeMetricFamily("driftgate_missing_share", "Share of missing (imputed) values in the live window.", labels=["model", "version", "feature"])
+        output_drift = GaugeMetricFamily(
+            "driftgate_output_drift", "Population stability index of the model's outputs against the output baseline.", labels=["model", "version", "output"]
+        )
+        estimated = GaugeMetricFamily(
+            "driftgate_estimated_accuracy", "Accuracy estimated from confidence (CBPE) over the live window.", labels=["model", "version"]
+        )
+        window_rows = GaugeMetricFamily("driftgate_drift_window_rows", "Rows in the live drift window.", labels=["model", "version"])
+        bin_count = GaugeMetricFamily(
+            "driftgate_drift_bin_count", "Live window count per drift bin (sum across replicas for fleet-wide drift).", labels=["model", "version", "feature", "bin"]
+        )
+        baseline_share = GaugeMetricFamily(
+            "driftgate_drift_baseline_share", "Training baseline share per drift bin, floored as the PSI formula floors it.", labels=["model", "version", "feature", "bin"]
+        )
+        feedback = CounterMetricFamily(
+            "driftgate_feedback", "Ground-truth feedback items, by outcome.", labels=["model", "version", "outcome"]
+        )
+        online = GaugeMetricFamily(
+            "driftgate_online_metric",
+            "Online accuracy (classifiers) or MAE and RMSE (regressors) over the feedback window.",
+            labels=["model", "version", "metric"],
+        )
+        feedback_rows = GaugeMetricFamily("driftgate_feedback_window_rows", "Feedback rows in the online-metric window.", labels=["model", "version"])
         nonfinite = CounterMetricFamily(
             "driftgate_nonfinite_observations", "NaN or infinite values kept out of histograms.", labels=["model", "version"]
         )
@@ -221,6 +289,41 @@ class GatewayCollector(Collector):
                 else:
                     values.add_metric(key, m.values.buckets(), m.values.total)
                 nonfinite.add_metric(key, m.confidence.nonfinite + m.values.nonfinite)
+                if m.classification:
+                    margin.add_metric(key, m.margin.buckets(), m.margin.total)
+                    entropy.add_metric(key, m.entropy.buckets(), m.entropy.total)
+                window = m.drift
+                stats = window.statistics()
+                window_rows.add_metric(key, window.total_rows)
+                for segment in window.segments:
+                    counts = window.live_counts(segment).tolist()
+                    shares = np.maximum(segment.baseline, PSI_FLOOR).tolist()
+                    for b, (count, share) in enumerate(zip(counts, shares, strict=True)):
+                        bin_count.add_metric([*key, segment.name, str(b)], count)
+                        baseline_share.add_metric([*key, segment.name, str(b)], share)
+                    seg = stats.get(segment.name)
+                    if seg is None:
+                        continue
+                    if segment.name.startswith("_"):
+                        output_drift.add_metric([*key, segment.name[1:]], seg["psi"])
+                        continue
+                    drift.add_metric([*key, segment.name], seg["psi"])
+                    for statistic in ("ks", "js"):
+                        if statistic in seg:
+                            distance.add_metric([*key, segment.name, statistic], seg[statistic])
+                    if "unseen_share" in seg:
+                        unseen.add_metric([*key, segment.name], seg["unseen_share"])
+                    if "missing_share" in seg:
+                        missing.add_metric([*key, segment.name], seg["missing_share"])
+                for outcome, count in m.feedback_counts.items():
+                    feedback.add_metric([*key, outcome], count)
+                feedback_rows.add_metric(key, m.feedback.rows)
+                for name, value in (("accuracy", m.feedback.accuracy()),) if m.classification else (("mae", m.feedback.mae()), ("rmse", m.feedback.rmse())):
+                    if value is not None:
+                        online.add_metric([*key, name], value)
+                accuracy = window.estimated_accuracy() if m.classification else None
+                if accuracy is not None:
+                    estimated.add_metric(key, accuracy)
                 for stage, hist in m.stages.items():
                     by_model.setdefault((m.model, stage), []).append(hist)
         for (model, stage), hists in by_model.items():  # the contract labels stages by model, not version
@@ -229,7 +332,9 @@ class GatewayCollector(Collector):
                 merged.counts += hist.counts
                 merged.total += hist.total
             stages.add_metric([model, stage], merged.buckets(), merged.total)
-        yield from (rows, marked, violations, confidence, classes, values, stages, nonfinite)
+        yield from (rows, marked, violations, confidence, classes, values, stages, nonfinite, margin, entropy)
+        yield from (drift, distance, unseen, missing, output_drift, estimated, window_rows, bin_count, baseline_share)
+        yield from (feedback, online, feedback_rows)
 
 
 def new_metrics_registry() -> tuple[CollectorRegistry, GatewayCollector]:

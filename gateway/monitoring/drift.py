@@ -1,0 +1,310 @@
+"""Drift of live inputs and outputs against the training baselines in the spec.
+
+Every feature (and every model output: predicted class, confidence, predicted value) is a
+*segment* of one flat vector of bin counts. Numeric segments use the spec's quantile bin
+edges, plus a bin for missing values; category segments one bin per known category, one
+for unseen categories and one for missing; booleans false, true, missing.
+
+The live window slides by size (rows) or by time: it is a ring of ``CHUNKS`` chunks of
+bin counts plus a running total, so a batch costs one ``bincount`` over its cells and one
+add of O(bins) into the current chunk and the total, and retiring the oldest chunk costs
+one O(bins) subtraction. Nothing ever walks the window's rows.
+
+Statistics (computed at scrape or ``/monitor`` time, from the totals):
+
+- PSI (population stability index), the contract's ``driftgate_feature_drift``:
+  ``sum((p - q) * ln(p / q))`` over the segment's bins, with ``p`` and ``q`` floored at
+  ``PSI_FLOOR`` so that an empty bin stays finite. Rules of thumb: < 0.1 stable,
+  0.1-0.25 moderate shift, > 0.25 major shift.
+- KS (Kolmogorov-Smirnov distance on the binned CDF) for numbers, JS (Jensen-Shannon
+  distance, base 2) for categories and booleans; both in [0, 1].
+- unseen-category share and missing share.
+
+The same formula, fed with the exported raw bin counts and baseline shares, is what the
+fleet-wide Prometheus recording rule computes (``deploy/prometheus/rules.yml``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gateway.spec import BooleanFeature, CategoryFeature, FeatureSpec, HistogramBaseline
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["CHUNKS", "MIN_ROWS", "PSI_FLOOR", "DriftWindow", "Segment", "psi"]
+
+PSI_FLOOR = 1e-4
+"""Shares are floored at 1e-4 before PSI: an empty bin then adds a bounded term (about
+0.0009 per empty bin of 1% baseline share) instead of infinity."""
+
+CHUNKS = 10
+"""The window retires a tenth of itself at a time: the window's span is exact to 10%."""
+
+MIN_ROWS = 100
+"""Drift statistics are published once the window holds this many rows: PSI over ten bins
+from fewer rows is mostly sampling noise (its expected value under no drift is about
+(bins - 1) / rows, 0.09 at 100 rows)."""
+
+
+def psi(live: NDArray[np.floating[Any]], base: NDArray[np.floating[Any]]) -> float:
+    """PSI of two share vectors (each summing to 1), floored at ``PSI_FLOOR``."""
+    p = np.maximum(live, PSI_FLOOR)
+    q = np.maximum(base, PSI_FLOOR)
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+def _js_distance(live: NDArray[np.floating[Any]], base: NDArray[np.floating[Any]]) -> float:
+    m = (live + base) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(live > 0, live * np.log2(live / m), 0.0).sum()
+        kl_q = np.where(base > 0, base * np.log2(base / m), 0.0).sum()
+    return float(math.sqrt(max((kl_p + kl_q) / 2, 0.0)))
+
+
+def _ks(live: NDArray[np.floating[Any]], base: NDArray[np.floating[Any]]) -> float:
+    lt, bt = live.sum(), base.sum()
+    if lt == 0 or bt == 0:
+        return 0.0
+    return float(np.max(np.abs(np.cumsum(live) / lt - np.cumsum(base) / bt)))
+
+
+class Segment:
+    """One feature's (or output's) bins within the flat count vector.
+
+    Attributes:
+        name: feature name, or ``_class`` / ``_confidence`` / ``_prediction``.
+        kind: ``numeric``, ``category`` or ``boolean``.
+        offset, size: the segment's slice of the flat vector.
+        labels: a printable name per bin (bounded: derived from the spec alone).
+        baseline: training shares per bin (sums to 1).
+        missing_bin / unseen_bin: index within the segment, or -1.
+    """
+
+    __slots__ = ("baseline", "edges", "edges_list", "kind", "labels", "missing_bin", "name", "offset", "size", "unseen_bin", "value_bins")
+
+    def __init__(self, name: str, kind: str, offset: int, labels: list[str], counts: Sequence[float], *, edges: Sequence[float] = (), missing_bin: int = -1, unseen_bin: int = -1) -> None:
+        self.name = name
+        self.kind = kind
+        self.offset = offset
+        self.labels = labels
+        self.size = len(labels)
+        base = np.asarray(counts, dtype=np.float64)
+        total = base.sum()
+        self.baseline = base / total if total > 0 else np.full(self.size, 1.0 / self.size)
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.edges_list = list(map(float, edges))
+        self.missing_bin = missing_bin
+        self.unseen_bin = unseen_bin
+        self.value_bins = self.size - (missing_bin >= 0) - (unseen_bin >= 0)
+
+    def bin_batch(self, values: NDArray[Any], missing: NDArray[np.bool_] | None) -> NDArray[np.intp]:
+        """Segment-local bin of each value of a batch."""
+        if self.kind == "numeric":
+            bins = np.searchsorted(self.edges, values, side="right")
+        elif self.kind == "histogram":  # output histograms: clamp into the recorded range
+            bins = np.clip(np.searchsorted(self.edges, values, side="right") - 1, 0, self.size - 1)
+        elif self.kind == "category":
+            bins = np.where(values < 0, self.unseen_bin, values)
+        else:  # boolean (0.0/1.0) and classes (int codes)
+            bins = values.astype(np.intp)
+        if missing is not None and self.missing_bin >= 0:
+            bins = np.where(missing, self.missing_bin, bins)
+        return bins.astype(np.intp, copy=False)
+
+    def bin_one(self, value: Any, missing: bool) -> int:
+        """Segment-local bin of one value (the one-row path: no numpy)."""
+        if missing and self.missing_bin >= 0:
+            return self.missing_bin
+        if self.kind == "numeric":
+            return bisect.bisect_right(self.edges_list, value)
+        if self.kind == "histogram":
+            return min(max(bisect.bisect_right(self.edges_list, value) - 1, 0), self.size - 1)
+        if self.kind == "category":
+            return self.unseen_bin if value < 0 else int(value)
+        return int(value)
+
+    def stats(self, live_counts: NDArray[np.int64]) -> dict[str, float]:
+        total = float(live_counts.sum())
+        live = live_counts / total
+        out = {"psi": psi(live, self.baseline)}
+        if self.kind in ("numeric", "histogram"):
+            out["ks"] = _ks(live_counts[: self.value_bins].astype(np.float64), self.baseline[: self.value_bins])
+        else:
+            out["js"] = _js_distance(live, self.baseline)
+        if self.unseen_bin >= 0:
+            out["unseen_share"] = float(live[self.unseen_bin])
+        if self.missing_bin >= 0:
+            out["missing_share"] = float(live[self.missing_bin])
+        return out
+
+
+def _histogram_segment(name: str, offset: int, hist: HistogramBaseline) -> Segment:
+    edges = list(hist.edges)
+    labels = [f"[{a:g},{b:g})" for a, b in zip(edges, edges[1:], strict=False)]
+    return Segment(name, "histogram", offset, labels, hist.counts, edges=edges)
+
+
+def build_segments(spec: FeatureSpec) -> list[Segment]:
+    """The segments of a spec: every feature with a baseline, then the outputs."""
+    segments: list[Segment] = []
+    offset = 0
+
+    def add(segment: Segment) -> None:
+        nonlocal offset
+        segments.append(segment)
+        offset += segment.size
+
+    for f in spec.features:
+        b = f.baseline
+        if b is None:
+            continue
+        if isinstance(f, CategoryFeature):
+            labels = [*f.categories, "_unseen", "_missing"]
+            add(Segment(f.name, "category", offset, labels, [*b.counts, 0, b.missing], unseen_bin=len(f.categories), missing_bin=len(f.categories) + 1))
+        elif isinstance(f, BooleanFeature):
+            add(Segment(f.name, "boolean", offset, ["false", "true", "_missing"], [*b.counts, b.missing], missing_bin=2))
+        else:
+            edges = list(b.edges)
+            bounds = ["-inf", *(f"{e:g}" for e in edges)]
+            labels = [f"[{lo},{hi})" for lo, hi in zip(bounds, [*(f"{e:g}" for e in edges), "inf"], strict=True)]
+            add(Segment(f.name, "numeric", offset, [*labels, "_missing"], [*b.counts, b.missing], edges=edges, missing_bin=len(edges) + 1))
+    out = spec.output
+    if out is not None and out.baseline is not None:
+        if out.task == "classification" and out.baseline.class_counts is not None:
+            add(Segment("_class", "class", offset, list(out.labels), out.baseline.class_counts))
+        if out.baseline.confidence is not None:
+            add(_histogram_segment("_confidence", offset, out.baseline.confidence))
+        if out.baseline.values is not None:
+            add(_histogram_segment("_prediction", offset, out.baseline.values))
+    return segments
+
+
+class DriftWindow:
+    """The sliding window of one model version (see the module docstring).
+
+    Args:
+        spec: the served spec (its baselines define the bins).
+        window_rows: rows in the window (size mode), or None.
+        window_seconds: seconds the window spans (time mode), or None. One of the two.
+        clock: seconds, monotonic (injected for tests).
+    """
+
+    def __init__(self, spec: FeatureSpec, window_rows: int | None = 10_000, window_seconds: float | None = None, clock: Any = time.monotonic) -> None:
+        if (window_rows is None) == (window_seconds is None):
+            raise ValueError("give exactly one of window_rows and window_seconds")
+        self.segments = build_segments(spec)
+        self.by_name = {s.name: s for s in self.segments}
+        self.size = sum(s.size for s in self.segments)
+        self.window_rows = window_rows
+        self.window_seconds = window_seconds
+        self.clock = clock
+        self.counts = np.zeros((CHUNKS, self.size), dtype=np.int64)
+        self.rows = np.zeros(CHUNKS, dtype=np.int64)
+        self.confidence_sum = np.zeros(CHUNKS, dtype=np.float64)
+        self.total = np.zeros(self.size, dtype=np.int64)
+        self.total_rows = 0
+        self.total_confidence = 0.0
+        self.current = 0
+        self.started = clock()
+        self._chunk_rows = max(1, (window_rows or 0) // CHUNKS)
+        self._chunk_seconds = (window_seconds or 0.0) / CHUNKS
+        self._features = [s for s in self.segments if not s.name.startswith("_")]
+
+    # -- updates --
+
+    def _advance(self) -> None:
+        """Retire chunks that are full (size mode) or whose time slice is over (time mode)."""
+        if self.window_seconds is None:
+            if self.rows[self.current] >= self._chunk_rows:
+                self._rotate()
+            return
+        now = self.clock()
+        steps = min(int((now - self.started) // self._chunk_seconds), CHUNKS) if self._chunk_seconds > 0 else 0
+        for _ in range(steps):
+            self._rotate()
+        if steps:
+            self.started = now
+
+    def _rotate(self) -> None:
+        self.current = (self.current + 1) % CHUNKS
+        c = self.current
+        self.total -= self.counts[c]
+        self.total_rows -= int(self.rows[c])
+        self.total_confidence -= float(self.confidence_sum[c])
+        self.counts[c] = 0
+        self.rows[c] = 0
+        self.confidence_sum[c] = 0.0
+
+    def observe(
+        self,
+        columns: dict[str, Any],
+        imputed: dict[str, Any],
+        n: int,
+        classes: NDArray[np.intp] | None = None,
+        confidence: NDArray[np.float32] | None = None,
+        values: NDArray[np.float32] | None = None,
+    ) -> None:
+        """Count a predicted batch: its clean feature columns (``gateway.guards.Checked``),
+        which cells were imputed, and the model's outputs."""
+        self._advance()
+        outputs = {"_class": classes, "_confidence": confidence, "_prediction": values}
+        if n == 1 and type(next(iter(columns.values()), None)) is list:
+            index = []
+            for s in self.segments:
+                if s.name.startswith("_"):
+                    out = outputs.get(s.name)
+                    if out is None:
+                        continue
+                    index.append(s.offset + s.bin_one(float(out[0]), False))
+                else:
+                    missing = s.name in imputed
+                    index.append(s.offset + s.bin_one(columns[s.name][0], missing))
+            idx = np.asarray(index, dtype=np.intp)
+            self.counts[self.current, idx] += 1
+            self.total[idx] += 1
+        else:
+            parts = []
+            for s in self.segments:
+                if s.name.startswith("_"):
+                    out = outputs.get(s.name)
+                    if out is None:
+                        continue
+                    parts.append(s.offset + s.bin_batch(np.asarray(out), None))
+                else:
+                    parts.append(s.offset + s.bin_batch(np.asarray(columns[s.name]), imputed.get(s.name)))
+            counts = np.bincount(np.concatenate(parts), minlength=self.size) if parts else np.zeros(self.size, dtype=np.int64)
+            self.counts[self.current] += counts
+            self.total += counts
+        self.rows[self.current] += n
+        self.total_rows += n
+        if confidence is not None:
+            s = float(confidence.sum())
+            self.confidence_sum[self.current] += s
+            self.total_confidence += s
+
+    # -- reads --
+
+    def live_counts(self, segment: Segment) -> NDArray[np.int64]:
+        return self.total[segment.offset : segment.offset + segment.size]
+
+    def statistics(self) -> dict[str, dict[str, float]]:
+        """Segment name -> its statistics; empty until the window holds ``MIN_ROWS`` rows."""
+        self._advance()
+        if self.total_rows < MIN_ROWS:
+            return {}
+        return {s.name: s.stats(self.live_counts(s)) for s in self.segments}
+
+    def estimated_accuracy(self) -> float | None:
+        """Confidence-based performance estimate (as NannyML's CBPE): for a calibrated
+        classifier, the expected accuracy of the window is its mean top-class probability."""
+        if self.total_rows < MIN_ROWS or "_confidence" not in self.by_name and self.total_confidence == 0:
+            return None
+        return self.total_confidence / self.total_rows if self.total_rows else None
