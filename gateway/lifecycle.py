@@ -47,6 +47,8 @@ class Gateway:
                 "feedback_window": settings.feedback_window,
             },
         )
+        self.collector.ready = lambda: self.ready
+        self.collector.failures = lambda: [(f.name, f.version) for f in self.model_registry.failures()]
         self.predictions = PredictionLog(settings.prediction_store_size, settings.prediction_ttl_seconds)
         self.started = threading.Event()
         self.loaded = threading.Event()

@@ -16,7 +16,7 @@ and never enters a histogram's sum, so one bad value cannot poison the series.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -128,6 +128,7 @@ class ModelMetrics:
         self.values = BatchHistogram(_value_bounds(spec))
         self.stages = {stage: BatchHistogram(LATENCY_BUCKETS) for stage in STAGES}
         self.feedback = FeedbackWindow(feedback_window)
+        self.baseline_mean_confidence = _baseline_mean_confidence(spec)
         self.feedback_counts = {outcome: 0 for outcome in FEEDBACK_OUTCOMES}
 
     def count_rejected(self, n_rows: int, rejected_rows: int, violations: Sequence[Violation]) -> None:
@@ -183,6 +184,16 @@ class ModelMetrics:
         self.stages[stage].observe(seconds)
 
 
+def _baseline_mean_confidence(spec: FeatureSpec) -> float | None:
+    baseline = spec.output.baseline if spec.output is not None else None
+    if baseline is None or baseline.confidence is None or not sum(baseline.confidence.counts):
+        return None
+    edges = np.asarray(baseline.confidence.edges)
+    mids = (edges[:-1] + edges[1:]) / 2
+    counts = np.asarray(baseline.confidence.counts, dtype=np.float64)
+    return float((mids * counts).sum() / counts.sum())
+
+
 def _confidence_bounds(spec: FeatureSpec) -> Sequence[float]:
     """The upper edges of the spec's confidence baseline, so that live and training
     confidence line up bucket for bucket; tenths when the spec has none."""
@@ -207,6 +218,10 @@ class GatewayCollector(Collector):
     def __init__(self) -> None:
         self._models: dict[tuple[str, str], ModelMetrics] = {}
         self._lock = threading.Lock()
+        self.ready: Callable[[], bool] | None = None
+        """Set by the gateway: whether the server is ready (exported as ``driftgate_ready``)."""
+        self.failures: Callable[[], list[tuple[str, int]]] | None = None
+        """Set by the gateway: versions that failed to load."""
 
     def attach(self, metrics: ModelMetrics) -> None:
         with self._lock:
@@ -267,6 +282,11 @@ class GatewayCollector(Collector):
             labels=["model", "version", "metric"],
         )
         feedback_rows = GaugeMetricFamily("driftgate_feedback_window_rows", "Feedback rows in the online-metric window.", labels=["model", "version"])
+        baseline_confidence = GaugeMetricFamily(
+            "driftgate_baseline_mean_confidence",
+            "Mean top-class probability on the reference data recorded in the spec (from the histogram's bin midpoints).",
+            labels=["model", "version"],
+        )
         nonfinite = CounterMetricFamily(
             "driftgate_nonfinite_observations", "NaN or infinite values kept out of histograms.", labels=["model", "version"]
         )
@@ -321,6 +341,8 @@ class GatewayCollector(Collector):
                 for name, value in (("accuracy", m.feedback.accuracy()),) if m.classification else (("mae", m.feedback.mae()), ("rmse", m.feedback.rmse())):
                     if value is not None:
                         online.add_metric([*key, name], value)
+                if m.baseline_mean_confidence is not None:
+                    baseline_confidence.add_metric(key, m.baseline_mean_confidence)
                 accuracy = window.estimated_accuracy() if m.classification else None
                 if accuracy is not None:
                     estimated.add_metric(key, accuracy)
@@ -334,7 +356,16 @@ class GatewayCollector(Collector):
             stages.add_metric([model, stage], merged.buckets(), merged.total)
         yield from (rows, marked, violations, confidence, classes, values, stages, nonfinite, margin, entropy)
         yield from (drift, distance, unseen, missing, output_drift, estimated, window_rows, bin_count, baseline_share)
-        yield from (feedback, online, feedback_rows)
+        yield from (feedback, online, feedback_rows, baseline_confidence)
+        ready = GaugeMetricFamily("driftgate_ready", "1 when every model is loaded and warmed and the server is not draining.")
+        ready.add_metric([], 1.0 if self.ready is not None and self.ready() else 0.0)
+        loaded = GaugeMetricFamily("driftgate_model_loaded", "1 for a served model version, 0 for one that failed to load.", labels=["model", "version"])
+        for m in models:
+            loaded.add_metric([m.model, m.version], 1.0)
+        for name, version in self.failures() if self.failures is not None else []:
+            if (name, str(version)) not in self._models:
+                loaded.add_metric([name, str(version)], 0.0)
+        yield from (ready, loaded)
 
 
 def new_metrics_registry() -> tuple[CollectorRegistry, GatewayCollector]:
