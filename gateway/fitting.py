@@ -106,6 +106,10 @@ def fit_spec(
     """
     if margin < 0 or bins < 1:
         raise UsageError("margin must be >= 0 and bins >= 1")
+    policies = [on_violation] if isinstance(on_violation, str) else list(on_violation.values())
+    bad = sorted({p for p in policies if p not in ("reject", "clip", "flag")})
+    if bad:
+        raise UsageError(f"on_violation must be reject, clip or flag, not {', '.join(map(repr, bad))}")
     columns = to_columns(data, _column_names(data))
     if columns.n_rows == 0:
         raise UsageError("the training data has no rows")
@@ -218,7 +222,9 @@ def _fit_feature(
     chosen = transform or (category_transform if kind == "category" else numeric_transform)
     if chosen not in TRANSFORMS:
         raise UsageError(f"column {column!r}: unknown transform {chosen!r} (one of {', '.join(TRANSFORMS)})")
-    common: dict[str, Any] = {"name": column, "on_violation": on_violation}
+    # 'clip' has no meaning for categories and booleans: they reject instead.
+    policy = "reject" if on_violation == "clip" and kind in ("category", "boolean") else on_violation
+    common: dict[str, Any] = {"name": column, "on_violation": policy}
     if kind == "category":
         if chosen not in ("onehot", "ordinal"):
             raise UsageError(f"column {column!r}: a category takes 'onehot' or 'ordinal', not {chosen!r}")

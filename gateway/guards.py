@@ -39,9 +39,15 @@ if TYPE_CHECKING:
 __all__ = ["Checked", "Guards", "compile_guards"]
 
 _NUMBER_TYPES = frozenset(
-    {int, float, np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8}
-    | {np.uint64, np.uint32, np.uint16, np.uint8}
+    {int, float}
+    | {
+        t
+        for t in np.sctypeDict.values()
+        if issubclass(t, np.integer | np.floating) and not issubclass(t, np.bool_ | np.timedelta64)
+    }
 )
+"""Python and numpy numbers (every width numpy has on this platform). Not bool, np.bool_,
+datetime64 or timedelta64: those are not quantities a model should read as numbers."""
 _BOOL_TYPES = frozenset({bool, np.bool_})
 _MAX_ECHO = 200
 """Longest string echoed back in a violation: enough to recognise, too short to amplify."""
@@ -67,6 +73,15 @@ def _fast_floats(col: list[Any]) -> NDArray[np.float64] | None:
         return np.array(col, dtype=np.float64)
     except OverflowError:
         return np.array([_to_float(v) for v in col], dtype=np.float64)
+
+
+def _cells(raw: Any) -> list[Any]:
+    """A column as a list of cells. Arrays of plain kinds become Python values
+    (``tolist``); any other array (datetime64, timedelta64, ...) keeps its numpy scalars,
+    which no guard accepts, instead of ``tolist`` turning them into ints."""
+    if isinstance(raw, np.ndarray):
+        return raw.tolist() if raw.dtype.kind in "biufOUS" else list(raw)
+    return raw if isinstance(raw, list) else list(raw)
 
 
 def _echo(value: Any) -> Any:
@@ -180,7 +195,7 @@ class _NumberGuard(_FeatureGuard):
             values = raw.astype(np.float64, copy=True)
             absent = missing
         else:
-            col = raw.tolist() if isinstance(raw, np.ndarray) else raw
+            col = _cells(raw)
             values = _fast_floats(col)
             absent = missing
             if values is None:
@@ -237,7 +252,7 @@ class _CategoryGuard(_FeatureGuard):
     def one(self, value: Any) -> tuple[Any, Reason | None, Action]:
         if value is None:
             return self._missing()
-        if type(value) is not str:
+        if not isinstance(value, str):
             return 0, "wrong_type", "reject"
         code = self.codes.get(value)
         if code is None:
@@ -246,15 +261,15 @@ class _CategoryGuard(_FeatureGuard):
 
     def batch(self, raw: Any, missing: NDArray[np.bool_] | None, n: int) -> tuple[NDArray[Any], list[Problem]]:
         problems: list[Problem] = []
-        col = raw.tolist() if isinstance(raw, np.ndarray) else raw
+        col = _cells(raw)
         try:
             # Keys are the categories (str) and None: any other type misses (-1) and is told
             # apart from an unseen string below, on the misses only.
             codes = np.fromiter(map(self.lookup.get, col, [-1] * n), dtype=np.int64, count=n)
         except TypeError:  # an unhashable value (a list, an object) in the column
-            codes = np.array([self.lookup.get(v, -1) if type(v) is str or v is None else -3 for v in col], dtype=np.int64)
+            codes = np.array([self.lookup.get(v, -1) if isinstance(v, str) or v is None else -3 for v in col], dtype=np.int64)
         misses = np.flatnonzero(codes < 0).tolist()
-        wrong = [i for i in misses if codes[i] != -2 and type(col[i]) is not str]
+        wrong = [i for i in misses if codes[i] != -2 and not isinstance(col[i], str)]
         if wrong:
             mask = np.zeros(n, dtype=np.bool_)
             mask[wrong] = True
@@ -284,7 +299,7 @@ class _BooleanGuard(_FeatureGuard):
             return self._missing()
         if type(value) not in _BOOL_TYPES:
             return 0.0, "wrong_type", "reject"
-        return float(value), None, "reject"
+        return float(bool(value)), None, "reject"
 
     def batch(self, raw: Any, missing: NDArray[np.bool_] | None, n: int) -> tuple[NDArray[Any], list[Problem]]:
         problems: list[Problem] = []
@@ -292,7 +307,7 @@ class _BooleanGuard(_FeatureGuard):
             values = raw.astype(np.float64)
             absent = missing
         else:
-            col = raw.tolist() if isinstance(raw, np.ndarray) else raw
+            col = _cells(raw)
             typed = np.fromiter((type(v) in _BOOL_TYPES for v in col), dtype=np.bool_, count=n)
             absent = np.fromiter((v is None for v in col), dtype=np.bool_, count=n)
             if missing is not None:
@@ -364,8 +379,6 @@ class Guards:
         for guard in self.features:
             raw = data.get(guard.name)
             value = raw[0] if raw is not None else None
-            if isinstance(value, np.generic):
-                value = value.item() if not isinstance(value, np.bool_) else bool(value)
             cleaned, reason, action = guard.one(value)
             clean[guard.name] = [cleaned]
             if action == "impute":

@@ -82,6 +82,10 @@ class Standardize(Base, kw_only=True, tag_field="kind", tag="standardize"):
     mean: float
     std: Annotated[float, Meta(gt=0)]
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
+            raise ValueError(f"standardize needs a finite mean and a finite std > 0, got mean={self.mean} std={self.std}")
+
 
 class MinMax(Base, kw_only=True, tag_field="kind", tag="minmax"):
     """``(x - low) / (high - low)``: the training range maps to [0, 1]."""
@@ -90,6 +94,8 @@ class MinMax(Base, kw_only=True, tag_field="kind", tag="minmax"):
     high: float
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"minmax needs finite low and high, got low={self.low} high={self.high}")
         if not self.high > self.low:
             raise ValueError(f"minmax needs high > low, got low={self.low} high={self.high}")
 
@@ -102,6 +108,10 @@ class Log(Base, kw_only=True, tag_field="kind", tag="log"):
     """
 
     shift: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.shift):
+            raise ValueError(f"log needs a finite shift, got {self.shift}")
 
 
 class Passthrough(Base, kw_only=True, tag_field="kind", tag="passthrough"):
@@ -170,6 +180,8 @@ class _FeatureBase(Base, kw_only=True):
     categories and booleans. Required when ``missing`` is ``impute``."""
 
     def _check_fill(self) -> None:
+        if not self.name:
+            raise ValueError("a feature needs a name")
         if self.missing == "impute" and self.fill is None:
             raise ValueError(f"feature {self.name!r}: missing 'impute' needs a fill value")
 
@@ -251,6 +263,10 @@ def _check_numeric(f: NumberFeature | IntegerFeature) -> None:
         v = f.fill
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise ValueError(f"feature {f.name!r}: imputed value must be a finite number")
+        if isinstance(f, IntegerFeature) and not float(v).is_integer():
+            raise ValueError(f"feature {f.name!r}: an integer feature's fill must be a whole number, got {v}")
+        if (f.min is not None and v < f.min) or (f.max is not None and v > f.max):
+            raise ValueError(f"feature {f.name!r}: fill {v} lies outside [{f.min}, {f.max}]")
     if isinstance(f.transform, Log) and f.min is None:
         raise ValueError(f"feature {f.name!r}: the log transform needs a min")
 
@@ -300,6 +316,8 @@ class Output(Base, kw_only=True):
     baseline: OutputBaseline | None = None
 
     def __post_init__(self) -> None:
+        if self.review_threshold is not None and not 0.0 <= self.review_threshold <= 1.0:
+            raise ValueError(f"review_threshold must lie in [0, 1], got {self.review_threshold}")
         if self.task == "classification":
             if len(self.labels) < 2:
                 raise ValueError("a classification output needs at least two labels")
@@ -332,6 +350,8 @@ class FeatureSpec(Base, kw_only=True, dict=True):
     format: int = SPEC_FORMAT
 
     def __post_init__(self) -> None:
+        if not self.name or len(self.name) > 128:
+            raise ValueError("a spec needs a name of 1 to 128 characters")
         if not self.features:
             raise ValueError("a spec needs at least one feature")
         names = [f.name for f in self.features]
@@ -346,7 +366,10 @@ class FeatureSpec(Base, kw_only=True, dict=True):
     @cached_property
     def digest(self) -> str:
         """``sha256:<hex>`` of the canonical JSON encoding: same content, same digest."""
-        canonical = msgspec.json.encode(self, order="sorted")
+        # Decode and encode again so that equal specs hash equally whatever Python types
+        # built them (min=0 and min=0.0 are the same spec; a float field always says 0.0).
+        normal = msgspec.json.decode(msgspec.json.encode(self), type=FeatureSpec)
+        canonical = msgspec.json.encode(normal, order="sorted")
         return "sha256:" + hashlib.sha256(canonical).hexdigest()
 
     @property

@@ -144,7 +144,8 @@ def dataframe_to_columns(df: Any, names: Sequence[str], ignore: frozenset[str] =
             mask = series.isna().to_numpy()
             values = series.to_numpy()
             if values.dtype.kind not in "fiub":
-                values = [None if m else v for v, m in zip(values.tolist(), mask.tolist(), strict=True)]
+                cells = values.tolist() if values.dtype.kind in "OUS" else list(values)  # keep datetimes as datetimes
+                values = [None if m else v for v, m in zip(cells, mask.tolist(), strict=True)]
             elif values.dtype.kind == "f" and mask.any():
                 values = values.astype(np.float64, copy=True)
                 values[mask] = 0.0  # a missing cell is never read as a value

@@ -7,8 +7,9 @@ Rule 2: it is pure numpy arithmetic with no I/O, and it trusts its input: the gu
 have already parsed, imputed and clipped every cell (see ``gateway.guards``).
 
 Each feature owns a fixed slice of the output columns, named after the feature (one-hot
-columns as ``feature=category``). Arithmetic is done in float64 and rounded once to
-float32, both in the batch path and in the one-row path, so the two give the same bits.
+columns as ``feature=category``). Arithmetic is done in float64, saturated at float32's
+largest finite value, and rounded once to float32, both in the batch path and in the
+one-row path, so the two give the same bits and never an infinity.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from gateway.spec import BooleanFeature, CategoryFeature, Feature, FeatureSpec, 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["Transform", "compile_transform"]
+__all__ = ["FLOAT32_MAX", "Transform", "compile_transform"]
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Outputs saturate at float32's largest finite value: a valid but extreme input (an
+unbounded feature sent 1e300) must reach the model as a large number, never as inf."""
 
 
 class _Step:
@@ -83,8 +88,10 @@ class _LogStep(_Step):
         return np.log1p(np.maximum(values - self.shift, 0.0))
 
     def scalar(self, value: Any) -> float:
-        # numpy's log1p, not math.log1p: the same routine as the batch path, so the same bits.
-        return float(np.log1p(max(value - self.shift, 0.0)))
+        # numpy's log1p, not math.log1p: the same routine as the batch path, so the same bits;
+        # and +0.0 (never -0.0) below the shift, as np.maximum gives.
+        d = value - self.shift
+        return float(np.log1p(d if d > 0.0 else 0.0))
 
 
 class _PassthroughStep(_Step):
@@ -160,7 +167,7 @@ class Transform:
             return self._apply_one(columns)
         out = np.zeros((n_rows, self.width), dtype=np.float32)
         for step in self._dense:
-            out[:, step.start] = step.column(columns[step.name])
+            out[:, step.start] = np.clip(step.column(columns[step.name]), -FLOAT32_MAX, FLOAT32_MAX)
         if self._onehot:
             rows = np.arange(n_rows)
             for step in self._onehot:
@@ -175,7 +182,8 @@ class Transform:
     def _apply_one(self, columns: dict[str, Any]) -> NDArray[np.float32]:
         row = [0.0] * self.width
         for step in self._dense:
-            row[step.start] = step.scalar(columns[step.name][0])
+            x = step.scalar(columns[step.name][0])
+            row[step.start] = x if -FLOAT32_MAX <= x <= FLOAT32_MAX else (FLOAT32_MAX if x > 0 else -FLOAT32_MAX)
         for step in self._onehot:
             code = columns[step.name][0]
             if code >= 0:
