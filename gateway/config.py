@@ -49,6 +49,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Recent predictions kept for feedback joins (36 bytes each; fixed at start)."""
     prediction_ttl_seconds: Annotated[float, Meta(gt=0)] = 7 * 86400
     """Feedback for a prediction older than this counts as expired."""
+    guards: bool = True
+    """Benchmarking only: ``false`` trusts every input (no checks, no violations); bad input
+    then fails inside the model or is silently mis-encoded. Measures what the guards cost."""
+    monitoring: bool = True
+    """Benchmarking only: ``false`` skips metrics, drift and the prediction store."""
     log_level: str = "info"
     drain_seconds: Annotated[float, Meta(ge=0)] = 30.0
     """On SIGTERM, how long in-flight requests may take before the process exits anyway."""

@@ -7,6 +7,7 @@ segment with the name, so the routes capture the segment and split it here.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import anyio.to_thread
@@ -72,9 +73,11 @@ def decode_instances(body: bytes, max_rows: int) -> list[dict[str, Any]]:
 
 async def run_predict(gateway: Gateway, model: LoadedModel, columns: Any) -> Outcome:
     """``service.predict``, on a worker thread when the batch is expected to be slow."""
+    settings = gateway.settings
+    run = functools.partial(predict, model, columns, gateway.predictions, guarded=settings.guards, monitored=settings.monitoring)
     if model.runtime.seconds_per_row * columns.n_rows > OFFLOAD_SECONDS:
-        return await anyio.to_thread.run_sync(predict, model, columns, gateway.predictions)
-    return predict(model, columns, gateway.predictions)
+        return await anyio.to_thread.run_sync(run)
+    return run()
 
 
 async def _answer(request: Request[Any, Any, Any], model: LoadedModel) -> Response[bytes]:

@@ -1,0 +1,187 @@
+"""HTTP benchmark of driftgate with wrk: guarded vs unguarded, in one run.
+
+Starts ``driftgate serve`` pinned to one core (``taskset``) once per mode, and drives it
+with wrk (Debian package ``wrk``) pinned to the other core: one-row and 64-row requests
+at concurrency 1, 8 and 32, for each protocol asked for. Modes:
+
+- ``guarded``: guards, transform, inference and monitoring, as in production;
+- ``unguarded``: the same server with ``DRIFTGATE_GUARDS=false DRIFTGATE_MONITORING=false``
+  (no checks, no metrics, no drift, no prediction store): what they cost.
+
+Prints a Markdown table (also written to ``--out``) with requests/s, rows/s, p50 and p99,
+and the guarded/unguarded throughput ratio of each cell, all measured in this one run.
+These 2-core machines are noisy: compare ratios, not absolute numbers.
+
+    python bench/http_bench.py                       # full run (~2 min)
+    python bench/http_bench.py --smoke               # seconds; what CI runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.samples import sample_records  # noqa: E402
+from gateway.spec import load_spec  # noqa: E402
+
+LUA = Path(__file__).with_name("wrk_post.lua")
+MODES = {"guarded": {}, "unguarded": {"DRIFTGATE_GUARDS": "false", "DRIFTGATE_MONITORING": "false"}}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pinned(cpu: str | None, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *cmd] if cpu and shutil.which("taskset") else cmd
+
+
+class Server:
+    def __init__(self, repository: Path, env: dict[str, str], cpu: str | None, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
+        full_env.update(env, DRIFTGATE_LOG_LEVEL="warning")
+        self.log = open(workdir / f"server-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
+        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--repository", str(repository), "--port", str(self.port)]
+        self.process = subprocess.Popen(pinned(cpu, cmd), env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+            if self.process.poll() is not None:
+                break
+        raise RuntimeError(f"server did not become ready; see {self.log.name}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def v1_body(records: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"instances": records}).encode()
+
+
+def v2_body(spec: Any, records: list[dict[str, Any]]) -> bytes:
+    from gateway.http.v2 import _feature_datatype
+
+    inputs = [
+        {"name": f.name, "datatype": _feature_datatype(f), "shape": [len(records), 1], "data": [r[f.name] for r in records]}
+        for f in spec.features
+    ]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+PROTOCOLS = {
+    "v1": (lambda model: f"/v1/models/{model}:predict", lambda spec, rows: v1_body(rows)),
+    "v2": (lambda model: f"/v2/models/{model}/infer", v2_body),
+}
+
+
+def run_wrk(url: str, body: Path, connections: int, duration: float, cpu: str | None) -> dict[str, Any]:
+    cmd = pinned(cpu, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(LUA), url, "--", str(body)])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False).stdout
+    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="driftgate HTTP benchmark (wrk): guarded vs unguarded.")
+    parser.add_argument("--repository", type=Path, default=ROOT / "models")
+    parser.add_argument("--model", default="penguins")
+    parser.add_argument("--protocols", default="v1", help="comma-separated: v1, v2 (JSON)")
+    parser.add_argument("--batches", default="1,64")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell")
+    parser.add_argument("--server-cpu", default="1")
+    parser.add_argument("--client-cpu", default="0")
+    parser.add_argument("--modes", default="guarded,unguarded")
+    parser.add_argument("--smoke", action="store_true", help="1 s cells, one-row at c=1 and c=8 only: checks it all works")
+    parser.add_argument("--out", type=Path, help="write the Markdown table here too")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    if args.smoke:
+        args.duration, args.batches, args.concurrency = 1.0, "1,64", "1,8"
+    spec = load_spec(args.repository / args.model / max((p for p in (args.repository / args.model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)) / "spec.yaml")
+    batches = [int(b) for b in args.batches.split(",")]
+    conns = [int(c) for c in args.concurrency.split(",")]
+    protocols = args.protocols.split(",")
+    results: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        bodies = {}
+        for protocol in protocols:
+            for batch in batches:
+                path = workdir / f"{protocol}-{batch}.json"
+                path.write_bytes(PROTOCOLS[protocol][1](spec, sample_records(spec, batch, seed=batch)))
+                bodies[protocol, batch] = path
+        for mode in args.modes.split(","):
+            server = Server(args.repository, MODES[mode], args.server_cpu, workdir)
+            try:
+                for protocol in protocols:
+                    url = server.url + PROTOCOLS[protocol][0](args.model)
+                    for batch in batches:
+                        check = urllib.request.Request(url, data=bodies[protocol, batch].read_bytes(), headers={"Content-Type": "application/json"})
+                        with urllib.request.urlopen(check, timeout=10) as r:
+                            assert r.status == 200, r.status
+                        run_wrk(url, bodies[protocol, batch], 8, 1.0, args.client_cpu)  # warm-up
+                        for c in conns:
+                            results[mode, protocol, batch, c] = run_wrk(url, bodies[protocol, batch], c, args.duration, args.client_cpu)
+                            r = results[mode, protocol, batch, c]
+                            print(f"  {mode:9} {protocol} rows={batch:<3} c={c:<3} {r['rps']:>9,.0f} req/s  p50 {r['p50_us'] / 1000:.2f} ms  p99 {r['p99_us'] / 1000:.2f} ms", file=sys.stderr)
+            finally:
+                server.stop()
+    lines = [
+        f"model `{args.model}`, server pinned to CPU {args.server_cpu}, wrk to CPU {args.client_cpu}, {args.duration:g} s per cell",
+        "",
+        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    failed = False
+    for (mode, protocol, batch, c), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][3], kv[0][0])):
+        base = results.get(("unguarded", protocol, batch, c))
+        ratio = f"{r['rps'] / base['rps']:.2f}" if base and mode == "guarded" else ""
+        errors = r["errors"] + r["status_errors"]
+        failed |= errors > 0 or r["requests"] == 0
+        lines.append(
+            f"| {protocol} | {batch} | {c} | {mode} | {r['rps']:,.0f} | {r['rps'] * batch:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {errors} | {ratio} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
