@@ -132,8 +132,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_register(args: argparse.Namespace) -> int:
     import os
 
-    model = _read(args.model, "model")
-    spec_text = _read(args.spec, "spec")
+    from gateway.files import read_input
+
+    model = read_input(args.model, "model file")
+    spec_text = read_input(args.spec, "spec file")
     if args.url:
         from gateway.client import register_remote
 
@@ -150,18 +152,6 @@ def cmd_register(args: argparse.Namespace) -> int:
     loaded = register_model(ModelRegistry(), repository, args.name, args.version, model, spec_text)
     print(f"registered {loaded.name} version {loaded.version} in {repository.root} ({loaded.spec.digest[:19]})")
     return 0
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such {what} file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the {what} file ({exc.strerror})") from None
-    if not data.strip():
-        raise UsageError(f"{path}: the {what} file is empty")
-    return data
 
 
 def cmd_models(args: argparse.Namespace) -> int:

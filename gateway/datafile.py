@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.errors import UsageError
+from gateway.files import read_input
 
 if TYPE_CHECKING:
     from gateway.spec import FeatureSpec
@@ -31,24 +32,10 @@ _TRUE = frozenset({"true", "True", "TRUE"})
 _FALSE = frozenset({"false", "False", "FALSE"})
 
 
-def _open_checked(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, not a data file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
-    if not raw.strip():
-        raise UsageError(f"{path}: the file is empty")
-    return raw
-
-
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """A JSON (list of records) or JSON Lines file as records."""
     p = Path(path)
-    raw = _open_checked(p)
+    raw = read_input(p, "data file")
     try:
         if p.suffix.lower() in (".jsonl", ".ndjson"):
             records = [msgspec.json.decode(line) for line in raw.splitlines() if line.strip()]
@@ -66,7 +53,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _csv_columns(path: Path) -> dict[str, list[str | None]]:
-    text = _open_checked(path).decode("utf-8-sig", errors="replace")
+    text = read_input(path, "data file").decode("utf-8-sig", errors="replace")
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if not header or not any(h.strip() for h in header):

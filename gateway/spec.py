@@ -22,6 +22,7 @@ import msgspec
 from msgspec import Meta
 
 from gateway.errors import SpecError, UsageError
+from gateway.files import read_input, write_atomic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -465,25 +466,12 @@ def load_spec(path: str | Path) -> FeatureSpec:
     """Read a spec file (YAML or JSON by extension)."""
     p = Path(path)
     fmt = _format_of(p)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{p}: no such spec file") from None
-    except OSError as exc:
-        raise UsageError(f"{p}: cannot read spec file ({exc.strerror})") from None
-    if not raw.strip():
-        raise SpecError(f"{p}: the spec file is empty")
-    return decode_spec(raw, fmt, source=str(p))
+    return decode_spec(read_input(p, "spec file"), fmt, source=str(p))
 
 
 def save_spec(spec: FeatureSpec, path: str | Path) -> None:
     """Write a spec file atomically (YAML or JSON by extension)."""
-    p = Path(path)
-    data = encode_spec(spec, _format_of(p))
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(p)
+    write_atomic(path, encode_spec(spec, _format_of(Path(path))))
 
 
 def feature_spec_schema() -> dict[str, Any]:

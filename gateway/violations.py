@@ -6,7 +6,7 @@ the HTTP layer encodes them into the problem+json body unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -23,21 +23,13 @@ Reason = Literal[
 ]
 """Why a cell was refused. The closed set of the contract; metrics label by it."""
 
-REASONS: tuple[Reason, ...] = (
-    "missing",
-    "wrong_type",
-    "not_finite",
-    "below_min",
-    "above_max",
-    "unseen_category",
-    "unknown_feature",
-)
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 Action = Literal["reject", "clip", "flag"]
 """What the gateway did about the violation: refused the row, clipped the value into the
 domain and predicted, or predicted as sent and marked the row."""
 
-ACTIONS: tuple[Action, ...] = ("reject", "clip", "flag")
+ACTIONS: tuple[Action, ...] = get_args(Action)
 
 
 class Violation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
