@@ -14,8 +14,9 @@ from gateway.errors import UsageError
 __all__ = ["read_input", "write_atomic"]
 
 
-def read_input(path: str | Path, what: str = "file") -> bytes:
-    """The bytes of ``path``; ``UsageError`` if it is missing, unreadable or empty."""
+def read_input(path: str | Path, what: str = "file", *, allow_empty: bool = False) -> bytes:
+    """The bytes of ``path``; ``UsageError`` if it is missing, unreadable or (unless
+    ``allow_empty``) empty."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -25,7 +26,7 @@ def read_input(path: str | Path, what: str = "file") -> bytes:
         raise UsageError(f"{p}: is a directory, not a {what}") from None
     except OSError as exc:
         raise UsageError(f"{p}: cannot read the {what} ({exc.strerror})") from None
-    if not data.strip():
+    if not allow_empty and not data.strip():
         raise UsageError(f"{p}: the {what} is empty")
     return data
 

@@ -466,7 +466,10 @@ def load_spec(path: str | Path) -> FeatureSpec:
     """Read a spec file (YAML or JSON by extension)."""
     p = Path(path)
     fmt = _format_of(p)
-    return decode_spec(read_input(p, "spec file"), fmt, source=str(p))
+    raw = read_input(p, "spec file", allow_empty=True)
+    if not raw.strip():
+        raise SpecError(f"{p}: the spec file is empty")
+    return decode_spec(raw, fmt, source=str(p))
 
 
 def save_spec(spec: FeatureSpec, path: str | Path) -> None:
