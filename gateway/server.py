@@ -8,6 +8,7 @@ process exits 0. That is what Kubernetes expects of a pod being replaced.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -28,6 +29,10 @@ class _DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.gateway.drain()
         super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            # uvicorn re-raises captured signals after a graceful shutdown, so the process
+            # would die by SIGTERM (exit 143). A drained sidecar exits 0, as Kubernetes expects.
+            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 def serve(settings: Settings) -> int:
@@ -44,7 +49,9 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=int(settings.drain_seconds) or None,
+        # uvicorn types this as int but waits with asyncio.wait_for, which takes seconds as a
+        # float; 0 must still be a bound (uvicorn reads a falsy value as "wait forever").
+        timeout_graceful_shutdown=max(settings.drain_seconds, 0.001),  # type: ignore[arg-type]
         server_header=False,
     )
     server = _DrainingServer(config, gateway)

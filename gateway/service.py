@@ -70,10 +70,10 @@ def predict(model: LoadedModel, columns: Columns, log: PredictionLog, *, guarded
     t0 = time.perf_counter()
     checked = model.guards.check(columns) if guarded else model.guards.trust(columns)
     t1 = time.perf_counter()
-    metrics.time_stage("validate", t1 - t0)
     n = checked.n_rows
     if checked.rejected is not None:
         rejecting = [v for v in checked.violations if v.action == "reject"]
+        metrics.time_stage("validate", t1 - t0)
         metrics.count_rejected(n, n, checked.violations)
         bad = int(checked.rejected.sum())
         raise InputRejectedError(
@@ -115,10 +115,7 @@ def predict(model: LoadedModel, columns: Columns, log: PredictionLog, *, guarded
         checked.imputed,
         outcome.probabilities,
     )
-    t4 = time.perf_counter()
-    metrics.time_stage("transform", t2 - t1)
-    metrics.time_stage("infer", t3 - t2)
-    metrics.time_stage("monitor", t4 - t3)
+    metrics.time_stages(t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)
     return outcome
 
 

@@ -75,6 +75,17 @@ class PredictionLog:
             if n > 1:
                 self._counter = itertools.count(first + n)
             self.issued = first + n - 1
+        if n == 1:  # the common request: item writes, no temporary arrays
+            slot = first % self.capacity
+            self.counters[slot] = first
+            self.models[slot] = self._key(model)
+            self.versions[slot] = version
+            if labels is not None:
+                self.labels[slot] = labels[0]
+            if values is not None:
+                self.values[slot] = values[0]
+            self.times[slot] = self.clock()
+            return [f"{self.prefix}-{first:x}"]
         counters = np.arange(first, first + n, dtype=np.int64)
         slots = counters % self.capacity
         self.counters[slots] = counters

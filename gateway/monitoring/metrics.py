@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -54,6 +54,9 @@ than prometheus_client's default 5 ms."""
 
 STAGES = ("validate", "transform", "infer", "monitor")
 FEEDBACK_OUTCOMES = ("matched", "unknown_id", "expired", "invalid")
+PENDING_ROWS = 64
+"""One-row requests are counted in batches of this many (or sooner, when anything reads
+the metrics): a numpy call on one row costs as much as on 64."""
 OUTCOMES = ("predicted", "rejected")
 UNKNOWN_FEATURE_LABEL = "_unknown"
 """The ``feature`` label of ``unknown_feature`` violations: the field's own name is
@@ -130,6 +133,8 @@ class ModelMetrics:
         self.feedback = FeedbackWindow(feedback_window)
         self.baseline_mean_confidence = _baseline_mean_confidence(spec)
         self.feedback_counts = {outcome: 0 for outcome in FEEDBACK_OUTCOMES}
+        self._pending: list[tuple[Any, Any, dict[str, Any], dict[str, Any]]] = []
+        self._pending_times: list[tuple[float, float, float, float]] = []
 
     def count_rejected(self, n_rows: int, rejected_rows: int, violations: Sequence[Violation]) -> None:
         with self.lock:
@@ -151,37 +156,88 @@ class ModelMetrics:
         classes: NDArray[np.intp] | None,
         values: NDArray[np.float32] | None,
         review: int,
-        columns: dict[str, object],
-        imputed: dict[str, object],
+        columns: dict[str, Any],
+        imputed: dict[str, Any],
         probabilities: NDArray[np.float32] | None = None,
     ) -> None:
-        if probabilities is not None and probabilities.shape[1] > 1:
-            top2 = np.partition(probabilities, -2, axis=1)[:, -2:]
-            margin = top2[:, 1] - top2[:, 0]
-            p = np.clip(probabilities, 1e-12, 1.0)
-            entropy = -(p * np.log(p)).sum(axis=1) / np.log(probabilities.shape[1])
-        else:
-            margin = entropy = None
+        """Count a predicted batch. One-row batches are buffered (see ``flush``)."""
         with self.lock:
-            self.drift.observe(columns, imputed, n_rows, classes, confidence, values)  # type: ignore[arg-type]
-            if margin is not None and entropy is not None:
-                self.margin.observe_many(margin)
-                self.entropy.observe_many(entropy)
             self.rows["predicted"] += n_rows
             if violations:
                 self._count_violations(violations)
             self.flagged_rows += flagged
             self.clipped_rows += clipped
             self.review_rows += review
-            if confidence is not None:
-                self.confidence.observe_many(confidence)
-            if classes is not None:
-                self.class_counts += np.bincount(classes, minlength=len(self.labels))
-            if values is not None:
-                self.values.observe_many(values)
+            if n_rows == 1 and type(next(iter(columns.values()), None)) is list:
+                row = probabilities[0] if probabilities is not None else None
+                value = float(values[0]) if values is not None else None
+                self._pending.append((row, value, columns, imputed))
+                if len(self._pending) >= PENDING_ROWS:
+                    self._flush_rows()
+                return
+            self._observe_outputs(n_rows, columns, imputed, probabilities, values)
+
+    def _observe_outputs(
+        self,
+        n_rows: int,
+        columns: dict[str, Any],
+        imputed: dict[str, Any],
+        probabilities: NDArray[np.float32] | None,
+        values: NDArray[np.float32] | None,
+    ) -> None:
+        """The vectorised part of counting a batch: histograms, class counts, drift."""
+        confidence = classes = None
+        if probabilities is not None:
+            confidence = probabilities.max(axis=1)
+            classes = probabilities.argmax(axis=1)
+            self.confidence.observe_many(confidence)
+            self.class_counts += np.bincount(classes, minlength=len(self.labels))
+            if probabilities.shape[1] > 1:
+                top2 = np.partition(probabilities, -2, axis=1)[:, -2:]
+                self.margin.observe_many(top2[:, 1] - top2[:, 0])
+                p = np.clip(probabilities, 1e-12, 1.0)
+                self.entropy.observe_many(-(p * np.log(p)).sum(axis=1) / np.log(probabilities.shape[1]))
+        if values is not None:
+            self.values.observe_many(values)
+        self.drift.observe(columns, imputed, n_rows, classes, confidence, values)
+
+    def _flush_rows(self) -> None:
+        """Count the buffered one-row predictions as one batch (caller holds the lock)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        rows = [p[0] for p in pending]
+        probabilities = np.stack(rows).astype(np.float32, copy=False) if rows[0] is not None else None
+        values = np.array([p[1] for p in pending], dtype=np.float32) if pending[0][1] is not None else None
+        names = list(pending[0][2])
+        columns = {name: np.array([p[2][name][0] for p in pending]) for name in names}
+        imputed_names = {name for p in pending for name in p[3]}
+        imputed = {name: np.array([name in p[3] for p in pending], dtype=np.bool_) for name in imputed_names}
+        self._observe_outputs(len(pending), columns, imputed, probabilities, values)
+
+    def time_stages(self, validate: float, transform: float, infer: float, monitor: float) -> None:
+        """Record one request's stage timings (buffered; flushed with the rows)."""
+        with self.lock:
+            self._pending_times.append((validate, transform, infer, monitor))
+            if len(self._pending_times) >= PENDING_ROWS:
+                self._flush_times()
 
     def time_stage(self, stage: str, seconds: float) -> None:
-        self.stages[stage].observe(seconds)
+        with self.lock:
+            self.stages[stage].observe(seconds)
+
+    def _flush_times(self) -> None:
+        pending, self._pending_times = self._pending_times, []
+        if pending:
+            times = np.asarray(pending, dtype=np.float64)
+            for i, stage in enumerate(STAGES):
+                self.stages[stage].observe_many(times[:, i])
+
+    def flush(self) -> None:
+        """Fold every buffered observation in. Every reader calls this (under the lock)
+        first, so what is read always counts every row predicted so far."""
+        self._flush_rows()
+        self._flush_times()
 
 
 def _baseline_mean_confidence(spec: FeatureSpec) -> float | None:
@@ -294,6 +350,7 @@ class GatewayCollector(Collector):
         for m in models:
             key = [m.model, m.version]
             with m.lock:
+                m.flush()
                 for outcome, count in m.rows.items():
                     rows.add_metric([*key, outcome], count)
                 marked.add_metric([*key, "flagged"], m.flagged_rows)

@@ -34,6 +34,7 @@ def snapshot(model: LoadedModel) -> dict[str, Any]:
     m = model.metrics
     spec = model.spec
     with m.lock:
+        m.flush()
         window = m.drift
         stats = window.statistics()
         predicted, rejected = m.rows["predicted"], m.rows["rejected"]
