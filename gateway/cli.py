@@ -148,7 +148,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     from gateway.service import register_model
 
     repository = ModelRepository(args.repository or os.environ.get("DRIFTGATE_REPOSITORY", "models"), create=True)
-    print(f"checking {args.model} against {args.spec} (load and warm-up)...", file=sys.stderr)
+    if sys.stderr.isatty():  # progress for a person; a script sees only the result or one error line
+        print(f"checking {args.model} against {args.spec} (load and warm-up)...", file=sys.stderr)
     loaded = register_model(ModelRegistry(), repository, args.name, args.version, model, spec_text)
     print(f"registered {loaded.name} version {loaded.version} in {repository.root} ({loaded.spec.digest[:19]})")
     return 0

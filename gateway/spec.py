@@ -453,7 +453,8 @@ def decode_spec(data: bytes | str, fmt: Literal["yaml", "json"] = "yaml", source
             return msgspec.json.decode(data, type=FeatureSpec)
         return msgspec.yaml.decode(data, type=FeatureSpec)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise SpecError(f"{source}: {exc}") from exc
+        # One line: YAML parse errors carry multi-line position marks.
+        raise SpecError(f"{source}: {' '.join(str(exc).split())}") from exc
 
 
 def encode_spec(spec: FeatureSpec, fmt: Literal["yaml", "json"] = "yaml") -> bytes:

@@ -45,7 +45,9 @@ class Violation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The feature (or, for ``unknown_feature``, the unexpected field) concerned."""
     reason: Reason
     """One of the contract's reasons."""
-    value: Any = None
-    """The value as sent, or ``None`` when absent."""
+    value: Any
+    """The value as sent, or ``None`` when absent. Required, so always on the wire (the
+    contract's four members are always present; only ``action`` is left out when it is
+    the default ``reject``)."""
     action: Action = "reject"
     """What was done: ``reject`` (the default, omitted on the wire), ``clip`` or ``flag``."""

@@ -1,4 +1,4 @@
-"""``create_app(settings)``: the Litestar application of one gateway process."""
+"""``create_app(settings)``: the ASGI application of one gateway process."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ from litestar.openapi import OpenAPIConfig
 from gateway import __version__
 from gateway.config import Settings
 from gateway.http import admin, health, monitor, v1, v2
+from gateway.http.fastpath import FastPath
 from gateway.http.problems import problem_response
 from gateway.lifecycle import Gateway
 
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings, gateway: Gateway | None = None) -> Litestar:
-    """The app, with a ``Gateway`` that starts loading models when the app starts."""
+def create_app(settings: Settings, gateway: Gateway | None = None) -> Any:
+    """The ASGI app: the hot endpoints' fast path in front of the Litestar app, with a
+    ``Gateway`` that starts loading models when the app starts. The Litestar app itself
+    is the returned object's ``app`` attribute."""
     gw = gateway or Gateway(settings)
 
     @asynccontextmanager
@@ -45,7 +48,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Litestar:
         logging_config=None,
     )
     app.state.gateway = gw
-    return app
+    return FastPath(app, gw)
 
 
 def app_from_env() -> Any:  # pragma: no cover - for `uvicorn gateway.http.app:app_from_env --factory`

@@ -19,7 +19,7 @@ from litestar.exceptions import HTTPException
 
 from gateway.errors import GatewayError
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "problem_response", "problem_body"]
+__all__ = ["PROBLEM_MEDIA_TYPE", "problem_body", "problem_parts", "problem_response"]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("driftgate.http")
@@ -67,7 +67,13 @@ def _gateway_problem(exc: GatewayError, instance: str) -> tuple[int, bytes, dict
 
 def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """The one exception handler of the app (see the module docstring)."""
-    instance = request.url.path
+    status, body, headers = problem_parts(exc, request.url.path, request.method)
+    return Response(content=body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_parts(exc: Exception, instance: str, method: str = "") -> tuple[int, bytes, dict[str, str]]:
+    """(status, problem+json body, headers) of any exception: the mapping itself, shared
+    by Litestar's exception handler and the raw ASGI fast path."""
     headers: dict[str, str] = {}
     if isinstance(exc, GatewayError):
         status, body, headers = _gateway_problem(exc, instance)
@@ -78,7 +84,7 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
         body = problem_body(status, code, code.replace("-", " ").capitalize(), detail, instance)
         headers = dict(exc.headers or {})
     else:
-        log.exception("unexpected error answering %s %s", request.method, instance)
+        log.error("unexpected error answering %s %s", method, instance, exc_info=exc)
         status = 500
         body = problem_body(status, "internal-error", "Internal server error", "the server failed; the cause is in its log", instance)
-    return Response(content=body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    return status, body, headers

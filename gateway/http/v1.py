@@ -80,12 +80,26 @@ async def run_predict(gateway: Gateway, model: LoadedModel, columns: Any) -> Out
     return run()
 
 
-async def _answer(request: Request[Any, Any, Any], model: LoadedModel) -> Response[bytes]:
-    gateway = gateway_of(request)
-    instances = decode_instances(await request.body(), gateway.settings.max_batch_rows)
+async def answer_v1(gateway: Gateway, model: LoadedModel, body: bytes) -> bytes:
+    """The V1 answer to a prediction request body (raises ``GatewayError``s)."""
+    instances = decode_instances(body, gateway.settings.max_batch_rows)
     columns = records_to_columns(instances, model.spec.feature_names, model.guards.ignored)
     outcome = await run_predict(gateway, model, columns)
-    body = _encode({"model_name": model.name, "model_version": str(model.version), "predictions": v1_predictions(outcome)})
+    return _encode({"model_name": model.name, "model_version": str(model.version), "predictions": v1_predictions(outcome)})
+
+
+def v1_target(path_rest: str) -> tuple[str, int | None]:
+    """``name:predict`` or ``name/versions/v:predict`` (the path after ``/v1/models/``) to
+    (name, version or None); ``ModelNotFoundError`` for anything else."""
+    target = _split(path_rest, "predict")
+    name, sep, version = target.partition("/versions/")
+    if "/" in name or (sep and "/" in version):
+        raise ModelNotFoundError("no such endpoint")
+    return name, (_version(version) if sep else None)
+
+
+async def _answer(request: Request[Any, Any, Any], model: LoadedModel) -> Response[bytes]:
+    body = await answer_v1(gateway_of(request), model, await request.body())
     return Response(content=body, media_type="application/json")
 
 

@@ -20,6 +20,7 @@ from gateway import __version__
 from gateway.errors import ModelNotFoundError, PayloadError, PayloadTooLargeError
 from gateway.http.admin import require_admin
 from gateway.http.v1 import gateway_of, run_predict
+from gateway.lifecycle import Gateway
 from gateway.protocol.v2 import (
     InferenceResponse,
     ResponseOutput,
@@ -191,10 +192,10 @@ def _output_arrays(outcome: Any) -> dict[str, tuple[str, Any]]:
     return arrays
 
 
-async def _infer(request: Request[Any, Any, Any], model: LoadedModel) -> Response[bytes]:
-    gateway = gateway_of(request)
-    body = await request.body()
-    columns, v2_request = columns_from_tensors(model, body, request.headers.get("inference-header-content-length"), gateway.settings.max_batch_rows)
+async def answer_v2(gateway: Gateway, model: LoadedModel, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+    """The V2 answer to an inference body: (content, JSON header length when binary
+    outputs follow it). Raises ``GatewayError``s."""
+    columns, v2_request = columns_from_tensors(model, body, header_length, gateway.settings.max_batch_rows)
     wanted = _wanted(v2_request, [name for name, _, _ in _outputs_of(model)])
     outcome = await run_predict(gateway, model, columns)
     arrays = _output_arrays(outcome)
@@ -212,7 +213,20 @@ async def _infer(request: Request[Any, Any, Any], model: LoadedModel) -> Respons
             data = values if isinstance(values, list) else values.reshape(-1).tolist()
             outputs.append(ResponseOutput(name=name, datatype=datatype, shape=shape, data=data))
     response = InferenceResponse(model_name=model.name, model_version=str(model.version), id=v2_request.id, outputs=outputs)
-    content, header_length = encode_response(response, binaries)
+    return encode_response(response, binaries)
+
+
+def v2_target(path_middle: str) -> tuple[str, int | None]:
+    """``name`` or ``name/versions/v`` (between ``/v2/models/`` and ``/infer``)."""
+    name, sep, version = path_middle.partition("/versions/")
+    if "/" in name or (sep and "/" in version):
+        raise ModelNotFoundError("no such endpoint")
+    return name, (_version(version) if sep else None)
+
+
+async def _infer(request: Request[Any, Any, Any], model: LoadedModel) -> Response[bytes]:
+    gateway = gateway_of(request)
+    content, header_length = await answer_v2(gateway, model, await request.body(), request.headers.get("inference-header-content-length"))
     if header_length is None:
         return Response(content=content, media_type="application/json")
     return Response(
