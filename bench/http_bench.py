@@ -96,14 +96,38 @@ def v2_body(spec: Any, records: list[dict[str, Any]]) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
+def v2_binary_body(spec: Any, records: list[dict[str, Any]]) -> tuple[bytes, str]:
+    """Binary tensor data, as tritonclient sends it by default; returns (body, headers)."""
+    import numpy as np
+
+    from gateway.http.v2 import _feature_datatype
+    from gateway.protocol.v2 import encode_bytes_tensor
+
+    inputs, blobs = [], []
+    for f in spec.features:
+        datatype = _feature_datatype(f)
+        column = [r[f.name] for r in records]
+        if datatype == "BYTES":
+            raw = encode_bytes_tensor(column)
+        else:
+            raw = np.asarray(column, dtype={"FP64": "<f8", "INT64": "<i8", "BOOL": "?"}[datatype]).tobytes()
+        blobs.append(raw)
+        inputs.append({"name": f.name, "datatype": datatype, "shape": [len(records), 1], "parameters": {"binary_data_size": len(raw)}})
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    return header + b"".join(blobs), f"Content-Type: application/octet-stream|Inference-Header-Content-Length: {len(header)}"
+
+
 PROTOCOLS = {
-    "v1": (lambda model: f"/v1/models/{model}:predict", lambda spec, rows: v1_body(rows)),
-    "v2": (lambda model: f"/v2/models/{model}/infer", v2_body),
+    "v1": (lambda model: f"/v1/models/{model}:predict", lambda spec, rows: (v1_body(rows), "")),
+    "v2": (lambda model: f"/v2/models/{model}/infer", lambda spec, rows: (v2_body(spec, rows), "")),
+    "v2-binary": (lambda model: f"/v2/models/{model}/infer", v2_binary_body),
 }
 
 
-def run_wrk(url: str, body: Path, connections: int, duration: float, cpu: str | None) -> dict[str, Any]:
+def run_wrk(url: str, body: Path, headers: str, connections: int, duration: float, cpu: str | None) -> dict[str, Any]:
     cmd = pinned(cpu, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(LUA), url, "--", str(body)])
+    if headers:
+        cmd.append(headers)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False).stdout
     line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
@@ -117,7 +141,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="driftgate HTTP benchmark (wrk): guarded vs unguarded.")
     parser.add_argument("--repository", type=Path, default=ROOT / "models")
     parser.add_argument("--model", default="penguins")
-    parser.add_argument("--protocols", default="v1", help="comma-separated: v1, v2 (JSON)")
+    parser.add_argument("--protocols", default="v1", help="comma-separated: v1, v2 (JSON), v2-binary")
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell")
@@ -131,7 +155,7 @@ def main() -> int:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     if args.smoke:
-        args.duration, args.batches, args.concurrency = 1.0, "1,64", "1,8"
+        args.duration, args.batches, args.concurrency, args.protocols = 1.0, "1,64", "1,8", "v1,v2,v2-binary"
     spec = load_spec(args.repository / args.model / max((p for p in (args.repository / args.model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)) / "spec.yaml")
     batches = [int(b) for b in args.batches.split(",")]
     conns = [int(c) for c in args.concurrency.split(",")]
@@ -142,21 +166,23 @@ def main() -> int:
         bodies = {}
         for protocol in protocols:
             for batch in batches:
-                path = workdir / f"{protocol}-{batch}.json"
-                path.write_bytes(PROTOCOLS[protocol][1](spec, sample_records(spec, batch, seed=batch)))
-                bodies[protocol, batch] = path
+                path = workdir / f"{protocol}-{batch}.body"
+                content, headers = PROTOCOLS[protocol][1](spec, sample_records(spec, batch, seed=batch))
+                path.write_bytes(content)
+                bodies[protocol, batch] = (path, headers)
         for mode in args.modes.split(","):
             server = Server(args.repository, MODES[mode], args.server_cpu, workdir)
             try:
                 for protocol in protocols:
                     url = server.url + PROTOCOLS[protocol][0](args.model)
                     for batch in batches:
-                        check = urllib.request.Request(url, data=bodies[protocol, batch].read_bytes(), headers={"Content-Type": "application/json"})
-                        with urllib.request.urlopen(check, timeout=10) as r:
+                        path, headers = bodies[protocol, batch]
+                        header_map = dict(h.split(": ", 1) for h in headers.split("|")) if headers else {"Content-Type": "application/json"}
+                        with urllib.request.urlopen(urllib.request.Request(url, data=path.read_bytes(), headers=header_map), timeout=10) as r:
                             assert r.status == 200, r.status
-                        run_wrk(url, bodies[protocol, batch], 8, 1.0, args.client_cpu)  # warm-up
+                        run_wrk(url, path, headers, 8, 1.0, args.client_cpu)  # warm-up
                         for c in conns:
-                            results[mode, protocol, batch, c] = run_wrk(url, bodies[protocol, batch], c, args.duration, args.client_cpu)
+                            results[mode, protocol, batch, c] = run_wrk(url, path, headers, c, args.duration, args.client_cpu)
                             r = results[mode, protocol, batch, c]
                             print(f"  {mode:9} {protocol} rows={batch:<3} c={c:<3} {r['rps']:>9,.0f} req/s  p50 {r['p50_us'] / 1000:.2f} ms  p99 {r['p99_us'] / 1000:.2f} ms", file=sys.stderr)
             finally:
