@@ -77,7 +77,7 @@ def predict(model: LoadedModel, columns: Columns, log: PredictionLog, *, guarded
         metrics.count_rejected(n, n, checked.violations)
         bad = int(checked.rejected.sum())
         raise InputRejectedError(
-            f"{bad} of {n} rows break the feature spec of {model.name!r}; no row was predicted",
+            f"{bad} of {n} rows break the feature spec of {model.name!r}; no row was predicted ({summarize(rejecting)})",
             rejecting,
             rows=n,
             rejected_rows=bad,
@@ -194,6 +194,14 @@ def _label_text(label: Any) -> str:
     if isinstance(label, bool):
         return "true" if label else "false"
     return str(label)
+
+
+def summarize(violations: list[Violation], limit: int = 3) -> str:
+    """The first violations in words, for clients that only show the message (a stock
+    V2 client sees ``error`` alone, not the ``violations`` list)."""
+    parts = [f"row {v.row} {v.feature}: {v.reason}" for v in violations[:limit]]
+    more = len(violations) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def _predict_unmonitored(model: LoadedModel, columns: Columns, guarded: bool) -> Outcome:

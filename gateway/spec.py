@@ -16,7 +16,7 @@ import hashlib
 import math
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 import msgspec
 from msgspec import Meta
@@ -61,6 +61,14 @@ SPEC_FORMAT = 1
 
 Name = Annotated[str, Meta(min_length=1, max_length=128)]
 OnViolation = Literal["reject", "clip", "flag"]
+MissingMode = Literal["reject", "impute"]
+UnknownFields = Literal["reject", "ignore"]
+
+
+def _check_choice(field: str, value: object, choices: object) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
 
 
 class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
@@ -99,6 +107,8 @@ class MinMax(Base, kw_only=True, tag_field="kind", tag="minmax"):
             raise ValueError(f"minmax needs finite low and high, got low={self.low} high={self.high}")
         if not self.high > self.low:
             raise ValueError(f"minmax needs high > low, got low={self.low} high={self.high}")
+        if not math.isfinite(self.high - self.low):
+            raise ValueError(f"minmax range is too wide for float64: low={self.low} high={self.high}")
 
 
 class Log(Base, kw_only=True, tag_field="kind", tag="log"):
@@ -173,7 +183,7 @@ class _FeatureBase(Base, kw_only=True):
     description: str = ""
     on_violation: OnViolation = "reject"
     """``reject`` the row, ``clip`` a number into its domain, or ``flag`` (predict, mark)."""
-    missing: Literal["reject", "impute"] = "reject"
+    missing: MissingMode = "reject"
     """An absent value (field left out, or ``null``): ``reject`` the row with reason
     ``missing``, or ``impute`` it with ``fill``."""
     fill: float | str | bool | None = None
@@ -181,8 +191,11 @@ class _FeatureBase(Base, kw_only=True):
     categories and booleans. Required when ``missing`` is ``impute``."""
 
     def _check_fill(self) -> None:
-        if not self.name:
-            raise ValueError("a feature needs a name")
+        # Decoding checks these from the annotations; a constructor call must refuse the same.
+        if not 1 <= len(self.name) <= 128:
+            raise ValueError("a feature needs a name of 1 to 128 characters")
+        _check_choice("on_violation", self.on_violation, OnViolation)
+        _check_choice("missing", self.missing, MissingMode)
         if self.missing == "impute" and self.fill is None:
             raise ValueError(f"feature {self.name!r}: missing 'impute' needs a fill value")
 
@@ -346,13 +359,14 @@ class FeatureSpec(Base, kw_only=True, dict=True):
     features: tuple[Feature, ...]
     output: Output | None = None
     description: str = ""
-    unknown_fields: Literal["reject", "ignore"] = "reject"
+    unknown_fields: UnknownFields = "reject"
     """A field that is not a feature: ``reject`` (reason ``unknown_feature``) or ``ignore``."""
     format: int = SPEC_FORMAT
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > 128:
             raise ValueError("a spec needs a name of 1 to 128 characters")
+        _check_choice("unknown_fields", self.unknown_fields, UnknownFields)
         if not self.features:
             raise ValueError("a spec needs at least one feature")
         names = [f.name for f in self.features]

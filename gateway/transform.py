@@ -166,8 +166,9 @@ class Transform:
         if n_rows == 1 and type(next(iter(columns.values()))) is list:
             return self._apply_one(columns)
         out = np.zeros((n_rows, self.width), dtype=np.float32)
-        for step in self._dense:
-            out[:, step.start] = np.clip(step.column(columns[step.name]), -FLOAT32_MAX, FLOAT32_MAX)
+        with np.errstate(over="ignore"):  # an overflow to inf is saturated just below
+            for step in self._dense:
+                out[:, step.start] = np.clip(step.column(columns[step.name]), -FLOAT32_MAX, FLOAT32_MAX)
         if self._onehot:
             rows = np.arange(n_rows)
             for step in self._onehot:

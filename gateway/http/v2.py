@@ -121,7 +121,11 @@ async def model_config(request: Request[Any, Any, Any], name: str, version: str 
             "backend": "onnxruntime",
             "max_batch_size": gateway_of(request).settings.max_batch_rows,
             "input": [{"name": f.name, "data_type": triton_type[_feature_datatype(f)], "dims": [1]} for f in model.spec.features],
-            "output": [{"name": n, "data_type": triton_type[d], "dims": s} for n, d, s in _outputs_of(model)],
+            # one value per row is answered as [N]: Triton says so with dims [1] reshaped to []
+            "output": [
+                {"name": n, "data_type": triton_type[d], "dims": s, **({"reshape": {"shape": []}} if s == [1] else {})}
+                for n, d, s in _outputs_of(model)
+            ],
             "version_policy": {"latest": {"num_versions": 1}},
         }
     )
@@ -166,16 +170,25 @@ def columns_from_tensors(model: LoadedModel, body: bytes, header_length: str | N
     return Columns(n, data, unknown=unknown), request
 
 
+def _flag(parameters: dict[str, Any] | None, key: str, default: bool) -> bool:
+    value = (parameters or {}).get(key, default)
+    if not isinstance(value, bool):
+        raise PayloadError(f"parameter {key!r} must be true or false, not {value!r}")
+    return value
+
+
 def _wanted(request: Any, available: list[str]) -> list[tuple[str, bool]]:
     """(output name, send binary) for every output to answer."""
-    default_binary = bool((request.parameters or {}).get("binary_data_output", False))
+    default_binary = _flag(request.parameters, "binary_data_output", False)
     if not request.outputs:
         return [(name, default_binary) for name in available]
-    wanted = []
+    wanted: list[tuple[str, bool]] = []
     for out in request.outputs:
         if out.name not in available:
             raise PayloadError(f"unknown output {out.name!r}; this model answers {', '.join(available)}")
-        wanted.append((out.name, bool((out.parameters or {}).get("binary_data", default_binary))))
+        if any(name == out.name for name, _ in wanted):
+            raise PayloadError(f"output {out.name!r} is requested twice")
+        wanted.append((out.name, _flag(out.parameters, "binary_data", default_binary)))
     return wanted
 
 

@@ -187,6 +187,18 @@ def build_segments(spec: FeatureSpec) -> list[Segment]:
     return segments
 
 
+def _slicer(start: int, stop: int) -> slice:
+    return slice(start, stop)
+
+
+def _take(columns: dict[str, Any], part: slice) -> dict[str, Any]:
+    return {name: col[part] if not isinstance(col, bool) else col for name, col in columns.items()}
+
+
+def _outs(part: slice, *arrays: Any) -> tuple[Any, ...]:
+    return tuple(None if a is None else a[part] for a in arrays)
+
+
 class DriftWindow:
     """The sliding window of one model version (see the module docstring).
 
@@ -227,11 +239,21 @@ class DriftWindow:
                 self._rotate()
             return
         now = self.clock()
-        steps = min(int((now - self.started) // self._chunk_seconds), CHUNKS) if self._chunk_seconds > 0 else 0
-        for _ in range(steps):
+        elapsed = int((now - self.started) // self._chunk_seconds) if self._chunk_seconds > 0 else 0
+        for _ in range(min(elapsed, CHUNKS)):
             self._rotate()
-        if steps:
-            self.started = now
+        if elapsed:
+            # the current slice began at a multiple of the slice length, not "now"
+            self.started += elapsed * self._chunk_seconds
+
+    def catch_up(self) -> None:
+        """Retire the time slices that are over (time mode; size mode retires as it fills)."""
+        if self.window_seconds is not None:
+            self._advance()
+
+    def due(self) -> bool:
+        """True when the current chunk's time slice is over (time mode)."""
+        return self.window_seconds is not None and self.clock() - self.started >= self._chunk_seconds
 
     def _rotate(self) -> None:
         self.current = (self.current + 1) % CHUNKS
@@ -251,10 +273,41 @@ class DriftWindow:
         classes: NDArray[np.intp] | None = None,
         confidence: NDArray[np.float32] | None = None,
         values: NDArray[np.float32] | None = None,
+        *,
+        advance: bool = True,
     ) -> None:
         """Count a predicted batch: its clean feature columns (``gateway.guards.Checked``),
-        which cells were imputed, and the model's outputs."""
-        self._advance()
+        which cells were imputed, and the model's outputs.
+
+        In size mode a batch larger than the room left in the current chunk is split
+        across chunks, so the window never holds more than its size (to a chunk). With
+        ``advance=False`` a time-mode window counts into the current slice without first
+        retiring old ones: for rows buffered while that slice was current.
+        """
+        if self.window_seconds is None:
+            room = self._chunk_rows - int(self.rows[self.current])
+            if room <= 0:
+                self._rotate()
+                room = self._chunk_rows
+            if n > room:
+                cut = _slicer(0, room)
+                self._count(_take(columns, cut), _take(imputed, cut), room, *_outs(cut, classes, confidence, values))
+                rest = _slicer(room, n)
+                self.observe(_take(columns, rest), _take(imputed, rest), n - room, *_outs(rest, classes, confidence, values))
+                return
+        elif advance:
+            self._advance()
+        self._count(columns, imputed, n, classes, confidence, values)
+
+    def _count(
+        self,
+        columns: dict[str, Any],
+        imputed: dict[str, Any],
+        n: int,
+        classes: NDArray[np.intp] | None,
+        confidence: NDArray[np.float32] | None,
+        values: NDArray[np.float32] | None,
+    ) -> None:
         outputs = {"_class": classes, "_confidence": confidence, "_prediction": values}
         if n == 1 and type(next(iter(columns.values()), None)) is list:
             index = []
@@ -297,7 +350,7 @@ class DriftWindow:
 
     def statistics(self) -> dict[str, dict[str, float]]:
         """Segment name -> its statistics; empty until the window holds ``MIN_ROWS`` rows."""
-        self._advance()
+        self.catch_up()
         if self.total_rows < MIN_ROWS:
             return {}
         return {s.name: s.stats(self.live_counts(s)) for s in self.segments}

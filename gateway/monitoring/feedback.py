@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
+
+_HEX = re.compile(r"[1-9a-f][0-9a-f]{0,15}")
 
 __all__ = ["DEFAULT_CAPACITY", "ENTRY_BYTES", "FeedbackWindow", "PredictionLog"]
 
@@ -110,10 +113,9 @@ class PredictionLog:
         for pid in ids:
             counter = -1
             if isinstance(pid, str) and pid.startswith(prefix):
-                try:
-                    counter = int(pid[len(prefix) :], 16)
-                except ValueError:
-                    counter = -1
+                text = pid[len(prefix) :]
+                if _HEX.fullmatch(text):  # exactly as issued: lowercase hex, no sign, no leading 0
+                    counter = int(text, 16)
             if counter <= 0:
                 status.append("unknown_id")
                 continue

@@ -169,6 +169,8 @@ class ModelMetrics:
             self.clipped_rows += clipped
             self.review_rows += review
             if n_rows == 1 and type(next(iter(columns.values()), None)) is list:
+                if self._pending and self.drift.due():
+                    self._flush_rows()  # buffered rows belong to the slice that just ended
                 row = probabilities[0] if probabilities is not None else None
                 value = float(values[0]) if values is not None else None
                 self._pending.append((row, value, columns, imputed))
@@ -184,8 +186,10 @@ class ModelMetrics:
         imputed: dict[str, Any],
         probabilities: NDArray[np.float32] | None,
         values: NDArray[np.float32] | None,
+        advance: bool = True,
     ) -> None:
-        """The vectorised part of counting a batch: histograms, class counts, drift."""
+        """The vectorised part of counting a batch: histograms, class counts, drift.
+        ``advance=False`` for buffered rows: they belong to the current time slice."""
         confidence = classes = None
         if probabilities is not None:
             confidence = probabilities.max(axis=1)
@@ -199,7 +203,7 @@ class ModelMetrics:
                 self.entropy.observe_many(-(p * np.log(p)).sum(axis=1) / np.log(probabilities.shape[1]))
         if values is not None:
             self.values.observe_many(values)
-        self.drift.observe(columns, imputed, n_rows, classes, confidence, values)
+        self.drift.observe(columns, imputed, n_rows, classes, confidence, values, advance=advance)
 
     def _flush_rows(self) -> None:
         """Count the buffered one-row predictions as one batch (caller holds the lock)."""
@@ -213,7 +217,7 @@ class ModelMetrics:
         columns = {name: np.array([p[2][name][0] for p in pending]) for name in names}
         imputed_names = {name for p in pending for name in p[3]}
         imputed = {name: np.array([name in p[3] for p in pending], dtype=np.bool_) for name in imputed_names}
-        self._observe_outputs(len(pending), columns, imputed, probabilities, values)
+        self._observe_outputs(len(pending), columns, imputed, probabilities, values, advance=False)
 
     def time_stages(self, validate: float, transform: float, infer: float, monitor: float) -> None:
         """Record one request's stage timings (buffered; flushed with the rows)."""
@@ -235,9 +239,11 @@ class ModelMetrics:
 
     def flush(self) -> None:
         """Fold every buffered observation in. Every reader calls this (under the lock)
-        first, so what is read always counts every row predicted so far."""
+        first, so what is read always counts every row predicted so far, in the time
+        slice it was predicted in, and a time window has retired what is too old."""
         self._flush_rows()
         self._flush_times()
+        self.drift.catch_up()
 
 
 def _baseline_mean_confidence(spec: FeatureSpec) -> float | None:

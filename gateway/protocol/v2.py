@@ -212,9 +212,13 @@ def _typed_json(flat: list[Any], dtype: np.dtype[Any], datatype: str, name: str)
     if dtype.kind == "f":
         return np.array(flat, dtype=np.float64)
     try:
-        return np.array(flat, dtype=np.int64 if dtype.kind == "i" else np.uint64)
+        values = np.array(flat, dtype=np.int64 if dtype.kind == "i" else np.uint64)
     except OverflowError:
         raise PayloadError(f"input {name!r}: a value is out of range for {datatype}") from None
+    limits = np.iinfo(dtype)
+    if values.size and (values.min() < limits.min or values.max() > limits.max):
+        raise PayloadError(f"input {name!r}: a value is out of range for {datatype} ({limits.min} to {limits.max})")
+    return values
 
 
 def encode_bytes_tensor(values: list[str]) -> bytes:

@@ -28,4 +28,5 @@ def test_http_bench_smoke_run_has_no_errors(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     table = out.read_text()
-    assert table.count("| guarded |") == 4 and table.count("| unguarded |") == 4
+    for protocol in ("v1", "v2", "v2-binary"):  # each protocol: 2 batch sizes x 2 concurrencies x 2 modes
+        assert sum(1 for line in table.splitlines() if line.startswith(f"| {protocol} |")) == 8, table

@@ -1,0 +1,29 @@
+# driftgate as a sidecar: serves models/ (baked in at /models; mount a volume over it) on :8080.
+# Build stage: a virtualenv with driftgate and its wheels. Nothing of it but the venv ships.
+FROM python:3.11-slim AS builder
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY gateway/ gateway/
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
+
+# Runtime stage: the venv, the bundled models, a non-root user; no compilers, no build cache.
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin driftgate
+COPY --from=builder /opt/venv /opt/venv
+COPY --chown=10001:10001 models/ /models/
+# Configuration goes through the contract's DRIFTGATE_* variables (override with docker -e / env:).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DRIFTGATE_REPOSITORY=/models \
+    DRIFTGATE_HOST=0.0.0.0 \
+    DRIFTGATE_PORT=8080
+USER 10001:10001
+EXPOSE 8080
+# Liveness only (readiness is for the orchestrator to route by); slim images have no curl.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('DRIFTGATE_PORT', '8080') + '/v2/health/live', timeout=2)"]
+# Exec form: driftgate is PID 1 and gets SIGTERM itself; it fails readiness, finishes the
+# requests in flight (at most DRIFTGATE_DRAIN_SECONDS, default 30) and exits.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["driftgate", "serve"]

@@ -1,0 +1,137 @@
+"""Helpers shared by the integration tests: ports, repository copies, requests, metrics.
+
+Nothing here starts a server (that is ``conftest.ServerProcess``); these are the small
+pieces every test module would otherwise write again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODELS = REPO_ROOT / "models"
+PENGUINS_MODEL = MODELS / "penguins" / "1" / "model.onnx"
+PENGUINS_SPEC = MODELS / "penguins" / "1" / "spec.yaml"
+DIABETES_MODEL = MODELS / "diabetes" / "1" / "model.onnx"
+DIABETES_SPEC = MODELS / "diabetes" / "1" / "spec.yaml"
+
+ADMIN_TOKEN = "integration-test-admin-token"
+PROBLEM_JSON = "application/problem+json"
+REASONS = {"missing", "wrong_type", "not_finite", "below_min", "above_max", "unseen_category", "unknown_feature"}
+
+PENGUIN = {
+    "island": "Biscoe",
+    "bill_length_mm": 45.2,
+    "bill_depth_mm": 15.1,
+    "flipper_length_mm": 215.0,
+    "body_mass_g": 5100.0,
+    "sex": "male",
+    "year": 2008,
+}
+"""A valid penguins row (a Gentoo, as it happens)."""
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (bind port 0 and let the kernel choose)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def copy_models(dest: Path) -> Path:
+    """A private copy of the bundled repository, so a test can register into it."""
+    shutil.copytree(MODELS, dest)
+    return dest
+
+
+def version_dirs(repository: Path) -> set[str]:
+    """``name/version`` of every version folder, plus anything left in ``.staging``."""
+    found = {f"{m.name}/{v.name}" for m in repository.iterdir() if m.is_dir() for v in m.iterdir() if v.is_dir()}
+    return {d for d in found if not d.startswith(".staging/")} | {
+        f".staging/{p.name}" for p in (repository / ".staging").glob("*")
+    }
+
+
+def tree(root: Path) -> dict[str, int]:
+    """Every file under ``root`` with its size: a snapshot to prove nothing was written."""
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def penguin(**changes: Any) -> dict[str, Any]:
+    """A valid penguins row with ``changes``; a change to ``...`` drops the field."""
+    row = {**PENGUIN, **changes}
+    return {k: v for k, v in row.items() if v is not ...}
+
+
+def predict(client: httpx.Client, model: str, instances: list[Any], version: str | None = None) -> httpx.Response:
+    path = f"/v1/models/{model}:predict" if version is None else f"/v1/models/{model}/versions/{version}:predict"
+    return client.post(path, json={"instances": instances})
+
+
+def bundle(model: bytes, spec: bytes) -> dict[str, tuple[str, bytes, str]]:
+    """The multipart parts of ``PUT /v1/models/{name}/versions/{v}``."""
+    return {"model": ("model.onnx", model, "application/octet-stream"), "spec": ("spec.yaml", spec, "application/yaml")}
+
+
+def admin(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """``response`` is an RFC 9457 problem with ``status``, and ``error`` equal to ``detail``."""
+    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text[:500]}"
+    assert response.headers["content-type"].split(";")[0] == PROBLEM_JSON, response.headers["content-type"]
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert isinstance(body["detail"], str) and body["detail"].strip(), body
+    assert body["error"] == body["detail"], body
+    assert body.get("title") and body.get("type"), body
+    return body
+
+
+def scrape(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``GET /metrics`` as ``{(sample name, labels): value}``."""
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def sample(metrics: Mapping[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    """One sample's value; 0 when the series does not exist (yet)."""
+    return metrics.get((name, frozenset(labels.items())), 0.0)
+
+
+def series(
+    metrics: Mapping[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> dict[frozenset[tuple[str, str]], float]:
+    """Every series of ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return {lab: v for (n, lab), v in metrics.items() if n == name and want <= set(lab)}
+
+
+def cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m gateway.cli ARGS`` as a user would, capturing its output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO_ROOT,
+        check=False,
+    )
