@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from gateway import __version__
 from gateway.config import Settings
@@ -43,6 +44,9 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Any:
             version=__version__,
             description="Model serving with input guards and drift monitoring.",
             path="/schema",
+            # The document itself, at /schema and /schema/openapi.json: the HTML viewers load
+            # their scripts from a CDN, which a sidecar on a closed network cannot reach.
+            render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), YamlRenderPlugin(path="/openapi.yaml")],
         ),
         debug=False,
         logging_config=None,

@@ -56,6 +56,11 @@ class FastPath:
                     return await _send(send, 503, [*_JSON, (b"retry-after", b"1")], _NOT_READY)
         await self.app(scope, receive, send)
 
+    def _closing(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """While draining, tell keep-alive clients this connection ends with this answer,
+        so their next request goes elsewhere instead of meeting a reset."""
+        return [*headers, (b"connection", b"close")] if self.gateway.draining else headers
+
     async def _predict(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
         try:
             name, version = v1_target(path[len(V1_PREFIX) :])
@@ -64,7 +69,7 @@ class FastPath:
             content = await answer_v1(self.gateway, model, body)
         except Exception as exc:  # every failure is a problem+json answer, as in Litestar
             return await _problem(send, exc, path)
-        await _send(send, 200, _JSON, content)
+        await _send(send, 200, self._closing(_JSON), content)
 
     async def _infer(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
         try:
@@ -75,9 +80,9 @@ class FastPath:
         except Exception as exc:
             return await _problem(send, exc, path)
         if header_length is None:
-            return await _send(send, 200, _JSON, content)
+            return await _send(send, 200, self._closing(_JSON), content)
         headers = [(b"content-type", b"application/octet-stream"), (b"inference-header-content-length", str(header_length).encode())]
-        await _send(send, 200, headers, content)
+        await _send(send, 200, self._closing(headers), content)
 
     async def _body(self, scope: dict[str, Any], receive: Any) -> bytes:
         declared = _header(scope, b"content-length")

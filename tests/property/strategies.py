@@ -161,13 +161,15 @@ def number_features(draw: st.DrawFn, name: str, *, integer: bool | None = None, 
         lo = draw(ints) if bounded or draw(st.booleans()) else None
         hi = draw(st.integers(min_value=int(MAGNITUDE) * -1 if lo is None else lo, max_value=int(MAGNITUDE))) if bounded or draw(st.booleans()) else None
     else:
-        lo = draw(finite) if bounded or draw(st.booleans()) else None
+        # Float fields get ints now and then, as Python callers write them (min=0): the
+        # spec must treat 0 and 0.0 alike (equality, digest, round trip).
+        lo = draw(finite | ints) if bounded or draw(st.booleans()) else None
         hi_floor = -MAGNITUDE if lo is None else lo
         hi = draw(st.floats(min_value=hi_floor, max_value=MAGNITUDE)) if bounded or draw(st.booleans()) else None
     kinds = ["standardize", "minmax", "passthrough"] + (["log"] if lo is not None else [])
     kind = draw(st.sampled_from(kinds))
     if kind == "standardize":
-        transform: Any = Standardize(mean=draw(finite), std=draw(st.floats(min_value=MIN_SPREAD, max_value=MAGNITUDE)))
+        transform: Any = Standardize(mean=draw(finite | ints), std=draw(st.floats(min_value=MIN_SPREAD, max_value=MAGNITUDE)))
     elif kind == "minmax":
         low = draw(finite)
         transform = MinMax(low=low, high=low + draw(st.floats(min_value=MIN_SPREAD, max_value=MAGNITUDE)))
@@ -182,10 +184,8 @@ def number_features(draw: st.DrawFn, name: str, *, integer: bool | None = None, 
     feature = cls(name=name, min=lo, max=hi, transform=transform, on_violation=on_violation)  # type: ignore[arg-type]
     extra: dict[str, Any] = {}
     if draw(st.booleans()):
-        # The fill is stored as a float, as fitting writes it: an int would encode as "3"
-        # and decode as 3.0 (see test_spec.py::test_equal_specs_have_equal_digests).
         extra["missing"] = "impute"
-        extra["fill"] = float(draw(valid_value(feature)))
+        extra["fill"] = draw(valid_value(feature))  # an int or a float, for either kind
     if draw(st.booleans()):
         extra["baseline"] = draw(numeric_baselines())
     if draw(st.booleans()):
