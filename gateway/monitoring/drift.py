@@ -187,6 +187,49 @@ def build_segments(spec: FeatureSpec) -> list[Segment]:
     return segments
 
 
+class _BatchBinner:
+    """Bins every feature segment of a batch at once: the numeric ones with a single
+    broadcast comparison against a matrix of their edges (padded with +inf), the
+    categorical and boolean ones with a single remap, so the work per batch is a handful
+    of numpy calls whatever the number of features."""
+
+    def __init__(self, segments: list[Segment]) -> None:
+        numeric = [s for s in segments if s.kind == "numeric"]
+        coded = [s for s in segments if s.kind in ("category", "boolean")]
+        self.numeric = [s.name for s in numeric]
+        width = max((len(s.edges) for s in numeric), default=0)
+        self.edges = np.full((len(numeric), max(width, 1)), np.inf)
+        for j, s in enumerate(numeric):
+            self.edges[j, : len(s.edges)] = s.edges
+        self.numeric_offsets = np.array([s.offset for s in numeric], dtype=np.intp)
+        self.numeric_missing = {s.name: (j, s.missing_bin) for j, s in enumerate(numeric)}
+        self.coded = [s.name for s in coded]
+        self.coded_offsets = np.array([s.offset for s in coded], dtype=np.intp)
+        self.coded_unseen = np.array([s.unseen_bin if s.unseen_bin >= 0 else 0 for s in coded], dtype=np.intp)
+        self.coded_missing = {s.name: (j, s.missing_bin) for j, s in enumerate(coded)}
+
+    def flat_bins(self, columns: dict[str, Any], imputed: dict[str, Any]) -> list[NDArray[np.intp]]:
+        """Flat bin indices (segment offset + bin) of every feature cell of the batch."""
+        parts: list[NDArray[np.intp]] = []
+        if self.numeric:
+            values = np.stack([np.asarray(columns[name], dtype=np.float64) for name in self.numeric], axis=1)
+            bins = (values[:, :, None] >= self.edges[None, :, :]).sum(axis=2)
+            for name, mask in imputed.items():
+                where = self.numeric_missing.get(name)
+                if where is not None:
+                    bins[np.asarray(mask, dtype=np.bool_), where[0]] = where[1]
+            parts.append((bins + self.numeric_offsets).ravel())
+        if self.coded:
+            codes = np.stack([np.asarray(columns[name]).astype(np.intp, copy=False) for name in self.coded], axis=1)
+            bins = np.where(codes < 0, self.coded_unseen, codes)
+            for name, mask in imputed.items():
+                where = self.coded_missing.get(name)
+                if where is not None:
+                    bins[np.asarray(mask, dtype=np.bool_), where[0]] = where[1]
+            parts.append((bins + self.coded_offsets).ravel())
+        return parts
+
+
 def _slicer(start: int, stop: int) -> slice:
     return slice(start, stop)
 
@@ -229,6 +272,8 @@ class DriftWindow:
         self._chunk_rows = max(1, (window_rows or 0) // CHUNKS)
         self._chunk_seconds = (window_seconds or 0.0) / CHUNKS
         self._features = [s for s in self.segments if not s.name.startswith("_")]
+        self._outputs = [s for s in self.segments if s.name.startswith("_")]
+        self._batch = _BatchBinner(self._features)
 
     # -- updates --
 
@@ -324,15 +369,11 @@ class DriftWindow:
             self.counts[self.current, idx] += 1
             self.total[idx] += 1
         else:
-            parts = []
-            for s in self.segments:
-                if s.name.startswith("_"):
-                    out = outputs.get(s.name)
-                    if out is None:
-                        continue
+            parts = self._batch.flat_bins(columns, imputed)
+            for s in self._outputs:
+                out = outputs.get(s.name)
+                if out is not None:
                     parts.append(s.offset + s.bin_batch(np.asarray(out), None))
-                else:
-                    parts.append(s.offset + s.bin_batch(np.asarray(columns[s.name]), imputed.get(s.name)))
             counts = np.bincount(np.concatenate(parts), minlength=self.size) if parts else np.zeros(self.size, dtype=np.int64)
             self.counts[self.current] += counts
             self.total += counts
