@@ -15,31 +15,20 @@ A benchmark, not a test: it asserts nothing. Ratios are measured in one run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _timing import per_call  # noqa: E402
+
 from gateway.config import load_settings  # noqa: E402
 from gateway.lifecycle import Gateway  # noqa: E402
 from gateway.samples import sample_records  # noqa: E402
 from gateway.service import predict  # noqa: E402
 from gateway.table import records_to_columns  # noqa: E402
-
-
-def per_call(fn: Any, calls: int, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
 
 
 def main() -> int:

@@ -15,29 +15,17 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from _timing import per_call
+
 from gateway.samples import sample_records
 from gateway.spec import FeatureSpec, load_spec
 from gateway.table import records_to_columns
-
-
-def per_call(fn: Any, calls: int, repeat: int) -> float:
-    """Median seconds per call over ``repeat`` timed loops of ``calls`` calls."""
-    fn()  # warm
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
 
 
 def bench_spec(spec: FeatureSpec, repeat: int) -> dict[str, float]:
