@@ -47,7 +47,7 @@ def main() -> int:
             records = sample_records(model.spec, rows, seed=rows)
             names, ignored = model.spec.feature_names, model.guards.ignored
 
-            def run(guarded: bool, monitored: bool) -> Any:
+            def run(guarded: bool, monitored: bool, model: Any = model, records: Any = records, names: Any = names, ignored: Any = ignored) -> Any:
                 return lambda: predict(model, records_to_columns(records, names, ignored), gateway.predictions, guarded=guarded, monitored=monitored)
 
             calls = 20_000 if rows == 1 else 2_000

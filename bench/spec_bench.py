@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _timing import per_call
 
 from gateway.samples import sample_records

@@ -24,7 +24,7 @@ from gateway.spec import decode_spec
 
 if TYPE_CHECKING:
     from gateway.monitoring.metrics import GatewayCollector
-    from gateway.repository import ModelRepository, VersionEntry
+    from gateway.repository import VersionEntry
     from gateway.runtime import Runtime
     from gateway.spec import FeatureSpec
 
