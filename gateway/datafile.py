@@ -45,6 +45,8 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
                 records = records["instances"]  # a saved prediction request reads as its rows
     except msgspec.DecodeError as exc:
         raise UsageError(f"{p}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"{p}: nests arrays or objects too deeply") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise UsageError(f"{p}: expected a list of records (objects)")
     if not records:

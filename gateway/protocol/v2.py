@@ -114,6 +114,8 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
         raise PayloadError(f"invalid inference request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise PayloadError(f"the inference request is not valid JSON: {exc}") from None
+    except RecursionError:  # pathological nesting: a client error, not a crash
+        raise PayloadError("the inference request nests arrays or objects too deeply") from None
     return request, binary
 
 

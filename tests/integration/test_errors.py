@@ -120,3 +120,23 @@ def test_start_server_with_limit_flag(start_server: StartServer) -> None:
     with proc.client() as c:
         assert c.post(PREDICT, content=_instances(2), headers=JSON).status_code == 200
         assert_problem(c.post(PREDICT, content=_instances(3), headers=JSON), 413)
+
+
+@pytest.mark.parametrize("depth", [1_000, 250_000])
+@pytest.mark.parametrize(
+    ("path", "template", "says"),
+    [
+        ("/v1/models/penguins:predict", '{"instances":[{"island":%s}]}', "too deeply"),
+        ("/v2/models/penguins/infer", '{"inputs":[{"name":"island","shape":[1],"datatype":"BYTES","data":%s}]}', "too deeply"),
+        # a typed field refuses the first array before any nesting is followed
+        ("/v1/models/penguins/feedback", '{"feedback":[{"id":"x","label":%s}]}', "label"),
+    ],
+    ids=["v1", "v2", "feedback"],
+)
+def test_deep_nesting_is_a_fast_400_and_the_server_stays_live(server: ServerProcess, path: str, template: str, says: str, depth: int) -> None:
+    body = template % ("[" * depth + "]" * depth)
+    with server.client() as client:
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert_problem(response, 400)
+        assert says in response.json()["detail"]
+        assert client.get("/v2/health/live").status_code == 200
