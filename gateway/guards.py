@@ -396,7 +396,7 @@ class Guards:
         if not self.reject_unknown:
             return []
         return [
-            Violation(row=row, feature=field, reason="unknown_feature", value=_echo(value))
+            Violation(row=row, feature=_echo(field), reason="unknown_feature", value=_echo(value))
             for row, field, value in columns.unknown
             if field not in self.ignored
         ]

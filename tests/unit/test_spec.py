@@ -126,6 +126,7 @@ def spec_of(*features: Any, **kwargs: Any) -> FeatureSpec:
         (lambda: Standardize(mean=0.0, std=-1.0), "standardize needs a finite mean and a finite std > 0"),
         (lambda: Standardize(mean=0.0, std=math.inf), "standardize needs a finite mean and a finite std > 0"),
         (lambda: MinMax(low=-math.inf, high=math.inf), "minmax needs finite low and high"),
+        (lambda: MinMax(low=-1.5e308, high=1.5e308), "minmax range is too wide for float64"),
         (lambda: Log(shift=math.nan), "log needs a finite shift"),
         (lambda: FeatureSpec(name="", features=(NumberFeature(name="x"),)), "a spec needs a name of 1 to 128 characters"),
         (lambda: FeatureSpec(name="n" * 129, features=(NumberFeature(name="x"),)), "a spec needs a name of 1 to 128 characters"),

@@ -215,7 +215,7 @@ def test_minmax_with_a_span_beyond_float64() -> None:
     spec = one_feature(NumberFeature(name="x", transform=transform))
     rows = [{"x": 1.5e308}, {"x": 0.0}]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the warning is the other defect above
+        warnings.simplefilter("ignore", RuntimeWarning)  # quietness is the test above; here: the values
         batch = spec.transform(rows)
         alone = spec.transform(rows[:1])
     assert np.isfinite(batch).all()
