@@ -41,6 +41,9 @@ class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _decode_predict = msgspec.json.Decoder(PredictRequest).decode
+_decode_predict_wide = msgspec.json.Decoder(PredictRequest, float_hook=float).decode
+"""Only for bodies the fast decoder refused with "Number out of range": parses every float
+in Python (slower), so 1e400 arrives as inf and the guards answer ``not_finite`` (422)."""
 _encode = msgspec.json.Encoder().encode
 
 
@@ -64,7 +67,12 @@ def _version(text: str) -> int:
 
 def decode_instances(body: bytes, max_rows: int) -> list[dict[str, Any]]:
     try:
-        instances = _decode_predict(body).instances
+        try:
+            instances = _decode_predict(body).instances
+        except msgspec.ValidationError as exc:
+            if not str(exc).startswith("Number out of range"):
+                raise
+            instances = _decode_predict_wide(body).instances
     except msgspec.ValidationError as exc:
         raise PayloadError(f"invalid prediction request: {exc}") from None
     except msgspec.DecodeError as exc:
