@@ -46,6 +46,7 @@ class PredictionLog:
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, ttl_seconds: float = 7 * 86400, clock: Any = time.time) -> None:
         self.prefix = os.urandom(4).hex()
+        self._id_format = (self.prefix + "-%x").__mod__
         self.capacity = capacity
         self.ttl_seconds = ttl_seconds
         self.clock = clock
@@ -89,9 +90,10 @@ class PredictionLog:
                 self.values[slot] = values[0]
             self.times[slot] = self.clock()
             return [f"{self.prefix}-{first:x}"]
-        counters = np.arange(first, first + n, dtype=np.int64)
-        slots = counters % self.capacity
-        self.counters[slots] = counters
+        start = first % self.capacity
+        # a contiguous run of slots (the usual case) is written with slices, not fancy indexing
+        slots: slice | NDArray[np.int64] = slice(start, start + n) if start + n <= self.capacity else np.arange(first, first + n) % self.capacity
+        self.counters[slots] = np.arange(first, first + n, dtype=np.int64)
         self.models[slots] = self._key(model)
         self.versions[slots] = version
         if labels is not None:
@@ -99,8 +101,7 @@ class PredictionLog:
         if values is not None:
             self.values[slots] = values
         self.times[slots] = self.clock()
-        prefix = self.prefix
-        return [f"{prefix}-{c:x}" for c in range(first, first + n)]
+        return list(map(self._id_format, range(first, first + n)))
 
     def lookup(self, model: str, ids: list[Any]) -> tuple[NDArray[np.intp], NDArray[np.int32], list[str]]:
         """Find ids of ``model``. Returns (slots of the found ids, their versions, and per
