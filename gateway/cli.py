@@ -58,14 +58,15 @@ def cmd_fit_spec(args: argparse.Namespace) -> int:
     from gateway.datafile import read_columns
     from gateway.spec import FeatureSpec
 
-    data = read_columns(args.data)
+    types = _pairs(args.type, "--type")
+    data = read_columns(args.data, text=frozenset(c for c, t in types.items() if t == "category"))
     n_rows = len(next(iter(data.values())))
     spec = FeatureSpec.fit(
         data,
         name=args.name,
         target=args.target,
         exclude=args.exclude or (),
-        types=_pairs(args.type, "--type"),  # type: ignore[arg-type]
+        types=types,  # type: ignore[arg-type]
         transforms=_pairs(args.transform, "--transform"),
         on_violation=args.on_violation,
         margin=args.margin,

@@ -107,8 +107,9 @@ def _infer(cells: list[str | None]) -> list[Any]:
     return list(cells)
 
 
-def read_columns(path: str | Path, spec: FeatureSpec | None = None) -> dict[str, list[Any]]:
-    """A data file as a mapping of typed columns (see the module docstring)."""
+def read_columns(path: str | Path, spec: FeatureSpec | None = None, text: frozenset[str] = frozenset()) -> dict[str, list[Any]]:
+    """A data file as a mapping of typed columns (see the module docstring). CSV columns
+    named in ``text`` stay strings (a category the user forced on numeric-looking cells)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".json", ".jsonl", ".ndjson"):
@@ -121,7 +122,7 @@ def read_columns(path: str | Path, spec: FeatureSpec | None = None) -> dict[str,
         raise UsageError(f"{p}: unsupported data file type {suffix or '(none)'}; use .csv, .json or .jsonl")
     raw = _csv_columns(p)
     if spec is None:
-        return {name: _infer(cells) for name, cells in raw.items()}
+        return {name: list(cells) if name in text else _infer(cells) for name, cells in raw.items()}
     kinds = {f.name: type(f).__name__ for f in spec.features}
     typed: dict[str, list[Any]] = {}
     for name, cells in raw.items():

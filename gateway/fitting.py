@@ -106,6 +106,8 @@ def fit_spec(
     """
     if margin < 0 or bins < 1:
         raise UsageError("margin must be >= 0 and bins >= 1")
+    if missing not in ("auto", "reject", "impute"):
+        raise UsageError(f"missing must be auto, reject or impute, not {missing!r}")
     policies = [on_violation] if isinstance(on_violation, str) else list(on_violation.values())
     bad = sorted({p for p in policies if p not in ("reject", "clip", "flag")})
     if bad:
@@ -228,7 +230,12 @@ def _fit_feature(
     if kind == "category":
         if chosen not in ("onehot", "ordinal"):
             raise UsageError(f"column {column!r}: a category takes 'onehot' or 'ordinal', not {chosen!r}")
-        text = [str(v) for v in present]
+        if any(not isinstance(v, str) for v in (present.tolist() if isinstance(present, np.ndarray) else present)):
+            raise UsageError(
+                f"column {column!r} holds non-text values, but a category takes strings: a request with those "
+                "values would be refused as wrong_type (convert the column to text first)"
+            )
+        text = list(present.tolist() if isinstance(present, np.ndarray) else present)
         cats, counts = np.unique(np.array(text, dtype=object), return_counts=True)
         if len(cats) > max_categories:
             raise UsageError(f"column {column!r} has {len(cats)} distinct values (over {max_categories}); exclude it or raise max_categories")

@@ -373,6 +373,11 @@ class FeatureSpec(Base, kw_only=True, dict=True):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
+        columns = [f"{f.name}={c}" for f in self.features if isinstance(f, CategoryFeature) and isinstance(f.transform, OneHot) for c in f.categories]
+        columns += [f.name for f in self.features if not (isinstance(f, CategoryFeature) and isinstance(f.transform, OneHot))]
+        clashes = sorted({c for c in columns if columns.count(c) > 1})
+        if clashes:
+            raise ValueError(f"the transform's output columns must be unique; repeated: {', '.join(clashes)}")
         if self.format != SPEC_FORMAT:
             raise ValueError(f"unsupported spec format {self.format}; this driftgate reads {SPEC_FORMAT}")
 

@@ -119,6 +119,22 @@ class _OrdinalStep(_PassthroughStep):
     __slots__ = ()
 
 
+def _shift_of(step: _Step) -> float:
+    if isinstance(step, _StandardizeStep):
+        return step.mean
+    if isinstance(step, _MinMaxStep):
+        return step.low
+    return 0.0
+
+
+def _divisor_of(step: _Step) -> float:
+    if isinstance(step, _StandardizeStep):
+        return step.std
+    if isinstance(step, _MinMaxStep):
+        return step.span
+    return 1.0
+
+
 def _step_for(feature: Feature, start: int) -> _Step:
     t = feature.transform
     if isinstance(feature, CategoryFeature):
@@ -160,6 +176,15 @@ class Transform:
         self.width = start
         self._onehot = tuple(s for s in steps if isinstance(s, _OneHotStep))
         self._dense = tuple(s for s in steps if not isinstance(s, _OneHotStep))
+        # Every linear step is (x - shift) / divisor (passthrough: shift 0, divisor 1, both
+        # exact), so a batch computes them all in one broadcast: the same IEEE operations on
+        # every element as the one-row path, so the same bits.
+        self._linear = tuple(s for s in self._dense if isinstance(s, _StandardizeStep | _MinMaxStep | _PassthroughStep))
+        self._other = tuple(s for s in self._dense if s not in self._linear)
+        self._linear_names = [s.name for s in self._linear]
+        self._linear_cols = np.array([s.start for s in self._linear], dtype=np.intp)
+        self._shift = np.array([_shift_of(s) for s in self._linear], dtype=np.float64)
+        self._divisor = np.array([_divisor_of(s) for s in self._linear], dtype=np.float64)
 
     def apply(self, columns: dict[str, Any], n_rows: int) -> NDArray[np.float32]:
         """Clean columns (from ``Guards.check``) to a C-contiguous ``(n_rows, width)`` float32 matrix."""
@@ -167,7 +192,11 @@ class Transform:
             return self._apply_one(columns)
         out = np.zeros((n_rows, self.width), dtype=np.float32)
         with np.errstate(over="ignore"):  # an overflow to inf is saturated just below
-            for step in self._dense:
+            if self._linear:
+                x = np.stack([np.asarray(columns[name], dtype=np.float64) for name in self._linear_names], axis=1)
+                y = (x - self._shift) / self._divisor
+                out[:, self._linear_cols] = np.clip(y, -FLOAT32_MAX, FLOAT32_MAX, out=y)
+            for step in self._other:
                 out[:, step.start] = np.clip(step.column(columns[step.name]), -FLOAT32_MAX, FLOAT32_MAX)
         if self._onehot:
             rows = np.arange(n_rows)

@@ -185,7 +185,9 @@ def number_features(draw: st.DrawFn, name: str, *, integer: bool | None = None, 
     extra: dict[str, Any] = {}
     if draw(st.booleans()):
         extra["missing"] = "impute"
-        extra["fill"] = draw(valid_value(feature))  # an int or a float, for either kind
+        fill = draw(valid_value(feature))  # an int or a float, for either kind
+        # fill is a float field: an int beyond 2**53 cannot come back from a file exactly.
+        extra["fill"] = float(fill) if isinstance(fill, int) and abs(fill) > 2**53 else fill
     if draw(st.booleans()):
         extra["baseline"] = draw(numeric_baselines())
     if draw(st.booleans()):
