@@ -1,0 +1,48 @@
+"""Build a driftgate model repository that serves the peer benchmark's models.
+
+``../shared/bench-peers/`` measures every server on the same two ONNX models (a logistic
+regression ``lr`` and a gradient-boosting ``gbt`` on scikit-learn's bundled breast_cancer
+data, 30 float features, input ``input`` [N, 30]). For driftgate each needs a feature spec
+over those 30 features: fitted here on the same bundled data, with ``passthrough``
+transforms (the ONNX graphs carry their own scaling), so the guards check types and
+ranges and monitoring runs, exactly as in production.
+
+    python bench/peer_repository.py --out /tmp/peer-repo [--peers ../shared/bench-peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sklearn.datasets import load_breast_cancer
+
+from gateway.registry import ModelRegistry
+from gateway.repository import ModelRepository
+from gateway.service import register_model
+from gateway.spec import FeatureSpec, encode_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="repository folder to create")
+    parser.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench-peers")
+    args = parser.parse_args()
+    frame = load_breast_cancer(as_frame=True).frame  # shipped inside scikit-learn
+    repository = ModelRepository(args.out, create=True)
+    for name in ("lr", "gbt"):
+        if repository.versions(name):
+            print(f"{name}: already in {args.out}")
+            continue
+        spec = FeatureSpec.fit(frame, name=name, target="target", numeric_transform="passthrough")
+        model = (args.peers / "models" / f"{name}.onnx").read_bytes()
+        loaded = register_model(ModelRegistry(), repository, name, 1, model, encode_spec(spec))
+        print(f"{name}: registered version {loaded.version} ({len(spec.features)} features, labels {list(spec.output.labels)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
