@@ -50,7 +50,6 @@ class Gateway:
         self.collector.ready = lambda: self.ready
         self.collector.failures = lambda: [(f.name, f.version) for f in self.model_registry.failures()]
         self.predictions = PredictionLog(settings.prediction_store_size, settings.prediction_ttl_seconds)
-        self.started = threading.Event()
         self.loaded = threading.Event()
         self.draining = False
         self.unloaded: set[str] = set()

@@ -74,7 +74,7 @@ def predict(model: LoadedModel, columns: Columns, log: PredictionLog, *, guarded
     if checked.rejected is not None:
         rejecting = [v for v in checked.violations if v.action == "reject"]
         metrics.time_stage("validate", t1 - t0)
-        metrics.count_rejected(n, n, checked.violations)
+        metrics.count_rejected(n, checked.violations)
         bad = int(checked.rejected.sum())
         raise InputRejectedError(
             f"{bad} of {n} rows break the feature spec of {model.name!r}; no row was predicted ({summarize(rejecting)})",

@@ -53,6 +53,7 @@ __all__ = [
     "Standardize",
     "feature_spec_schema",
     "load_spec",
+    "output_column_names",
     "save_spec",
 ]
 
@@ -264,6 +265,18 @@ class BooleanFeature(_FeatureBase, kw_only=True, tag_field="type", tag="boolean"
 Feature = Union[NumberFeature, IntegerFeature, CategoryFeature, BooleanFeature]
 
 
+def output_column_names(features: tuple[Feature, ...]) -> list[str]:
+    """The transform's output columns, in order: a feature's own name, or ``name=category``
+    for each column of a one-hot category."""
+    columns: list[str] = []
+    for f in features:
+        if isinstance(f, CategoryFeature) and isinstance(f.transform, OneHot):
+            columns.extend(f"{f.name}={c}" for c in f.categories)
+        else:
+            columns.append(f.name)
+    return columns
+
+
 def _check_numeric(f: NumberFeature | IntegerFeature) -> None:
     for bound in (f.min, f.max):
         if bound is not None and not math.isfinite(bound):
@@ -373,8 +386,7 @@ class FeatureSpec(Base, kw_only=True, dict=True):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
-        columns = [f"{f.name}={c}" for f in self.features if isinstance(f, CategoryFeature) and isinstance(f.transform, OneHot) for c in f.categories]
-        columns += [f.name for f in self.features if not (isinstance(f, CategoryFeature) and isinstance(f.transform, OneHot))]
+        columns = output_column_names(self.features)
         clashes = sorted({c for c in columns if columns.count(c) > 1})
         if clashes:
             raise ValueError(f"the transform's output columns must be unique; repeated: {', '.join(clashes)}")

@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gateway.spec import BooleanFeature, CategoryFeature, Feature, FeatureSpec, Log, MinMax, OneHot, Standardize
+from gateway.spec import (
+    BooleanFeature,
+    CategoryFeature,
+    Feature,
+    FeatureSpec,
+    Log,
+    MinMax,
+    OneHot,
+    Standardize,
+    output_column_names,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -49,32 +59,19 @@ class _Step:
         raise NotImplementedError
 
 
-class _StandardizeStep(_Step):
-    __slots__ = ("mean", "std")
+class _LinearStep(_Step):
+    """``(x - shift) / divisor``: standardize (mean, std), min-max (low, high - low) and
+    passthrough (0, 1: both exact, so the value itself). Batches compute every linear step
+    of a spec in one broadcast (``Transform.apply``) with these same operations."""
 
-    def __init__(self, name: str, start: int, t: Standardize) -> None:
+    __slots__ = ("divisor", "shift")
+
+    def __init__(self, name: str, start: int, shift: float = 0.0, divisor: float = 1.0) -> None:
         super().__init__(name, start, 1)
-        self.mean, self.std = t.mean, t.std
-
-    def column(self, values: NDArray[Any]) -> NDArray[Any]:
-        return (values - self.mean) / self.std
+        self.shift, self.divisor = shift, divisor
 
     def scalar(self, value: Any) -> float:
-        return (value - self.mean) / self.std
-
-
-class _MinMaxStep(_Step):
-    __slots__ = ("low", "span")
-
-    def __init__(self, name: str, start: int, t: MinMax) -> None:
-        super().__init__(name, start, 1)
-        self.low, self.span = t.low, t.high - t.low
-
-    def column(self, values: NDArray[Any]) -> NDArray[Any]:
-        return (values - self.low) / self.span
-
-    def scalar(self, value: Any) -> float:
-        return (value - self.low) / self.span
+        return (value - self.shift) / self.divisor
 
 
 class _LogStep(_Step):
@@ -94,60 +91,25 @@ class _LogStep(_Step):
         return float(np.log1p(d if d > 0.0 else 0.0))
 
 
-class _PassthroughStep(_Step):
-    __slots__ = ()
-
-    def __init__(self, name: str, start: int) -> None:
-        super().__init__(name, start, 1)
-
-    def column(self, values: NDArray[Any]) -> NDArray[Any]:
-        return values
-
-    def scalar(self, value: Any) -> float:
-        return float(value)
-
-
 class _OneHotStep(_Step):
     """Codes to indicator columns; code -1 (an unseen, flagged category) is all zeros."""
 
     __slots__ = ()
 
 
-class _OrdinalStep(_PassthroughStep):
-    """Codes as numbers; -1 for an unseen, flagged category."""
-
-    __slots__ = ()
-
-
-def _shift_of(step: _Step) -> float:
-    if isinstance(step, _StandardizeStep):
-        return step.mean
-    if isinstance(step, _MinMaxStep):
-        return step.low
-    return 0.0
-
-
-def _divisor_of(step: _Step) -> float:
-    if isinstance(step, _StandardizeStep):
-        return step.std
-    if isinstance(step, _MinMaxStep):
-        return step.span
-    return 1.0
-
-
 def _step_for(feature: Feature, start: int) -> _Step:
     t = feature.transform
-    if isinstance(feature, CategoryFeature):
-        if isinstance(t, OneHot):
-            return _OneHotStep(feature.name, start, len(feature.categories))
-        return _OrdinalStep(feature.name, start)
-    if isinstance(feature, BooleanFeature) or not isinstance(t, Standardize | MinMax | Log):
-        return _PassthroughStep(feature.name, start)
+    if isinstance(feature, CategoryFeature) and isinstance(t, OneHot):
+        return _OneHotStep(feature.name, start, len(feature.categories))
+    if isinstance(feature, BooleanFeature | CategoryFeature):  # booleans 0/1; ordinal codes, -1 unseen
+        return _LinearStep(feature.name, start)
     if isinstance(t, Standardize):
-        return _StandardizeStep(feature.name, start, t)
+        return _LinearStep(feature.name, start, t.mean, t.std)
     if isinstance(t, MinMax):
-        return _MinMaxStep(feature.name, start, t)
-    return _LogStep(feature.name, start, t)
+        return _LinearStep(feature.name, start, t.low, t.high - t.low)
+    if isinstance(t, Log):
+        return _LogStep(feature.name, start, t)
+    return _LinearStep(feature.name, start)
 
 
 class Transform:
@@ -160,31 +122,24 @@ class Transform:
 
     def __init__(self, spec: FeatureSpec) -> None:
         steps: list[_Step] = []
-        columns: list[str] = []
         start = 0
         for feature in spec.features:
             step = _step_for(feature, start)
             steps.append(step)
-            if isinstance(step, _OneHotStep):
-                assert isinstance(feature, CategoryFeature)
-                columns.extend(f"{feature.name}={c}" for c in feature.categories)
-            else:
-                columns.append(feature.name)
             start += step.width
         self.steps = tuple(steps)
-        self.columns = tuple(columns)
+        self.columns = tuple(output_column_names(spec.features))
         self.width = start
         self._onehot = tuple(s for s in steps if isinstance(s, _OneHotStep))
         self._dense = tuple(s for s in steps if not isinstance(s, _OneHotStep))
-        # Every linear step is (x - shift) / divisor (passthrough: shift 0, divisor 1, both
-        # exact), so a batch computes them all in one broadcast: the same IEEE operations on
-        # every element as the one-row path, so the same bits.
-        self._linear = tuple(s for s in self._dense if isinstance(s, _StandardizeStep | _MinMaxStep | _PassthroughStep))
-        self._other = tuple(s for s in self._dense if s not in self._linear)
-        self._linear_names = [s.name for s in self._linear]
-        self._linear_cols = np.array([s.start for s in self._linear], dtype=np.intp)
-        self._shift = np.array([_shift_of(s) for s in self._linear], dtype=np.float64)
-        self._divisor = np.array([_divisor_of(s) for s in self._linear], dtype=np.float64)
+        # All linear steps in one broadcast: the same IEEE operations on every element as
+        # the one-row path (_LinearStep.scalar), so the same bits.
+        linear = [s for s in self._dense if isinstance(s, _LinearStep)]
+        self._log = tuple(s for s in self._dense if isinstance(s, _LogStep))
+        self._linear_names = [s.name for s in linear]
+        self._linear_cols = np.array([s.start for s in linear], dtype=np.intp)
+        self._shift = np.array([s.shift for s in linear], dtype=np.float64)
+        self._divisor = np.array([s.divisor for s in linear], dtype=np.float64)
 
     def apply(self, columns: dict[str, Any], n_rows: int) -> NDArray[np.float32]:
         """Clean columns (from ``Guards.check``) to a C-contiguous ``(n_rows, width)`` float32 matrix."""
@@ -192,11 +147,11 @@ class Transform:
             return self._apply_one(columns)
         out = np.zeros((n_rows, self.width), dtype=np.float32)
         with np.errstate(over="ignore"):  # an overflow to inf is saturated just below
-            if self._linear:
+            if self._linear_names:
                 x = np.stack([np.asarray(columns[name], dtype=np.float64) for name in self._linear_names], axis=1)
                 y = (x - self._shift) / self._divisor
                 out[:, self._linear_cols] = np.clip(y, -FLOAT32_MAX, FLOAT32_MAX, out=y)
-            for step in self._other:
+            for step in self._log:
                 out[:, step.start] = np.clip(step.column(columns[step.name]), -FLOAT32_MAX, FLOAT32_MAX)
         if self._onehot:
             rows = np.arange(n_rows)

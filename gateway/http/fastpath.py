@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import PayloadTooLargeError
+from gateway.http.health import LIVE, NOT_READY, READY
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_parts
 from gateway.http.v1 import answer_v1, v1_target
 from gateway.http.v2 import answer_v2, v2_target
@@ -24,9 +25,6 @@ from gateway.lifecycle import Gateway
 __all__ = ["FastPath"]
 
 _JSON = [(b"content-type", b"application/json")]
-_LIVE = b'{"live":true}'
-_READY = b'{"ready":true}'
-_NOT_READY = b'{"ready":false}'
 V1_PREFIX = "/v1/models/"
 V2_PREFIX = "/v2/models/"
 
@@ -49,11 +47,11 @@ class FastPath:
                     return await self._infer(scope, receive, send, path)
             elif method == "GET":
                 if path == "/v2/health/live":
-                    return await _send(send, 200, _JSON, _LIVE)
+                    return await _send(send, 200, _JSON, LIVE)
                 if path == "/v2/health/ready":
                     if self.gateway.ready:
-                        return await _send(send, 200, _JSON, _READY)
-                    return await _send(send, 503, [*_JSON, (b"retry-after", b"1")], _NOT_READY)
+                        return await _send(send, 200, _JSON, READY)
+                    return await _send(send, 503, [*_JSON, (b"retry-after", b"1")], NOT_READY)
         await self.app(scope, receive, send)
 
     def _closing(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

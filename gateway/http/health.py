@@ -17,23 +17,23 @@ from gateway.http.v1 import gateway_of
 
 __all__ = ["ROUTES"]
 
-_LIVE = b'{"live":true}'
-_READY = b'{"ready":true}'
-_NOT_READY = b'{"ready":false}'
+LIVE = b'{"live":true}'
+READY = b'{"ready":true}'
+NOT_READY = b'{"ready":false}'
 
 
 @get("/v2/health/live", summary="Liveness")
 async def live() -> Response[bytes]:
     """200 while the server process is up."""
-    return Response(content=_LIVE, media_type="application/json")
+    return Response(content=LIVE, media_type="application/json")
 
 
 @get("/v2/health/ready", summary="Readiness")
 async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
     """200 when every model is loaded and warmed and the server is not draining, else 503."""
     if gateway_of(request).ready:
-        return Response(content=_READY, media_type="application/json")
-    return Response(content=_NOT_READY, status_code=503, media_type="application/json", headers={"Retry-After": "1"})
+        return Response(content=READY, media_type="application/json")
+    return Response(content=NOT_READY, status_code=503, media_type="application/json", headers={"Retry-After": "1"})
 
 
 @get("/metrics", summary="Prometheus metrics")

@@ -12,7 +12,7 @@ import msgspec
 from litestar import Request, Response, get, post
 
 from gateway.errors import PayloadError, PayloadTooLargeError
-from gateway.http.v1 import TOO_DEEP, gateway_of
+from gateway.http.v1 import decode_json, gateway_of
 from gateway.monitoring.report import render_html, snapshot
 from gateway.repository import VERSION_PATTERN
 from gateway.service import FeedbackRequest, record_feedback
@@ -27,14 +27,7 @@ async def feedback(request: Request[Any, Any, Any], name: str) -> Response[bytes
     """``{"feedback": [{"id": ..., "label": ...}]}`` (or ``"value"`` for regressors).
     Unknown or expired ids are counted and reported, never an error for the batch."""
     gateway = gateway_of(request)
-    try:
-        items = _decode_feedback(await request.body()).feedback
-    except msgspec.ValidationError as exc:
-        raise PayloadError(f"invalid feedback: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise PayloadError(f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise PayloadError(TOO_DEEP) from None
+    items = decode_json(_decode_feedback, await request.body(), "feedback").feedback
     if len(items) > gateway.settings.max_batch_rows:
         raise PayloadTooLargeError(f"{len(items)} feedback items in one request; the limit is {gateway.settings.max_batch_rows}")
     result = record_feedback(gateway.model_registry, gateway.predictions, name, items)

@@ -8,7 +8,8 @@ segment with the name, so the routes capture the segment and split it here.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import msgspec
@@ -28,6 +29,8 @@ OFFLOAD_SECONDS = 0.002
 so the event loop keeps answering health checks and small requests meanwhile. Shorter
 ones run inline: a thread hop costs more than a one-row inference (about 11 us)."""
 
+
+T = TypeVar("T")
 
 TOO_DEEP = "the body nests arrays or objects too deeply"
 """msgspec raises RecursionError on pathological nesting (a 1,000-deep array decodes in
@@ -65,20 +68,30 @@ def _version(text: str) -> int:
     return int(text)
 
 
-def decode_instances(body: bytes, max_rows: int) -> list[dict[str, Any]]:
+def decode_json(decode: Callable[[bytes], T], body: bytes, what: str) -> T:
+    """``decode(body)``, with every way a body can be malformed mapped to ``PayloadError``
+    (400): a schema mismatch, broken JSON, or pathological nesting."""
     try:
-        try:
-            instances = _decode_predict(body).instances
-        except msgspec.ValidationError as exc:
-            if not str(exc).startswith("Number out of range"):
-                raise
-            instances = _decode_predict_wide(body).instances
+        return decode(body)
     except msgspec.ValidationError as exc:
-        raise PayloadError(f"invalid prediction request: {exc}") from None
+        raise PayloadError(f"invalid {what}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise PayloadError(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise PayloadError(TOO_DEEP) from None
+
+
+def _decode_predict_request(body: bytes) -> PredictRequest:
+    try:
+        return _decode_predict(body)
+    except msgspec.ValidationError as exc:
+        if not str(exc).startswith("Number out of range"):
+            raise
+        return _decode_predict_wide(body)
+
+
+def decode_instances(body: bytes, max_rows: int) -> list[dict[str, Any]]:
+    instances = decode_json(_decode_predict_request, body, "prediction request").instances
     if not instances:
         raise PayloadError("'instances' holds no rows")
     if len(instances) > max_rows:

@@ -19,7 +19,7 @@ from litestar import Request, Response, get, post
 from gateway import __version__
 from gateway.errors import ModelNotFoundError, PayloadError, PayloadTooLargeError
 from gateway.http.admin import require_admin
-from gateway.http.v1 import gateway_of, run_predict
+from gateway.http.v1 import _version, gateway_of, run_predict
 from gateway.lifecycle import Gateway
 from gateway.protocol.v2 import (
     InferenceResponse,
@@ -30,7 +30,6 @@ from gateway.protocol.v2 import (
     encode_response,
 )
 from gateway.registry import LoadedModel
-from gateway.repository import VERSION_PATTERN
 from gateway.spec import BooleanFeature, CategoryFeature, IntegerFeature
 from gateway.table import Columns
 
@@ -42,12 +41,6 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
 
 def _json(body: Any, status: int = 200) -> Response[bytes]:
     return Response(content=_encode(body), status_code=status, media_type="application/json")
-
-
-def _version(text: str) -> int:
-    if not VERSION_PATTERN.match(text):
-        raise ModelNotFoundError(f"no version {text[:20]!r}: versions are whole numbers from 1")
-    return int(text)
 
 
 def _model(request: Request[Any, Any, Any], name: str, version: str | None) -> LoadedModel:

@@ -105,19 +105,12 @@ class Segment:
         self.unseen_bin = unseen_bin
         self.value_bins = self.size - (missing_bin >= 0) - (unseen_bin >= 0)
 
-    def bin_batch(self, values: NDArray[Any], missing: NDArray[np.bool_] | None) -> NDArray[np.intp]:
-        """Segment-local bin of each value of a batch."""
-        if self.kind == "numeric":
-            bins = np.searchsorted(self.edges, values, side="right")
-        elif self.kind == "histogram":  # output histograms: clamp into the recorded range
-            bins = np.clip(np.searchsorted(self.edges, values, side="right") - 1, 0, self.size - 1)
-        elif self.kind == "category":
-            bins = np.where(values < 0, self.unseen_bin, values)
-        else:  # boolean (0.0/1.0) and classes (int codes)
-            bins = values.astype(np.intp)
-        if missing is not None and self.missing_bin >= 0:
-            bins = np.where(missing, self.missing_bin, bins)
-        return bins.astype(np.intp, copy=False)
+    def bin_batch(self, values: NDArray[Any]) -> NDArray[np.intp]:
+        """Segment-local bin of each value of an output segment in a batch (feature
+        segments are binned all at once by ``_BatchBinner``)."""
+        if self.kind == "histogram":  # clamp into the recorded range
+            return np.clip(np.searchsorted(self.edges, values, side="right") - 1, 0, self.size - 1)
+        return values.astype(np.intp, copy=False)  # class indices
 
     def bin_one(self, value: Any, missing: bool) -> int:
         """Segment-local bin of one value (the one-row path: no numpy)."""
@@ -230,10 +223,6 @@ class _BatchBinner:
         return parts
 
 
-def _slicer(start: int, stop: int) -> slice:
-    return slice(start, stop)
-
-
 def _take(columns: dict[str, Any], part: slice) -> dict[str, Any]:
     return {name: col[part] if not isinstance(col, bool) else col for name, col in columns.items()}
 
@@ -335,9 +324,9 @@ class DriftWindow:
                 self._rotate()
                 room = self._chunk_rows
             if n > room:
-                cut = _slicer(0, room)
+                cut = slice(0, room)
                 self._count(_take(columns, cut), _take(imputed, cut), room, *_outs(cut, classes, confidence, values))
-                rest = _slicer(room, n)
+                rest = slice(room, n)
                 self.observe(_take(columns, rest), _take(imputed, rest), n - room, *_outs(rest, classes, confidence, values))
                 return
         elif advance:
@@ -373,7 +362,7 @@ class DriftWindow:
             for s in self._outputs:
                 out = outputs.get(s.name)
                 if out is not None:
-                    parts.append(s.offset + s.bin_batch(np.asarray(out), None))
+                    parts.append(s.offset + s.bin_batch(np.asarray(out)))
             counts = np.bincount(np.concatenate(parts), minlength=self.size) if parts else np.zeros(self.size, dtype=np.int64)
             self.counts[self.current] += counts
             self.total += counts

@@ -140,7 +140,7 @@ class ModelMetrics:
         self._pending_rows = 0
         self._pending_times: list[tuple[float, float, float, float]] = []
 
-    def count_rejected(self, n_rows: int, rejected_rows: int, violations: Sequence[Violation]) -> None:
+    def count_rejected(self, rejected_rows: int, violations: Sequence[Violation]) -> None:
         with self.lock:
             self.rows["rejected"] += rejected_rows
             self._count_violations(violations)
