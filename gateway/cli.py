@@ -125,6 +125,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin_token=args.admin_token,
         max_batch_rows=args.max_batch_rows,
         max_body_bytes=args.max_body_bytes,
+        max_concurrency=args.max_concurrency,
+        request_timeout_seconds=args.request_timeout,
+        header_timeout_seconds=args.header_timeout,
+        body_timeout_seconds=args.body_timeout,
+        batching=",".join(args.batch) if args.batch else None,
         log_level=args.log_level,
     )
     ModelRepository(settings.repository)  # fail fast, with one line, on a missing repository
@@ -271,6 +276,24 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--admin-token", help="bearer token enabling the admin endpoints (DRIFTGATE_ADMIN_TOKEN)")
     srv.add_argument("--max-batch-rows", type=_positive_int, help="rows per request (default: 4096; DRIFTGATE_MAX_BATCH_ROWS)")
     srv.add_argument("--max-body-bytes", type=_positive_int, help="request body limit (default: 16 MiB; DRIFTGATE_MAX_BODY_BYTES)")
+    srv.add_argument(
+        "--max-concurrency", type=_positive_int, help="prediction requests in progress before 503 (default: 32; DRIFTGATE_MAX_CONCURRENCY)"
+    )
+    srv.add_argument(
+        "--request-timeout", type=float, metavar="SECONDS", help="prediction deadline before 504 (default: 30; DRIFTGATE_REQUEST_TIMEOUT_SECONDS)"
+    )
+    srv.add_argument(
+        "--header-timeout", type=float, metavar="SECONDS", help="request head read deadline before 408 (default: 10; DRIFTGATE_HEADER_TIMEOUT_SECONDS)"
+    )
+    srv.add_argument(
+        "--body-timeout", type=float, metavar="SECONDS", help="request body read deadline before 408 (default: 30; DRIFTGATE_BODY_TIMEOUT_SECONDS)"
+    )
+    srv.add_argument(
+        "--batch",
+        action="append",
+        metavar="NAME=MAX_ROWS:MAX_WAIT_MS",
+        help="dynamic batching for a model ('*' for all), repeatable, e.g. digits=32:2 (default: off; DRIFTGATE_BATCHING)",
+    )
     srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default: info)")
     srv.set_defaults(handler=cmd_serve)
 

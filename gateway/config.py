@@ -57,6 +57,25 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     log_level: str = "info"
     drain_seconds: Annotated[float, Meta(ge=0)] = 30.0
     """On SIGTERM, how long in-flight requests may take before the process exits anyway."""
+    max_concurrency: Annotated[int, Meta(ge=1)] = 32
+    """Prediction requests (V1 predict, V2 infer) in progress at once, per process. One more
+    is answered 503 with ``Retry-After`` at once instead of queueing without bound; health,
+    metadata and metrics are never refused."""
+    request_timeout_seconds: Annotated[float, Meta(gt=0)] = 30.0
+    """Deadline of one prediction request from its arrival: an inference still running then
+    is answered 504 and its late result discarded."""
+    header_timeout_seconds: Annotated[float, Meta(gt=0)] = 10.0
+    """A connection that has not sent a complete request head this long after it opened (or
+    after its request began) is answered 408 and closed: slow-header clients cannot hold
+    connections."""
+    body_timeout_seconds: Annotated[float, Meta(gt=0)] = 30.0
+    """A request body not received in full this long after its head is answered 408 and the
+    connection closed."""
+    batching: str = ""
+    """Dynamic batching, per model: ``NAME=MAX_ROWS:MAX_WAIT_MS`` entries separated by commas
+    (``*`` for every model), e.g. ``digits=32:2``. Concurrent requests to that model are run
+    as one onnxruntime call of up to MAX_ROWS rows, the first waiting at most MAX_WAIT_MS.
+    Empty: off for every model."""
 
 
 _FIELDS = {name: ENV_PREFIX + name.upper() for name in Settings.__struct_fields__}
@@ -78,8 +97,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if value is not None:
             values[key] = value
     try:
-        return msgspec.convert(values, Settings, strict=False)
+        settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         field = str(exc).rsplit("$.", 1)[-1].strip("`") if "$." in str(exc) else ""
         where = f" ({_FIELDS.get(field, field)})" if field else ""
         raise ConfigError(f"invalid setting{where}: {exc}") from None
+    from gateway.batching import parse_batching  # onnxruntime is imported only by commands that serve
+
+    try:
+        parse_batching(settings.batching)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid setting ({_FIELDS['batching']} / --batch): {exc}") from None
+    return settings

@@ -7,6 +7,7 @@ Every failure that driftgate reports to a caller is a ``GatewayError``. The tree
     ├── UsageError                  a command-line input that cannot be used (CLI exit 2)
     ├── SpecError            422    a feature spec that is invalid or cannot be fitted
     │   └── SpecMismatchError 422   the spec does not match the ONNX model's signature
+    ├── ModelInvalidError    422    an ONNX file refused before loading (unsafe, over budget)
     ├── PayloadError         400    a malformed request body
     ├── PayloadTooLargeError 413    a body or batch over the configured limits
     ├── InputRejectedError   422    rows that break the spec; carries every violation
@@ -15,6 +16,9 @@ Every failure that driftgate reports to a caller is a ``GatewayError``. The tree
     ├── ModelNotFoundError   404    no such model or version
     ├── ModelConflictError   409    the version exists already
     ├── ModelNotReadyError   503    the model is loading or unloading
+    ├── OverloadedError      503    too many inference requests in progress; retry later
+    ├── RequestTimeoutError  408    the client did not send its request in time
+    ├── DeadlineExceededError 504   the inference did not finish within the deadline
     └── InferenceFailedError 500    onnxruntime failed on input that passed the guards
 
 Each class carries three class variables: ``code`` (a stable slug that becomes the
@@ -35,14 +39,18 @@ if TYPE_CHECKING:
 __all__ = [
     "AdminDisabledError",
     "ConfigError",
+    "DeadlineExceededError",
     "GatewayError",
     "InferenceFailedError",
     "InputRejectedError",
     "ModelConflictError",
+    "ModelInvalidError",
     "ModelNotFoundError",
     "ModelNotReadyError",
+    "OverloadedError",
     "PayloadError",
     "PayloadTooLargeError",
+    "RequestTimeoutError",
     "SpecError",
     "SpecMismatchError",
     "UnauthorizedError",
@@ -112,6 +120,20 @@ class SpecMismatchError(SpecError):
 
     code = "spec-mismatch"
     title = "Spec does not match model"
+
+
+class ModelInvalidError(GatewayError):
+    """An ONNX file is refused before the server loads it: not a model, external data,
+    an operator domain outside the standard ones, an IR version onnxruntime cannot read,
+    over the size cap, or over the resource budget (or crashing) in the trial load.
+
+    Registration is refused and nothing changes. The detail is generic (never a path or
+    onnxruntime's own text); fix or re-export the model.
+    """
+
+    code = "model_invalid"
+    title = "Model refused"
+    status_hint = 422
 
 
 class PayloadError(GatewayError):
@@ -205,6 +227,32 @@ class ModelNotReadyError(GatewayError):
     code = "model-not-ready"
     title = "Model not ready"
     status_hint = 503
+
+
+class OverloadedError(GatewayError):
+    """The server is at its concurrency cap (``max_concurrency``): answered at once, with
+    ``Retry-After``, instead of queueing without bound. Nothing was predicted."""
+
+    code = "overloaded"
+    title = "Server overloaded"
+    status_hint = 503
+
+
+class RequestTimeoutError(GatewayError):
+    """The client did not send its request head or body within the read deadline."""
+
+    code = "request-timeout"
+    title = "Request timeout"
+    status_hint = 408
+
+
+class DeadlineExceededError(GatewayError):
+    """The inference did not finish within ``request_timeout_seconds``. Its late result
+    is discarded: not answered, not counted as predicted, no prediction ids."""
+
+    code = "deadline-exceeded"
+    title = "Deadline exceeded"
+    status_hint = 504
 
 
 class InferenceFailedError(GatewayError):

@@ -18,14 +18,17 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from gateway.batching import Batcher, parse_batching
 from gateway.errors import ModelNotFoundError, ModelNotReadyError
 from gateway.monitoring.feedback import PredictionLog
 from gateway.monitoring.metrics import new_metrics_registry
+from gateway.monitoring.requests import RequestCounts
 from gateway.registry import ModelRegistry
 from gateway.repository import ModelRepository
 
 if TYPE_CHECKING:
     from gateway.config import Settings
+    from gateway.registry import LoadedModel
 
 __all__ = ["Gateway"]
 
@@ -56,6 +59,21 @@ class Gateway:
         """Models unloaded through the repository API: the watcher leaves them alone."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.batching = parse_batching(settings.batching)
+        self.requests = RequestCounts()
+        self.metrics_registry.register(self.requests)
+        self._batchers: dict[tuple[str, int], Batcher] = {}
+
+    def batcher(self, model: LoadedModel) -> Batcher | None:
+        """The dynamic-batching queue of ``model``, or None if batching is off for it."""
+        policy = self.batching.get(model.name) or self.batching.get("*")
+        if policy is None:
+            return None
+        key = (model.name, model.version)
+        batcher = self._batchers.get(key)
+        if batcher is None or batcher.runtime is not model.runtime:
+            batcher = self._batchers[key] = Batcher(model.runtime, policy)
+        return batcher
 
     @property
     def ready(self) -> bool:

@@ -14,6 +14,7 @@ This module must not know about HTTP, metrics or the repository layout.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from gateway.spec import FeatureSpec
 
 __all__ = ["Inference", "OnnxRuntime", "Runtime", "session_options"]
+
+log = logging.getLogger("driftgate.runtime")
 
 WARMUP_BATCHES = (1, 8, 64)
 """Batch sizes run at warm-up: onnxruntime allocates and specialises per shape on first
@@ -169,7 +172,9 @@ class OnnxRuntime:
         try:
             out = self.session.run([self._output], {self._input: matrix})[0]
         except Exception as exc:
-            raise InferenceFailedError(f"onnxruntime failed: {str(exc)[:300]}") from exc
+            # onnxruntime's text names files and internals: it goes to the log, not the client
+            log.error("onnxruntime failed on a batch of %d rows: %s", len(matrix), exc)
+            raise InferenceFailedError("the model failed on this input; the cause is in the server log") from exc
         if self._labels:
             if self._zipmap:
                 out = self._from_zipmap(out)

@@ -16,6 +16,7 @@ import uvicorn
 
 from gateway.config import Settings
 from gateway.http.app import create_app
+from gateway.http.protocol import deadline_protocol
 from gateway.lifecycle import Gateway
 
 __all__ = ["serve"]
@@ -53,6 +54,7 @@ def serve(settings: Settings) -> int:
         # float; 0 must still be a bound (uvicorn reads a falsy value as "wait forever").
         timeout_graceful_shutdown=max(settings.drain_seconds, 0.001),  # type: ignore[arg-type]
         server_header=False,
+        http=deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
     )
     server = _DrainingServer(config, gateway)
     server.run()

@@ -8,25 +8,27 @@ HTTP layer decodes a request into columns, calls ``predict``, and encodes the
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 import numpy as np
 
-from gateway.errors import GatewayError, InputRejectedError, ModelConflictError, UsageError
+from gateway.errors import GatewayError, InferenceFailedError, InputRejectedError, ModelConflictError, UsageError
 from gateway.registry import LoadedModel, load_model
 from gateway.repository import check_name, check_version
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from gateway.guards import Checked
     from gateway.monitoring.feedback import PredictionLog
     from gateway.registry import ModelRegistry
     from gateway.repository import ModelRepository
+    from gateway.runtime import Inference
     from gateway.table import Columns
     from gateway.violations import Violation
 
-__all__ = ["FeedbackItem", "FeedbackRequest", "Outcome", "predict", "record_feedback", "register_model"]
+__all__ = ["FeedbackItem", "FeedbackRequest", "Outcome", "Prepared", "complete", "predict", "prepare", "record_feedback", "register_model", "reject"]
 
 class Outcome:
     """The answer for one predicted batch.
@@ -55,54 +57,85 @@ class Outcome:
         self.review: NDArray[np.bool_] | None = None
 
 
-def predict(model: LoadedModel, columns: Columns, log: PredictionLog, *, guarded: bool = True, monitored: bool = True) -> Outcome:
-    """Guard, transform, infer and monitor one batch.
+class Prepared:
+    """A batch that went through the guards and the transform, not yet predicted.
 
-    ``guarded`` and ``monitored`` are for benchmarks only (see ``Settings.guards``).
-
-    Raises:
-        InputRejectedError: a row breaks the spec (nothing reached the model).
-        InferenceFailedError: onnxruntime failed.
+    Holds no lock and has touched no shared state: it may be computed on a worker thread
+    and thrown away (a missed deadline) without anything having been counted.
     """
-    if not monitored:
-        return _predict_unmonitored(model, columns, guarded)
-    metrics = model.metrics
+
+    __slots__ = ("checked", "matrix", "t0", "t1", "t2")
+
+    def __init__(self, checked: Checked, matrix: NDArray[np.float32] | None, t0: float, t1: float, t2: float) -> None:
+        self.checked = checked
+        self.matrix = matrix
+        self.t0, self.t1, self.t2 = t0, t1, t2
+
+
+def prepare(model: LoadedModel, columns: Columns, *, guarded: bool = True) -> Prepared:
+    """Guard and transform one batch. A rejected batch comes back with no matrix; pass it
+    to ``reject``. ``guarded=False`` is for benchmarks only (see ``Settings.guards``)."""
     t0 = time.perf_counter()
     checked = model.guards.check(columns) if guarded else model.guards.trust(columns)
     t1 = time.perf_counter()
-    n = checked.n_rows
     if checked.rejected is not None:
-        rejecting = [v for v in checked.violations if v.action == "reject"]
-        metrics.time_stage("validate", t1 - t0)
-        metrics.count_rejected(n, checked.violations)
-        bad = int(checked.rejected.sum())
-        raise InputRejectedError(
-            f"{bad} of {n} rows break the feature spec of {model.name!r}; no row was predicted ({summarize(rejecting)})",
-            rejecting,
-            rows=n,
-            rejected_rows=bad,
-        )
-    matrix = model.transform.apply(checked.columns, n)
-    t2 = time.perf_counter()
-    inference = model.runtime.run(matrix)
-    t3 = time.perf_counter()
+        return Prepared(checked, None, t0, t1, t1)
+    matrix = model.transform.apply(checked.columns, checked.n_rows)
+    return Prepared(checked, matrix, t0, t1, time.perf_counter())
+
+
+def reject(model: LoadedModel, prepared: Prepared, *, monitored: bool = True) -> NoReturn:
+    """Count a rejected batch and raise its ``InputRejectedError``."""
+    checked = prepared.checked
+    n = checked.n_rows
+    rejecting = [v for v in checked.violations if v.action == "reject"]
+    assert checked.rejected is not None
+    if monitored:
+        model.metrics.time_stage("validate", prepared.t1 - prepared.t0)
+        model.metrics.count_rejected(n, checked.violations)
+    bad = int(checked.rejected.sum())
+    raise InputRejectedError(
+        f"{bad} of {n} rows break the feature spec of {model.name!r}; no row was predicted ({summarize(rejecting)})",
+        rejecting,
+        rows=n,
+        rejected_rows=bad,
+    )
+
+
+def complete(model: LoadedModel, prepared: Prepared, inference: Inference, t3: float, log: PredictionLog, *, monitored: bool = True) -> Outcome:
+    """Turn what the model said into an ``Outcome``, give it prediction ids and count it.
+
+    Raises ``InferenceFailedError`` if the model answered NaN or infinity: a prediction
+    nobody can trust is never sent as a silent ``null``.
+    """
+    checked = prepared.checked
+    n = checked.n_rows
     outcome = Outcome(model, [])
-    output = model.spec.output
     if inference.probabilities is not None:
         probabilities = inference.probabilities
         outcome.probabilities = probabilities
         outcome.label_index = probabilities.argmax(axis=1)
         outcome.confidence = probabilities.max(axis=1)
+        finite = np.isfinite(probabilities.sum())
+        output = model.spec.output
         if output is not None and output.review_threshold is not None:
             review = outcome.confidence < output.review_threshold
             outcome.review = review if review.any() else None
     else:
         outcome.values = inference.values
+        finite = np.isfinite(inference.values.sum())  # type: ignore[union-attr]
+    if not finite:
+        if monitored:
+            model.metrics.count_nonfinite_outputs(n)
+        raise InferenceFailedError(f"the model {model.name!r} produced a non-finite output (NaN or infinity); nothing was predicted")
+    if not monitored:
+        outcome.ids = [""] * n
+        return outcome
     outcome.ids = log.record(model.name, model.version, n, outcome.label_index, outcome.values)
     if checked.violations:
         for v in checked.violations:
             outcome.marks.setdefault(v.row, []).append(v)
-    metrics.count_predicted(
+    model.metrics.count_predicted(
         n,
         checked.violations,
         int(checked.flagged.sum()) if checked.flagged is not None else 0,
@@ -115,8 +148,24 @@ def predict(model: LoadedModel, columns: Columns, log: PredictionLog, *, guarded
         checked.imputed,
         outcome.probabilities,
     )
-    metrics.time_stages(t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)
+    model.metrics.time_stages(prepared.t1 - prepared.t0, prepared.t2 - prepared.t1, t3 - prepared.t2, time.perf_counter() - t3)
     return outcome
+
+
+def predict(model: LoadedModel, columns: Columns, log: PredictionLog, *, guarded: bool = True, monitored: bool = True) -> Outcome:
+    """Guard, transform, infer and monitor one batch, on the calling thread.
+
+    ``guarded`` and ``monitored`` are for benchmarks only (see ``Settings.guards``).
+
+    Raises:
+        InputRejectedError: a row breaks the spec (nothing reached the model).
+        InferenceFailedError: onnxruntime failed, or answered NaN or infinity.
+    """
+    prepared = prepare(model, columns, guarded=guarded)
+    if prepared.matrix is None:
+        reject(model, prepared, monitored=monitored)
+    inference = model.runtime.run(prepared.matrix)
+    return complete(model, prepared, inference, time.perf_counter(), log, monitored=monitored)
 
 
 class FeedbackItem(msgspec.Struct, forbid_unknown_fields=True):
@@ -202,21 +251,6 @@ def summarize(violations: list[Violation], limit: int = 3) -> str:
     parts = [f"row {v.row} {v.feature}: {v.reason}" for v in violations[:limit]]
     more = len(violations) - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-def _predict_unmonitored(model: LoadedModel, columns: Columns, guarded: bool) -> Outcome:
-    checked = model.guards.check(columns) if guarded else model.guards.trust(columns)
-    if checked.rejected is not None:
-        raise InputRejectedError(f"rows break the feature spec of {model.name!r}", [v for v in checked.violations if v.action == "reject"])
-    inference = model.runtime.run(model.transform.apply(checked.columns, checked.n_rows))
-    outcome = Outcome(model, [""] * checked.n_rows)
-    if inference.probabilities is not None:
-        outcome.probabilities = inference.probabilities
-        outcome.label_index = inference.probabilities.argmax(axis=1)
-        outcome.confidence = inference.probabilities.max(axis=1)
-    else:
-        outcome.values = inference.values
-    return outcome
 
 
 def v1_predictions(outcome: Outcome) -> list[dict[str, Any]]:

@@ -8,19 +8,24 @@ errors with the very same ``problem_parts``, so the two entry points cannot disa
 the Litestar routes stay for the OpenAPI document and for every other method and path.
 
 Bodies are read incrementally and refused with 413 as soon as they pass the limit (or
-at once, when Content-Length says they will).
+at once, when Content-Length says they will). Prediction requests pass admission (at
+most ``max_concurrency`` in progress; one more is answered 503 at once), run under a
+deadline (``request_timeout_seconds``, 504) and are counted once each in
+``driftgate_requests_total`` with the reason they ended. Health probes are never refused.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from gateway.errors import PayloadTooLargeError
+from gateway.errors import OverloadedError, PayloadTooLargeError
 from gateway.http.health import LIVE, NOT_READY, READY
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_parts
 from gateway.http.v1 import answer_v1, v1_target
 from gateway.http.v2 import answer_v2, v2_target
 from gateway.lifecycle import Gateway
+from gateway.monitoring.requests import UNKNOWN_MODEL, reason_of
 
 __all__ = ["FastPath"]
 
@@ -36,6 +41,10 @@ class FastPath:
         self.app = app
         self.gateway = gateway
         self.max_body = gateway.settings.max_body_bytes
+        self.max_concurrency = gateway.settings.max_concurrency
+        self.request_timeout = gateway.settings.request_timeout_seconds
+        self.in_flight = 0
+        """Prediction requests being served now (admission counts them; see ``_serve``)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -60,27 +69,44 @@ class FastPath:
         return [*headers, (b"connection", b"close")] if self.gateway.draining else headers
 
     async def _predict(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
-        try:
-            name, version = v1_target(path[len(V1_PREFIX) :])
-            model = self.gateway.model_registry.get(name, version)
-            body = await self._body(scope, receive)
-            content = await answer_v1(self.gateway, model, body)
-        except Exception as exc:  # every failure is a problem+json answer, as in Litestar
-            return await _problem(send, exc, path)
-        await _send(send, 200, self._closing(_JSON), content)
+        await self._serve(scope, receive, send, path, _v1_target, self._answer_v1)
 
     async def _infer(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
+        await self._serve(scope, receive, send, path, _v2_target, self._answer_v2)
+
+    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any, path: str, target: Any, answer: Any) -> None:
+        """Admission, deadline, counting and error mapping around one prediction request.
+
+        Over the concurrency cap the answer is 503 at once (the body is not even read).
+        The deadline runs from here: reading the body and predicting both count."""
+        counts = self.gateway.requests
+        label = UNKNOWN_MODEL
+        self.in_flight += 1
         try:
-            name, version = v2_target(path[len(V2_PREFIX) : -len("/infer")])
-            model = self.gateway.model_registry.get(name, version)
+            deadline = time.monotonic() + self.request_timeout
+            model = self.gateway.model_registry.get(*target(path))
+            label = model.name
+            if self.in_flight > self.max_concurrency:
+                raise OverloadedError(f"the server is at its limit of {self.max_concurrency} prediction requests in progress; retry shortly")
             body = await self._body(scope, receive)
-            content, header_length = await answer_v2(self.gateway, model, body, _header(scope, b"inference-header-content-length"))
-        except Exception as exc:
+            content, headers = await answer(scope, model, body, deadline)
+        except Exception as exc:  # every failure is a problem+json answer, as in Litestar
+            counts.add(label, reason_of(exc))
             return await _problem(send, exc, path)
-        if header_length is None:
-            return await _send(send, 200, self._closing(_JSON), content)
-        headers = [(b"content-type", b"application/octet-stream"), (b"inference-header-content-length", str(header_length).encode())]
+        finally:
+            self.in_flight -= 1
+        counts.add(label, "ok")
         await _send(send, 200, self._closing(headers), content)
+
+    async def _answer_v1(self, scope: dict[str, Any], model: Any, body: bytes, deadline: float) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        return await answer_v1(self.gateway, model, body, deadline), _JSON
+
+    async def _answer_v2(self, scope: dict[str, Any], model: Any, body: bytes, deadline: float) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        header = _header(scope, b"inference-header-content-length")
+        content, header_length = await answer_v2(self.gateway, model, body, header, deadline)
+        if header_length is None:
+            return content, _JSON
+        return content, [(b"content-type", b"application/octet-stream"), (b"inference-header-content-length", str(header_length).encode())]
 
     async def _body(self, scope: dict[str, Any], receive: Any) -> bytes:
         declared = _header(scope, b"content-length")
@@ -99,6 +125,14 @@ class FastPath:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _v1_target(path: str) -> tuple[str, int | None]:
+    return v1_target(path[len(V1_PREFIX) :])
+
+
+def _v2_target(path: str) -> tuple[str, int | None]:
+    return v2_target(path[len(V2_PREFIX) : -len("/infer")])
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:

@@ -14,6 +14,7 @@ from litestar import Request, Response, get, post
 from gateway.errors import PayloadError, PayloadTooLargeError
 from gateway.http.v1 import decode_json, gateway_of
 from gateway.monitoring.report import render_html, snapshot
+from gateway.protocol.duplicate_keys import refuse_duplicate_keys
 from gateway.repository import VERSION_PATTERN
 from gateway.service import FeedbackRequest, record_feedback
 
@@ -27,7 +28,9 @@ async def feedback(request: Request[Any, Any, Any], name: str) -> Response[bytes
     """``{"feedback": [{"id": ..., "label": ...}]}`` (or ``"value"`` for regressors).
     Unknown or expired ids are counted and reported, never an error for the batch."""
     gateway = gateway_of(request)
-    items = decode_json(_decode_feedback, await request.body(), "feedback").feedback
+    body = await request.body()
+    items = decode_json(_decode_feedback, body, "feedback").feedback
+    refuse_duplicate_keys(body, 1 + sum(1 + (i.label is not None) + (i.value is not None) for i in items))
     if len(items) > gateway.settings.max_batch_rows:
         raise PayloadTooLargeError(f"{len(items)} feedback items in one request; the limit is {gateway.settings.max_batch_rows}")
     result = record_feedback(gateway.model_registry, gateway.predictions, name, items)

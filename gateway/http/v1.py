@@ -7,28 +7,29 @@ segment with the name, so the routes capture the segment and split it here.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio.to_thread
 import msgspec
 from litestar import Request, Response, get, post
 
-from gateway.errors import ModelNotFoundError, PayloadError, PayloadTooLargeError
+from gateway.batching import OFFLOAD_SECONDS
+from gateway.errors import DeadlineExceededError, ModelNotFoundError, PayloadError, PayloadTooLargeError
 from gateway.lifecycle import Gateway
+from gateway.protocol.duplicate_keys import refuse_duplicate_keys
 from gateway.registry import LoadedModel
 from gateway.repository import VERSION_PATTERN
-from gateway.service import Outcome, predict, v1_predictions
+from gateway.service import Outcome, Prepared, complete, predict, prepare, reject, v1_predictions
 from gateway.table import records_to_columns
 
+if TYPE_CHECKING:
+    from gateway.runtime import Inference
+    from gateway.table import Columns
+
 __all__ = ["ROUTES"]
-
-OFFLOAD_SECONDS = 0.002
-"""A batch whose inference is expected to take longer than this runs on a worker thread,
-so the event loop keeps answering health checks and small requests meanwhile. Shorter
-ones run inline: a thread hop costs more than a one-row inference (about 11 us)."""
-
 
 T = TypeVar("T")
 
@@ -96,23 +97,62 @@ def decode_instances(body: bytes, max_rows: int) -> list[dict[str, Any]]:
         raise PayloadError("'instances' holds no rows")
     if len(instances) > max_rows:
         raise PayloadTooLargeError(f"{len(instances)} rows in one request; the limit is {max_rows}", max_rows=max_rows)
+    refuse_duplicate_keys(body, 1 + sum(map(len, instances)))
     return instances
 
 
-async def run_predict(gateway: Gateway, model: LoadedModel, columns: Any) -> Outcome:
-    """``service.predict``, on a worker thread when the batch is expected to be slow."""
+def _prepare_and_infer(model: LoadedModel, columns: Columns, guarded: bool) -> tuple[Prepared, Inference | None, float]:
+    """The part of a prediction that may run on a worker thread: it changes no shared state."""
+    prepared = prepare(model, columns, guarded=guarded)
+    if prepared.matrix is None:
+        return prepared, None, 0.0
+    return prepared, model.runtime.run(prepared.matrix), time.perf_counter()
+
+
+async def run_predict(gateway: Gateway, model: LoadedModel, columns: Columns, deadline: float | None = None) -> Outcome:
+    """``service.predict`` with the server's policies around it:
+
+    - a batch expected to be slow is guarded, transformed and inferred on a worker thread,
+      so the event loop keeps answering health checks and small requests meanwhile;
+    - a model with dynamic batching on (``Gateway.batcher``) joins its queue;
+    - past ``deadline`` (``time.monotonic()``) the request fails with
+      ``DeadlineExceededError`` (504), and a late result is dropped before anything of it
+      is counted or recorded (ids, metrics, drift).
+
+    One-row requests to an unbatched model take the shortest path: everything inline.
+    """
     settings = gateway.settings
-    run = functools.partial(predict, model, columns, gateway.predictions, guarded=settings.guards, monitored=settings.monitoring)
-    if model.runtime.seconds_per_row * columns.n_rows > OFFLOAD_SECONDS:
-        return await anyio.to_thread.run_sync(run)
-    return run()
+    guarded, monitored = settings.guards, settings.monitoring
+    batcher = gateway.batcher(model)
+    slow = model.runtime.seconds_per_row * columns.n_rows > OFFLOAD_SECONDS
+    if batcher is None and not slow:
+        return predict(model, columns, gateway.predictions, guarded=guarded, monitored=monitored)
+    if deadline is None:
+        deadline = time.monotonic() + settings.request_timeout_seconds
+    try:
+        async with asyncio.timeout(deadline - time.monotonic()):
+            if slow:
+                run = functools.partial(_prepare_and_infer, model, columns, guarded)
+                prepared, inference, t3 = await asyncio.get_running_loop().run_in_executor(None, run)
+            else:
+                assert batcher is not None
+                prepared = prepare(model, columns, guarded=guarded)
+                inference = None if prepared.matrix is None else await batcher.run(prepared.matrix)
+                t3 = time.perf_counter()
+    except TimeoutError:
+        raise DeadlineExceededError(
+            f"the prediction did not finish within {settings.request_timeout_seconds:g} s; nothing was predicted"
+        ) from None
+    if inference is None:
+        reject(model, prepared, monitored=monitored)
+    return complete(model, prepared, inference, t3, gateway.predictions, monitored=monitored)
 
 
-async def answer_v1(gateway: Gateway, model: LoadedModel, body: bytes) -> bytes:
+async def answer_v1(gateway: Gateway, model: LoadedModel, body: bytes, deadline: float | None = None) -> bytes:
     """The V1 answer to a prediction request body (raises ``GatewayError``s)."""
     instances = decode_instances(body, gateway.settings.max_batch_rows)
     columns = records_to_columns(instances, model.spec.feature_names, model.guards.ignored)
-    outcome = await run_predict(gateway, model, columns)
+    outcome = await run_predict(gateway, model, columns, deadline)
     return _encode({"model_name": model.name, "model_version": str(model.version), "predictions": v1_predictions(outcome)})
 
 

@@ -198,12 +198,14 @@ def _output_arrays(outcome: Any) -> dict[str, tuple[str, Any]]:
     return arrays
 
 
-async def answer_v2(gateway: Gateway, model: LoadedModel, body: bytes, header_length: str | None) -> tuple[bytes, int | None]:
+async def answer_v2(
+    gateway: Gateway, model: LoadedModel, body: bytes, header_length: str | None, deadline: float | None = None
+) -> tuple[bytes, int | None]:
     """The V2 answer to an inference body: (content, JSON header length when binary
     outputs follow it). Raises ``GatewayError``s."""
     columns, v2_request = columns_from_tensors(model, body, header_length, gateway.settings.max_batch_rows)
     wanted = _wanted(v2_request, [name for name, _, _ in _outputs_of(model)])
-    outcome = await run_predict(gateway, model, columns)
+    outcome = await run_predict(gateway, model, columns, deadline)
     arrays = _output_arrays(outcome)
     outputs: list[ResponseOutput] = []
     binaries: list[bytes] = []

@@ -145,6 +145,12 @@ class ModelMetrics:
             self.rows["rejected"] += rejected_rows
             self._count_violations(violations)
 
+    def count_nonfinite_outputs(self, n_rows: int) -> None:
+        """A batch the model answered with NaN or infinity: refused, kept out of the
+        histograms, counted in ``driftgate_nonfinite_observations_total``."""
+        with self.lock:
+            self.confidence.nonfinite += n_rows
+
     def _count_violations(self, violations: Sequence[Violation]) -> None:
         unknown = len(self.features)
         for v in violations:

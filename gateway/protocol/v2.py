@@ -21,6 +21,7 @@ import msgspec
 import numpy as np
 
 from gateway.errors import PayloadError
+from gateway.protocol.duplicate_keys import refuse_duplicate_keys
 
 __all__ = [
     "DATATYPES",
@@ -116,7 +117,24 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
         raise PayloadError(f"the inference request is not valid JSON: {exc}") from None
     except RecursionError:  # pathological nesting: a client error, not a crash
         raise PayloadError("the inference request nests arrays or objects too deeply") from None
+    refuse_duplicate_keys(header, _key_count(request))
     return request, binary
+
+
+def _key_count(request: InferenceRequest) -> int:
+    """Keys of a decoded request's objects (fields left at their default count as absent:
+    an undercount only sends the body to the exact duplicate-key check)."""
+
+    def params(p: dict[str, Any] | None) -> int:
+        return 0 if p is None else 1 + len(p)
+
+    n = 1 + (request.id is not None) + (request.model_name is not None) + (request.model_version is not None)
+    n += params(request.parameters) + (request.outputs is not None)
+    for tensor in request.inputs:
+        n += 3 + params(tensor.parameters) + (tensor.data is not None)
+    for out in request.outputs or ():
+        n += 1 + params(out.parameters)
+    return n
 
 
 def _flatten(data: Any) -> list[Any]:
