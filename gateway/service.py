@@ -80,7 +80,7 @@ def prepare(model: LoadedModel, columns: Columns, *, guarded: bool = True) -> Pr
     t1 = time.perf_counter()
     if checked.rejected is not None:
         return Prepared(checked, None, t0, t1, t1)
-    matrix = model.transform.apply(checked.columns, checked.n_rows)
+    matrix = model.transform.apply(checked.columns, checked.n_rows, checked.matrix)
     return Prepared(checked, matrix, t0, t1, time.perf_counter())
 
 

@@ -37,9 +37,13 @@ class Columns:
         missing: feature name -> bool ndarray marking missing cells, for sources that mark
             them out of band (DataFrames). Absent means: ``None`` marks missing.
         unknown: ``(row, field, value)`` for every field that is not a feature.
+        matrix: for a spec whose features are all numbers, the same cells as one
+            ``(n_rows, n_features)`` float64 array in feature order, when the decoder could
+            build it (every cell a JSON number, no other field); ``data`` then holds its
+            column views. The guards check it in a few whole-matrix operations.
     """
 
-    __slots__ = ("data", "missing", "n_rows", "unknown")
+    __slots__ = ("data", "matrix", "missing", "n_rows", "unknown")
 
     def __init__(
         self,
@@ -47,11 +51,19 @@ class Columns:
         data: dict[str, Any],
         missing: dict[str, np.ndarray] | None = None,
         unknown: list[tuple[int, str, Any]] | None = None,
+        matrix: np.ndarray | None = None,
     ) -> None:
         self.n_rows = n_rows
         self.data = data
         self.missing = missing or {}
         self.unknown = unknown or []
+        self.matrix = matrix
+
+
+def matrix_to_columns(matrix: np.ndarray, names: Sequence[str]) -> Columns:
+    """An ``(n, len(names))`` numeric matrix, columns in ``names`` order, as ``Columns``."""
+    x = np.asarray(matrix, dtype=np.float64)
+    return Columns(len(x), {name: x[:, j] for j, name in enumerate(names)}, matrix=x)
 
 
 def records_to_columns(
@@ -88,7 +100,9 @@ def _require_mappings(records: Sequence[Any]) -> None:
             raise PayloadError(f"row {i} is not an object of feature values", row=i)
 
 
-def _unknown(records: Sequence[Mapping[str, Any]], names: Sequence[str], ignore: frozenset[str]) -> list[tuple[int, str, Any]]:
+def _unknown(
+    records: Sequence[Mapping[str, Any]], names: Sequence[str], ignore: frozenset[str]
+) -> list[tuple[int, str, Any]]:
     known = set(names) | ignore
     return [(i, k, v) for i, r in enumerate(records) for k, v in r.items() if k not in known]
 

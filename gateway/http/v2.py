@@ -31,7 +31,7 @@ from gateway.protocol.v2 import (
 )
 from gateway.registry import LoadedModel
 from gateway.spec import BooleanFeature, CategoryFeature, IntegerFeature
-from gateway.table import Columns
+from gateway.table import Columns, matrix_to_columns
 
 __all__ = ["ROUTES"]
 
@@ -64,7 +64,12 @@ def _outputs_of(model: LoadedModel) -> list[tuple[str, str, list[int]]]:
     """(name, datatype, shape without the batch dimension) of every output."""
     spec = model.spec
     if spec.output is not None and spec.output.task == "classification":
-        return [("label", "BYTES", [1]), ("probabilities", "FP32", [len(spec.output.labels)]), ("confidence", "FP32", [1]), ("id", "BYTES", [1])]
+        return [
+            ("label", "BYTES", [1]),
+            ("probabilities", "FP32", [len(spec.output.labels)]),
+            ("confidence", "FP32", [1]),
+            ("id", "BYTES", [1]),
+        ]
     return [("prediction", "FP32", [1]), ("id", "BYTES", [1])]
 
 
@@ -74,7 +79,9 @@ def model_metadata(model: LoadedModel, versions: list[int]) -> dict[str, Any]:
         "versions": [str(v) for v in versions],
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": f.name, "datatype": _feature_datatype(f), "shape": [-1, 1]} for f in model.spec.features],
-        "outputs": [{"name": n, "datatype": d, "shape": [-1] if s == [1] else [-1, *s]} for n, d, s in _outputs_of(model)],
+        "outputs": [
+            {"name": n, "datatype": d, "shape": [-1] if s == [1] else [-1, *s]} for n, d, s in _outputs_of(model)
+        ],
         "parameters": {"spec_digest": model.spec.digest, "task": model.spec.output.task if model.spec.output else None},
     }
 
@@ -95,25 +102,39 @@ async def metadata(request: Request[Any, Any, Any], name: str, version: str | No
     return _json(model_metadata(_model(request, name, version), _versions(request, name)))
 
 
-@get(["/v2/models/{name:str}/ready", "/v2/models/{name:str}/versions/{version:str}/ready"], summary="V2 model readiness")
+@get(
+    ["/v2/models/{name:str}/ready", "/v2/models/{name:str}/versions/{version:str}/ready"], summary="V2 model readiness"
+)
 async def model_ready(request: Request[Any, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
     """200 when the model (version) is loaded and warmed; 404 otherwise."""
     model = _model(request, name, version)
     return _json({"name": model.name, "version": str(model.version), "ready": True})
 
 
-@get(["/v2/models/{name:str}/config", "/v2/models/{name:str}/versions/{version:str}/config"], summary="Model configuration (Triton)")
+@get(
+    ["/v2/models/{name:str}/config", "/v2/models/{name:str}/versions/{version:str}/config"],
+    summary="Model configuration (Triton)",
+)
 async def model_config(request: Request[Any, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
     """Triton's model configuration, as perf_analyzer reads it."""
     model = _model(request, name, version)
-    triton_type = {"BYTES": "TYPE_STRING", "BOOL": "TYPE_BOOL", "INT64": "TYPE_INT64", "FP64": "TYPE_FP64", "FP32": "TYPE_FP32"}
+    triton_type = {
+        "BYTES": "TYPE_STRING",
+        "BOOL": "TYPE_BOOL",
+        "INT64": "TYPE_INT64",
+        "FP64": "TYPE_FP64",
+        "FP32": "TYPE_FP32",
+    }
     return _json(
         {
             "name": model.name,
             "platform": "onnxruntime_onnx",
             "backend": "onnxruntime",
             "max_batch_size": gateway_of(request).settings.max_batch_rows,
-            "input": [{"name": f.name, "data_type": triton_type[_feature_datatype(f)], "dims": [1]} for f in model.spec.features],
+            "input": [
+                {"name": f.name, "data_type": triton_type[_feature_datatype(f)], "dims": [1]}
+                for f in model.spec.features
+            ],
             # one value per row is answered as [N]: Triton says so with dims [1] reshaped to []
             "output": [
                 {"name": n, "data_type": triton_type[d], "dims": s, **({"reshape": {"shape": []}} if s == [1] else {})}
@@ -127,16 +148,27 @@ async def model_config(request: Request[Any, Any, Any], name: str, version: str 
 # --- inference --------------------------------------------------------------------------
 
 
-def columns_from_tensors(model: LoadedModel, body: bytes, header_length: str | None, max_rows: int) -> tuple[Columns, Any]:
+def columns_from_tensors(
+    model: LoadedModel, body: bytes, header_length: str | None, max_rows: int
+) -> tuple[Columns, Any]:
     """Decode a V2 request into the guards' columns. Returns (columns, request)."""
     request, binary = decode_request(body, header_length)
     if not request.inputs:
         raise PayloadError("the request has no inputs")
-    names = set(model.spec.feature_names)
+    names = model.guards.name_set
     data: dict[str, Any] = {}
     unknown_names: list[str] = []
     rows: int | None = None
     offset = 0
+    width = len(model.guards.names)
+    if (
+        len(request.inputs) == 1
+        and model.guards.numeric
+        and request.inputs[0].name not in names
+        and request.inputs[0].shape[1:] == [width]
+        and width > 1
+    ):
+        return _matrix_columns(model, request.inputs[0], binary, max_rows), request
     for tensor in request.inputs:
         if tensor.name in data or tensor.name in unknown_names:
             raise PayloadError(f"input {tensor.name!r} is given twice")
@@ -161,6 +193,26 @@ def columns_from_tensors(model: LoadedModel, body: bytes, header_length: str | N
         raise PayloadTooLargeError(f"{n} rows in one request; the limit is {max_rows}", max_rows=max_rows)
     unknown = [(i, name, None) for name in unknown_names for i in range(n)]
     return Columns(n, data, unknown=unknown), request
+
+
+def _matrix_columns(model: LoadedModel, tensor: Any, binary: Any, max_rows: int) -> Columns:
+    """One ``[N, F]`` tensor holding every feature of an all-numeric spec, in spec order
+    (how a model's own input is usually sent). The guards check it as a matrix."""
+    if tensor.datatype == "BYTES":
+        raise PayloadError(f"input {tensor.name!r}: a matrix of every feature must be numeric, not BYTES")
+    column, offset = decode_tensor(tensor, binary, 0)
+    if offset != len(binary):
+        raise PayloadError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
+    n, width = tensor.shape
+    if n == 0:
+        raise PayloadError("the inputs hold no rows")
+    if n > max_rows:
+        raise PayloadTooLargeError(f"{n} rows in one request; the limit is {max_rows}", max_rows=max_rows)
+    names = model.guards.names
+    if isinstance(column, np.ndarray) and column.dtype.kind in "fiu":
+        return matrix_to_columns(column.reshape(n, width), names)
+    cells = list(column)  # JSON data with nulls (missing cells) or booleans: one column per feature
+    return Columns(n, {name: cells[j::width] for j, name in enumerate(names)})
 
 
 def _flag(parameters: dict[str, Any] | None, key: str, default: bool) -> bool:
@@ -214,13 +266,21 @@ async def answer_v2(
         datatype, values = arrays[name]
         shape = [n, values.shape[1]] if isinstance(values, np.ndarray) and values.ndim == 2 else [n]
         if binary:
-            raw = encode_bytes_tensor(values) if datatype == "BYTES" else np.ascontiguousarray(values, dtype="<f4").tobytes()
+            raw = (
+                encode_bytes_tensor(values)
+                if datatype == "BYTES"
+                else np.ascontiguousarray(values, dtype="<f4").tobytes()
+            )
             binaries.append(raw)
-            outputs.append(ResponseOutput(name=name, datatype=datatype, shape=shape, parameters={"binary_data_size": len(raw)}))
+            outputs.append(
+                ResponseOutput(name=name, datatype=datatype, shape=shape, parameters={"binary_data_size": len(raw)})
+            )
         else:
             data = values if isinstance(values, list) else values.reshape(-1).tolist()
             outputs.append(ResponseOutput(name=name, datatype=datatype, shape=shape, data=data))
-    response = InferenceResponse(model_name=model.name, model_version=str(model.version), id=v2_request.id, outputs=outputs)
+    response = InferenceResponse(
+        model_name=model.name, model_version=str(model.version), id=v2_request.id, outputs=outputs
+    )
     return encode_response(response, binaries)
 
 
@@ -234,15 +294,23 @@ def v2_target(path_middle: str) -> tuple[str, int | None]:
 
 async def _infer(request: Request[Any, Any, Any], model: LoadedModel) -> Response[bytes]:
     gateway = gateway_of(request)
-    content, header_length = await answer_v2(gateway, model, await request.body(), request.headers.get("inference-header-content-length"))
+    content, header_length = await answer_v2(
+        gateway, model, await request.body(), request.headers.get("inference-header-content-length")
+    )
     if header_length is None:
         return Response(content=content, media_type="application/json")
     return Response(
-        content=content, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)}
+        content=content,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
     )
 
 
-@post(["/v2/models/{name:str}/infer", "/v2/models/{name:str}/versions/{version:str}/infer"], status_code=200, summary="V2 inference")
+@post(
+    ["/v2/models/{name:str}/infer", "/v2/models/{name:str}/versions/{version:str}/infer"],
+    status_code=200,
+    summary="V2 inference",
+)
 async def infer(request: Request[Any, Any, Any], name: str, version: str | None = None) -> Response[bytes]:
     """Guard, transform and predict V2 input tensors (JSON or binary tensor data)."""
     return await _infer(request, _model(request, name, version))
@@ -264,7 +332,9 @@ async def repository_index(request: Request[Any, Any, Any]) -> Response[bytes]:
     for name, version in sorted(entries):
         state = registry.state(name, version)
         item = {"name": name, "version": str(version), "state": state}
-        reason = failures.get((name, version)) or ("unloaded" if state == "UNAVAILABLE" and name in gateway.unloaded else None)
+        reason = failures.get((name, version)) or (
+            "unloaded" if state == "UNAVAILABLE" and name in gateway.unloaded else None
+        )
         if reason:
             item["reason"] = reason
         index.append(item)
@@ -288,4 +358,13 @@ async def repository_unload(request: Request[Any, Any, Any], name: str) -> Respo
     return _json({"name": name, "versions": [str(v) for v in removed]})
 
 
-ROUTES = [server_metadata, metadata, model_ready, model_config, infer, repository_index, repository_load, repository_unload]
+ROUTES = [
+    server_metadata,
+    metadata,
+    model_ready,
+    model_config,
+    infer,
+    repository_index,
+    repository_load,
+    repository_unload,
+]
