@@ -41,6 +41,9 @@ TOO_DEEP = "the body nests arrays or objects too deeply"
 microseconds, then overflows the stack): a client error, answered 400 like any bad JSON."""
 
 
+NOT_UTF8 = "the body is not valid UTF-8 (JSON text must be)"
+
+
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     """A V1 prediction request."""
 
@@ -83,6 +86,8 @@ def decode_json(decode: Callable[[bytes], T], body: bytes, what: str) -> T:
         raise PayloadError(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise PayloadError(TOO_DEEP) from None
+    except UnicodeDecodeError:
+        raise PayloadError(NOT_UTF8) from None
 
 
 def _decode_predict_request(body: bytes) -> PredictRequest:
@@ -167,7 +172,7 @@ def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns
     """
     try:
         instances = _decode_numeric(body).instances
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return None
     n, width = len(instances), len(names)
     if not 1 < n <= max_rows or width < 2 or set(map(len, instances)) != {width}:

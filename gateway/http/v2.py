@@ -28,6 +28,8 @@ from gateway.protocol.v2 import (
     decode_tensor,
     encode_bytes_tensor,
     encode_response,
+    quoted,
+    shape_text,
 )
 from gateway.registry import LoadedModel
 from gateway.spec import BooleanFeature, CategoryFeature, IntegerFeature
@@ -171,15 +173,17 @@ def columns_from_tensors(
         return _matrix_columns(model, request.inputs[0], binary, max_rows), request
     for tensor in request.inputs:
         if tensor.name in data or tensor.name in unknown_names:
-            raise PayloadError(f"input {tensor.name!r} is given twice")
+            raise PayloadError(f"input {quoted(tensor.name)} is given twice")
         column, offset = decode_tensor(tensor, binary, offset)
         shape = tensor.shape
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-            raise PayloadError(f"input {tensor.name!r}: shape {shape}; a feature is a [N] or [N, 1] tensor")
+            raise PayloadError(
+                f"input {quoted(tensor.name)}: shape {shape_text(shape)}; a feature is a [N] or [N, 1] tensor"
+            )
         if rows is None:
             rows = shape[0]
         elif shape[0] != rows:
-            raise PayloadError(f"input {tensor.name!r} has {shape[0]} rows where the others have {rows}")
+            raise PayloadError(f"input {quoted(tensor.name)} has {shape[0]} rows where the others have {rows}")
         if tensor.name in names:
             data[tensor.name] = column
         else:
@@ -199,7 +203,7 @@ def _matrix_columns(model: LoadedModel, tensor: Any, binary: Any, max_rows: int)
     """One ``[N, F]`` tensor holding every feature of an all-numeric spec, in spec order
     (how a model's own input is usually sent). The guards check it as a matrix."""
     if tensor.datatype == "BYTES":
-        raise PayloadError(f"input {tensor.name!r}: a matrix of every feature must be numeric, not BYTES")
+        raise PayloadError(f"input {quoted(tensor.name)}: a matrix of every feature must be numeric, not BYTES")
     column, offset = decode_tensor(tensor, binary, 0)
     if offset != len(binary):
         raise PayloadError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
@@ -218,7 +222,7 @@ def _matrix_columns(model: LoadedModel, tensor: Any, binary: Any, max_rows: int)
 def _flag(parameters: dict[str, Any] | None, key: str, default: bool) -> bool:
     value = (parameters or {}).get(key, default)
     if not isinstance(value, bool):
-        raise PayloadError(f"parameter {key!r} must be true or false, not {value!r}")
+        raise PayloadError(f"parameter {key!r} must be true or false, not {quoted(value)}")
     return value
 
 
@@ -230,9 +234,9 @@ def _wanted(request: Any, available: list[str]) -> list[tuple[str, bool]]:
     wanted: list[tuple[str, bool]] = []
     for out in request.outputs:
         if out.name not in available:
-            raise PayloadError(f"unknown output {out.name!r}; this model answers {', '.join(available)}")
+            raise PayloadError(f"unknown output {quoted(out.name)}; this model answers {', '.join(available)}")
         if any(name == out.name for name, _ in wanted):
-            raise PayloadError(f"output {out.name!r} is requested twice")
+            raise PayloadError(f"output {quoted(out.name)} is requested twice")
         wanted.append((out.name, _flag(out.parameters, "binary_data", default_binary)))
     return wanted
 

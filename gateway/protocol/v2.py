@@ -117,6 +117,8 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
         raise PayloadError(f"the inference request is not valid JSON: {exc}") from None
     except RecursionError:  # pathological nesting: a client error, not a crash
         raise PayloadError("the inference request nests arrays or objects too deeply") from None
+    except UnicodeDecodeError:
+        raise PayloadError("the inference request is not valid UTF-8 (JSON text must be)") from None
     refuse_duplicate_keys(header, _key_count(request))
     return request, binary
 
@@ -135,6 +137,19 @@ def _key_count(request: InferenceRequest) -> int:
     for out in request.outputs or ():
         n += 1 + params(out.parameters)
     return n
+
+
+def shape_text(shape: list[Any], limit: int = 8) -> str:
+    """A client's shape as it may be echoed in an error: at most ``limit`` dimensions."""
+    if len(shape) <= limit:
+        return str(shape)
+    return "[" + ", ".join(map(str, shape[:limit])) + f", ...] ({len(shape)} dimensions)"
+
+
+def quoted(name: Any, limit: int = 64) -> str:
+    """A client's name as it may be echoed in an error: quoted, at most ``limit`` characters."""
+    text = repr(name)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -161,11 +176,11 @@ def _decode_bytes_elements(raw: memoryview, count: int, name: str) -> list[Any]:
     offset, end = 0, len(raw)
     for _ in range(count):
         if offset + 4 > end:
-            raise PayloadError(f"input {name!r}: binary BYTES data ends early")
+            raise PayloadError(f"input {quoted(name)}: binary BYTES data ends early")
         (size,) = struct.unpack_from("<I", raw, offset)
         offset += 4
         if offset + size > end:
-            raise PayloadError(f"input {name!r}: binary BYTES element overruns the data")
+            raise PayloadError(f"input {quoted(name)}: binary BYTES element overruns the data")
         chunk = bytes(raw[offset : offset + size])
         offset += size
         try:
@@ -173,7 +188,7 @@ def _decode_bytes_elements(raw: memoryview, count: int, name: str) -> list[Any]:
         except UnicodeDecodeError:
             out.append(chunk)  # not text: the guards will call it wrong_type
     if offset != end:
-        raise PayloadError(f"input {name!r}: {end - offset} bytes of binary data left over")
+        raise PayloadError(f"input {quoted(name)}: {end - offset} bytes of binary data left over")
     return out
 
 
@@ -186,27 +201,31 @@ def decode_tensor(tensor: RequestInput, binary: memoryview, offset: int) -> tupl
     """
     name, datatype = tensor.name, tensor.datatype
     if datatype not in DATATYPES:
-        raise PayloadError(f"input {name!r}: unknown datatype {datatype!r}")
+        raise PayloadError(f"input {quoted(name)}: unknown datatype {datatype!r}")
     if any(type(d) is not int or d < 0 for d in tensor.shape):
-        raise PayloadError(f"input {name!r}: shape {tensor.shape} must be non-negative whole numbers")
+        raise PayloadError(f"input {quoted(name)}: shape {shape_text(tensor.shape)} must be non-negative whole numbers")
     count = math.prod(tensor.shape)
     dtype = DATATYPES[datatype]
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None:
         if type(size) is not int or size < 0 or offset + size > len(binary):
-            raise PayloadError(f"input {name!r}: binary_data_size {size} does not fit the binary data")
+            raise PayloadError(f"input {quoted(name)}: binary_data_size {size} does not fit the binary data")
         raw = binary[offset : offset + size]
         offset += size
         if dtype is None:
             return _decode_bytes_elements(raw, count, name), offset
         if size != count * dtype.itemsize:
-            raise PayloadError(f"input {name!r}: {size} bytes of {datatype} where shape {tensor.shape} needs {count * dtype.itemsize}")
+            raise PayloadError(
+                f"input {quoted(name)}: {size} bytes of {datatype} where shape {shape_text(tensor.shape)} needs {count * dtype.itemsize}"
+            )
         return np.frombuffer(raw, dtype=dtype.newbyteorder("<")), offset
     if tensor.data is None:
-        raise PayloadError(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
+        raise PayloadError(f"input {quoted(name)} has neither 'data' nor a binary_data_size parameter")
     flat = _flatten(tensor.data)
     if len(flat) != count:
-        raise PayloadError(f"input {name!r}: {len(flat)} values where shape {tensor.shape} needs {count}")
+        raise PayloadError(
+            f"input {quoted(name)}: {len(flat)} values where shape {shape_text(tensor.shape)} needs {count}"
+        )
     if dtype is None:
         return flat, offset
     return _typed_json(flat, dtype, datatype, name), offset
@@ -229,7 +248,7 @@ def _typed_json(flat: list[Any], dtype: np.dtype[Any], datatype: str, name: str)
         allowed = {int, type(None)}
     if not kinds <= allowed:
         bad = sorted(k.__name__ for k in kinds - allowed)
-        raise PayloadError(f"input {name!r}: {datatype} data holds {', '.join(bad)} values")
+        raise PayloadError(f"input {quoted(name)}: {datatype} data holds {', '.join(bad)} values")
     if type(None) in kinds:
         return flat  # keep None as missing; the guards type the rest
     if datatype == "BOOL":
@@ -239,10 +258,12 @@ def _typed_json(flat: list[Any], dtype: np.dtype[Any], datatype: str, name: str)
     try:
         values = np.array(flat, dtype=np.int64 if dtype.kind == "i" else np.uint64)
     except OverflowError:
-        raise PayloadError(f"input {name!r}: a value is out of range for {datatype}") from None
+        raise PayloadError(f"input {quoted(name)}: a value is out of range for {datatype}") from None
     limits = np.iinfo(dtype)
     if values.size and (values.min() < limits.min or values.max() > limits.max):
-        raise PayloadError(f"input {name!r}: a value is out of range for {datatype} ({limits.min} to {limits.max})")
+        raise PayloadError(
+            f"input {quoted(name)}: a value is out of range for {datatype} ({limits.min} to {limits.max})"
+        )
     return values
 
 
