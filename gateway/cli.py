@@ -131,6 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         body_timeout_seconds=args.body_timeout,
         batching=",".join(args.batch) if args.batch else None,
         log_level=args.log_level,
+        workers=args.workers,
     )
     ModelRepository(settings.repository)  # fail fast, with one line, on a missing repository
     return serve(settings)
@@ -293,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME=MAX_ROWS:MAX_WAIT_MS",
         help="dynamic batching for a model ('*' for all), repeatable, e.g. digits=32:2 (default: off; DRIFTGATE_BATCHING)",
+    )
+    srv.add_argument(
+        "--workers", type=_positive_int, help="server processes sharing the port; metrics are the fleet's (default: 1; DRIFTGATE_WORKERS)"
     )
     srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default: info)")
     srv.set_defaults(handler=cmd_serve)

@@ -28,6 +28,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     host: str = "127.0.0.1"
     """Address to listen on. Loopback by default: a sidecar talks to its neighbour only."""
     port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Meta(ge=1, le=255)] = 1
+    """Server processes sharing the listening socket (``gateway.workers``); metrics and drift
+    are the fleet's at every worker, and feedback joins predictions of any worker. 1: one
+    process, no supervisor."""
     admin_token: str | None = None
     """Bearer token of the admin endpoints (registration, load, unload). Unset: they are off."""
     max_batch_rows: Annotated[int, Meta(ge=1)] = 4096

@@ -10,6 +10,11 @@ Readiness means: the initial load has finished, no load is under way at start-up
 the process is not draining. A version that fails to load is logged and listed with its
 reason (``GET /v2/repository/index``) but does not hold readiness back: one bad bundle in
 a shared repository must not take the models beside it out of service.
+
+As one worker of several (``driftgate serve --workers N``, given a ``WorkerContext``), the
+gateway keeps its prediction ring in the server's state folder (``SharedPredictionLog``)
+and publishes its monitoring state there, so that any worker reads the fleet's
+(``gateway.monitoring.fleet``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from gateway.batching import Batcher, parse_batching
 from gateway.errors import ModelNotFoundError, ModelNotReadyError
-from gateway.monitoring.feedback import PredictionLog
+from gateway.monitoring.feedback import PredictionLog, SharedPredictionLog
+from gateway.monitoring.fleet import Fleet, FleetRequestCounts, WorkerContext
 from gateway.monitoring.metrics import new_metrics_registry
 from gateway.monitoring.requests import RequestCounts
 from gateway.registry import ModelRegistry
@@ -28,6 +34,7 @@ from gateway.repository import ModelRepository
 
 if TYPE_CHECKING:
     from gateway.config import Settings
+    from gateway.monitoring.metrics import ModelMetrics
     from gateway.registry import LoadedModel
 
 __all__ = ["Gateway"]
@@ -38,21 +45,32 @@ log = logging.getLogger("driftgate")
 class Gateway:
     """State of one server process (see the module docstring)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: WorkerContext | None = None) -> None:
         self.settings = settings
         self.repository = ModelRepository(settings.repository)
         self.metrics_registry, self.collector = new_metrics_registry()
-        self.model_registry = ModelRegistry(
-            self.collector,
-            {
-                "window_rows": settings.drift_window_rows,
-                "window_seconds": settings.drift_window_seconds,
-                "feedback_window": settings.feedback_window,
-            },
-        )
+        self.worker = worker
+        self.fleet: Fleet | None = None
+        if worker is not None:
+            self.fleet = Fleet(worker, self.served_metrics, lambda: self.requests.counts)
+        monitor: dict[str, object] = {
+            "window_rows": settings.drift_window_rows,
+            "window_seconds": settings.drift_window_seconds,
+            "feedback_window": settings.feedback_window,
+        }
+        if self.fleet is not None:
+            monitor["fleet"] = self.fleet
+        self.model_registry = ModelRegistry(self.collector, monitor)
         self.collector.ready = lambda: self.ready
         self.collector.failures = lambda: [(f.name, f.version) for f in self.model_registry.failures()]
-        self.predictions = PredictionLog(settings.prediction_store_size, settings.prediction_ttl_seconds)
+        self.predictions: PredictionLog
+        if worker is not None:
+            self.predictions = SharedPredictionLog(
+                worker.folder, worker.server, worker.index, worker.workers,
+                settings.prediction_store_size, settings.prediction_ttl_seconds,
+            )  # fmt: skip
+        else:
+            self.predictions = PredictionLog(settings.prediction_store_size, settings.prediction_ttl_seconds)
         self.loaded = threading.Event()
         self.draining = False
         self.unloaded: set[str] = set()
@@ -62,6 +80,9 @@ class Gateway:
         self.batching = parse_batching(settings.batching)
         self.requests = RequestCounts()
         self.metrics_registry.register(self.requests)
+        if self.fleet is not None:  # /metrics counts the fleet's requests, not this worker's alone
+            self.metrics_registry.unregister(self.requests)
+            self.metrics_registry.register(FleetRequestCounts(self.fleet))
         self._batchers: dict[tuple[str, int], Batcher] = {}
 
     def batcher(self, model: LoadedModel) -> Batcher | None:
@@ -75,6 +96,10 @@ class Gateway:
             batcher = self._batchers[key] = Batcher(model.runtime, policy)
         return batcher
 
+    def served_metrics(self) -> list[ModelMetrics]:
+        """Every served version's metrics (what a worker publishes)."""
+        return [m.metrics for m in self.model_registry.models()]
+
     @property
     def ready(self) -> bool:
         return self.loaded.is_set() and not self.draining
@@ -83,11 +108,15 @@ class Gateway:
         """Load the repository in the background, then watch it."""
         self._thread = threading.Thread(target=self._run, name="driftgate-loader", daemon=True)
         self._thread.start()
+        if self.fleet is not None:
+            self.fleet.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.fleet is not None:
+            self.fleet.stop()  # the last publication: everything this worker counted
 
     def drain(self) -> None:
         """Fail readiness at once; in-flight requests go on to the end."""

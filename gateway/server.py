@@ -3,14 +3,20 @@
 On SIGTERM or SIGINT: readiness fails at once (``Gateway.drain``), the listening socket
 closes, requests already accepted run to the end (bounded by ``drain_seconds``), and the
 process exits 0. That is what Kubernetes expects of a pod being replaced.
+
+With ``workers > 1`` the process is a supervisor instead (``gateway.workers``): it binds
+the socket and runs this same server in each worker process, on that socket. With one
+worker (the default) nothing of that exists: this process is the server.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -19,13 +25,22 @@ from gateway.http.app import create_app
 from gateway.http.protocol import deadline_protocol
 from gateway.lifecycle import Gateway
 
+if TYPE_CHECKING:
+    from gateway.monitoring.fleet import WorkerContext
+
 __all__ = ["serve"]
 
 
 class _DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+    def __init__(self, config: uvicorn.Config, gateway: Gateway, on_started: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.gateway = gateway
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.gateway.drain()
@@ -36,12 +51,27 @@ class _DrainingServer(uvicorn.Server):
             self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
-def serve(settings: Settings) -> int:
-    """Serve until SIGTERM/SIGINT. Returns the process exit code."""
+def serve(
+    settings: Settings,
+    *,
+    worker: WorkerContext | None = None,
+    sockets: list[socket.socket] | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT. Returns the process exit code.
+
+    ``settings.workers > 1``: supervise that many worker processes (``gateway.workers``).
+    ``worker``, ``sockets`` and ``on_started`` are how the supervisor runs one of them: on
+    its socket, with its slot of the state folder, telling it once it is serving.
+    """
+    if settings.workers > 1 and worker is None:
+        from gateway.workers import supervise
+
+        return supervise(settings)
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, worker)
     app = create_app(settings, gateway)
     config = uvicorn.Config(
         app,
@@ -56,6 +86,6 @@ def serve(settings: Settings) -> int:
         server_header=False,
         http=deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
     )
-    server = _DrainingServer(config, gateway)
-    server.run()
+    server = _DrainingServer(config, gateway, on_started)
+    server.run(sockets=sockets)
     return 0 if server.started else 3

@@ -184,16 +184,17 @@ def record_feedback(model_registry: ModelRegistry, log: PredictionLog, name: str
     """Join ground truth to earlier predictions and update the online metrics.
 
     Ids that are unknown, expired or whose truth is not a valid label/value are counted
-    and reported; they never fail the batch.
+    and reported; they never fail the batch. With several workers, ``log.join`` finds each
+    id in the ring of the worker that predicted it.
     """
     default = model_registry.get(name)
-    slots, versions, status = log.lookup(name, [item.id for item in items])
+    versions, predicted_labels, predicted_values, status = log.join(name, [item.id for item in items])
     output = default.spec.output
     classification = output is not None and output.task == "classification"
     label_index = {label: i for i, label in enumerate(output.labels)} if classification and output else {}
     counts = {"matched": 0, "unknown_id": 0, "expired": 0, "invalid": 0}
     invalid: list[dict[str, Any]] = []
-    matched_items: list[tuple[int, int, float]] = []  # (slot position, version, truth)
+    matched_items: list[tuple[int, int, float]] = []  # (position among the matched, version, truth)
     position = 0
     for i, (item, state) in enumerate(zip(items, status, strict=True)):
         if state != "matched":
@@ -218,7 +219,7 @@ def record_feedback(model_registry: ModelRegistry, log: PredictionLog, name: str
         counts["matched"] += 1
     by_version: dict[int, list[tuple[int, float]]] = {}
     for slot_pos, version, truth in matched_items:
-        by_version.setdefault(version, []).append((int(slots[slot_pos]), truth))
+        by_version.setdefault(version, []).append((slot_pos, truth))
     for version, pairs in by_version.items():
         try:
             target = model_registry.get(name, version)
@@ -229,9 +230,9 @@ def record_feedback(model_registry: ModelRegistry, log: PredictionLog, name: str
         metrics = target.metrics
         with metrics.lock:
             if classification:
-                metrics.feedback.add(correct=log.labels[index] == truth.astype(np.int32))
+                metrics.feedback.add(correct=predicted_labels[index] == truth.astype(np.int32))
             else:
-                metrics.feedback.add(errors=log.values[index] - truth)
+                metrics.feedback.add(errors=predicted_values[index] - truth)
             metrics.feedback_counts["matched"] += len(pairs)
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "invalid"):

@@ -22,16 +22,23 @@ Statistics (computed at scrape or ``/monitor`` time, from the totals):
 
 The same formula, fed with the exported raw bin counts and baseline shares, is what the
 fleet-wide Prometheus recording rule computes (``deploy/prometheus/rules.yml``).
+
+With several workers each keeps its own window; ``DriftState`` is a window as numbers,
+which a worker publishes (``gateway.monitoring.fleet``), and ``window_statistics`` computes
+the statistics of the sum of several workers' windows: the fleet's window is every
+worker's last ``window_rows`` rows (or every worker's last ``window_seconds``).
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
 from gateway.spec import BooleanFeature, CategoryFeature, FeatureSpec, HistogramBaseline
@@ -39,7 +46,17 @@ from gateway.spec import BooleanFeature, CategoryFeature, FeatureSpec, Histogram
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["CHUNKS", "MIN_ROWS", "PSI_FLOOR", "DriftWindow", "Segment", "psi"]
+__all__ = [
+    "CHUNKS",
+    "MIN_ROWS",
+    "PSI_FLOOR",
+    "DriftState",
+    "DriftWindow",
+    "Segment",
+    "estimate_accuracy",
+    "psi",
+    "window_statistics",
+]
 
 PSI_FLOOR = 1e-4
 """Shares are floored at 1e-4 before PSI: an empty bin then adds a bounded term (about
@@ -88,9 +105,32 @@ class Segment:
         missing_bin / unseen_bin: index within the segment, or -1.
     """
 
-    __slots__ = ("baseline", "edges", "edges_list", "kind", "labels", "missing_bin", "name", "offset", "size", "unseen_bin", "value_bins")
+    __slots__ = (
+        "baseline",
+        "edges",
+        "edges_list",
+        "kind",
+        "labels",
+        "missing_bin",
+        "name",
+        "offset",
+        "size",
+        "unseen_bin",
+        "value_bins",
+    )
 
-    def __init__(self, name: str, kind: str, offset: int, labels: list[str], counts: Sequence[float], *, edges: Sequence[float] = (), missing_bin: int = -1, unseen_bin: int = -1) -> None:
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        offset: int,
+        labels: list[str],
+        counts: Sequence[float],
+        *,
+        edges: Sequence[float] = (),
+        missing_bin: int = -1,
+        unseen_bin: int = -1,
+    ) -> None:
         self.name = name
         self.kind = kind
         self.offset = offset
@@ -141,7 +181,7 @@ class Segment:
 
 def _histogram_segment(name: str, offset: int, hist: HistogramBaseline) -> Segment:
     edges = list(hist.edges)
-    labels = [f"[{a:g},{b:g})" for a, b in zip(edges, edges[1:], strict=False)]
+    labels = [f"[{a:g},{b:g})" for a, b in itertools.pairwise(edges)]
     return Segment(name, "histogram", offset, labels, hist.counts, edges=edges)
 
 
@@ -161,14 +201,36 @@ def build_segments(spec: FeatureSpec) -> list[Segment]:
             continue
         if isinstance(f, CategoryFeature):
             labels = [*f.categories, "_unseen", "_missing"]
-            add(Segment(f.name, "category", offset, labels, [*b.counts, 0, b.missing], unseen_bin=len(f.categories), missing_bin=len(f.categories) + 1))
+            add(
+                Segment(
+                    f.name,
+                    "category",
+                    offset,
+                    labels,
+                    [*b.counts, 0, b.missing],
+                    unseen_bin=len(f.categories),
+                    missing_bin=len(f.categories) + 1,
+                )
+            )
         elif isinstance(f, BooleanFeature):
-            add(Segment(f.name, "boolean", offset, ["false", "true", "_missing"], [*b.counts, b.missing], missing_bin=2))
+            add(
+                Segment(f.name, "boolean", offset, ["false", "true", "_missing"], [*b.counts, b.missing], missing_bin=2)
+            )
         else:
             edges = list(b.edges)
             bounds = ["-inf", *(f"{e:g}" for e in edges)]
             labels = [f"[{lo},{hi})" for lo, hi in zip(bounds, [*(f"{e:g}" for e in edges), "inf"], strict=True)]
-            add(Segment(f.name, "numeric", offset, [*labels, "_missing"], [*b.counts, b.missing], edges=edges, missing_bin=len(edges) + 1))
+            add(
+                Segment(
+                    f.name,
+                    "numeric",
+                    offset,
+                    [*labels, "_missing"],
+                    [*b.counts, b.missing],
+                    edges=edges,
+                    missing_bin=len(edges) + 1,
+                )
+            )
     out = spec.output
     if out is not None and out.baseline is not None:
         if out.task == "classification" and out.baseline.class_counts is not None:
@@ -198,7 +260,7 @@ class _BatchBinner:
         self.numeric_missing = {s.name: (j, s.missing_bin) for j, s in enumerate(numeric)}
         self.coded = [s.name for s in coded]
         self.coded_offsets = np.array([s.offset for s in coded], dtype=np.intp)
-        self.coded_unseen = np.array([s.unseen_bin if s.unseen_bin >= 0 else 0 for s in coded], dtype=np.intp)
+        self.coded_unseen = np.array([max(s.unseen_bin, 0) for s in coded], dtype=np.intp)
         self.coded_missing = {s.name: (j, s.missing_bin) for j, s in enumerate(coded)}
 
     def flat_bins(self, columns: dict[str, Any], imputed: dict[str, Any]) -> list[NDArray[np.intp]]:
@@ -231,6 +293,42 @@ def _outs(part: slice, *arrays: Any) -> tuple[Any, ...]:
     return tuple(None if a is None else a[part] for a in arrays)
 
 
+class DriftState(msgspec.Struct, kw_only=True):
+    """A ``DriftWindow`` as numbers: what a worker publishes, and what a restarted worker
+    continues from. The arrays are int64 (counts) and float64 (confidence sums)."""
+
+    counts: Any
+    """``(CHUNKS, bins)`` live bin counts per chunk."""
+    rows: Any
+    """``(CHUNKS,)`` rows per chunk."""
+    confidence_sum: Any
+    """``(CHUNKS,)`` top-class probability sum per chunk."""
+    current: int
+    total: Any
+    """``(bins,)`` the chunks' sum: the window."""
+    total_rows: int
+    total_confidence: float
+    slice_elapsed: float = 0.0
+    """Time mode: seconds since the current chunk's slice began, when exported."""
+
+
+def window_statistics(
+    segments: Sequence[Segment], total: NDArray[np.int64], total_rows: int
+) -> dict[str, dict[str, float]]:
+    """Segment name -> its statistics of a window's ``total`` bin counts; empty below ``MIN_ROWS``."""
+    if total_rows < MIN_ROWS:
+        return {}
+    return {s.name: s.stats(total[s.offset : s.offset + s.size]) for s in segments}
+
+
+def estimate_accuracy(total_rows: int, total_confidence: float, has_confidence: bool) -> float | None:
+    """Confidence-based performance estimate (as NannyML's CBPE): for a calibrated
+    classifier, the expected accuracy of a window is its mean top-class probability."""
+    if total_rows < MIN_ROWS or not has_confidence and total_confidence == 0:
+        return None
+    return total_confidence / total_rows if total_rows else None
+
+
 class DriftWindow:
     """The sliding window of one model version (see the module docstring).
 
@@ -241,7 +339,13 @@ class DriftWindow:
         clock: seconds, monotonic (injected for tests).
     """
 
-    def __init__(self, spec: FeatureSpec, window_rows: int | None = 10_000, window_seconds: float | None = None, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        window_rows: int | None = 10_000,
+        window_seconds: float | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
         if (window_rows is None) == (window_seconds is None):
             raise ValueError("give exactly one of window_rows and window_seconds")
         self.segments = build_segments(spec)
@@ -327,7 +431,9 @@ class DriftWindow:
                 cut = slice(0, room)
                 self._count(_take(columns, cut), _take(imputed, cut), room, *_outs(cut, classes, confidence, values))
                 rest = slice(room, n)
-                self.observe(_take(columns, rest), _take(imputed, rest), n - room, *_outs(rest, classes, confidence, values))
+                self.observe(
+                    _take(columns, rest), _take(imputed, rest), n - room, *_outs(rest, classes, confidence, values)
+                )
                 return
         elif advance:
             self._advance()
@@ -363,7 +469,11 @@ class DriftWindow:
                 out = outputs.get(s.name)
                 if out is not None:
                     parts.append(s.offset + s.bin_batch(np.asarray(out)))
-            counts = np.bincount(np.concatenate(parts), minlength=self.size) if parts else np.zeros(self.size, dtype=np.int64)
+            counts = (
+                np.bincount(np.concatenate(parts), minlength=self.size)
+                if parts
+                else np.zeros(self.size, dtype=np.int64)
+            )
             self.counts[self.current] += counts
             self.total += counts
         self.rows[self.current] += n
@@ -381,13 +491,54 @@ class DriftWindow:
     def statistics(self) -> dict[str, dict[str, float]]:
         """Segment name -> its statistics; empty until the window holds ``MIN_ROWS`` rows."""
         self.catch_up()
-        if self.total_rows < MIN_ROWS:
-            return {}
-        return {s.name: s.stats(self.live_counts(s)) for s in self.segments}
+        return window_statistics(self.segments, self.total, self.total_rows)
 
     def estimated_accuracy(self) -> float | None:
-        """Confidence-based performance estimate (as NannyML's CBPE): for a calibrated
-        classifier, the expected accuracy of the window is its mean top-class probability."""
-        if self.total_rows < MIN_ROWS or "_confidence" not in self.by_name and self.total_confidence == 0:
-            return None
-        return self.total_confidence / self.total_rows if self.total_rows else None
+        """Confidence-based performance estimate (see ``estimate_accuracy``)."""
+        return estimate_accuracy(self.total_rows, self.total_confidence, "_confidence" in self.by_name)
+
+    # -- state: publishing, merging, taking over --
+
+    def export(self) -> DriftState:
+        """The window as numbers (copies; the caller holds the metrics lock)."""
+        elapsed = self.clock() - self.started if self.window_seconds is not None else 0.0
+        return DriftState(
+            counts=self.counts.copy(),
+            rows=self.rows.copy(),
+            confidence_sum=self.confidence_sum.copy(),
+            current=self.current,
+            total=self.total.copy(),
+            total_rows=self.total_rows,
+            total_confidence=self.total_confidence,
+            slice_elapsed=elapsed,
+        )
+
+    def restore(self, state: DriftState, age: float = 0.0) -> None:
+        """Continue from ``state``, exported ``age`` seconds ago (a restarted worker takes
+        over its predecessor's window; a time window then retires what has aged out)."""
+        if np.shape(state.counts) != self.counts.shape:
+            return  # another spec's layout: start empty
+        self.counts[:] = state.counts
+        self.rows[:] = state.rows
+        self.confidence_sum[:] = state.confidence_sum
+        self.current = int(state.current) % CHUNKS
+        self.total[:] = state.total
+        self.total_rows = int(state.total_rows)
+        self.total_confidence = float(state.total_confidence)
+        if self.window_seconds is not None:
+            self.started = self.clock() - float(state.slice_elapsed) - max(age, 0.0)
+            self.catch_up()
+
+    @staticmethod
+    def merged(states: Sequence[DriftState]) -> DriftState:
+        """Several workers' windows as one: the sums. Only the totals mean anything (the
+        workers' chunks do not line up); a merged state is read, never slid."""
+        return DriftState(
+            counts=sum(s.counts for s in states),
+            rows=sum(s.rows for s in states),
+            confidence_sum=sum(s.confidence_sum for s in states),
+            current=0,
+            total=sum(s.total for s in states),
+            total_rows=sum(int(s.total_rows) for s in states),
+            total_confidence=sum(float(s.total_confidence) for s in states),
+        )

@@ -4,7 +4,11 @@
 ground truth sent later (``POST /v1/models/{name}/feedback``) can be joined to it.
 
 - An id is ``<process prefix>-<counter in hex>``. The prefix is random per process, so
-  ids never collide across restarts or replicas; the counter grows by one per row.
+  ids never collide across restarts or replicas; the counter grows by one per row. With
+  several workers (``driftgate serve --workers N``) the prefix is a random server part and
+  the worker's index, and each worker's ring lives in a shared memory-mapped file
+  (``SharedPredictionLog``), so feedback sent to any worker finds a prediction made by any
+  other: the prefix names the ring to look in.
 - The store is a ring of fixed-size numpy arrays indexed by ``counter % capacity``:
   recording a batch is one vectorised write, memory is fixed at start
   (``capacity * ENTRY_BYTES``), and an id is *expired* once ``capacity`` newer rows have
@@ -21,8 +25,11 @@ import os
 import re
 import threading
 import time
+import zlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
 if TYPE_CHECKING:
@@ -30,7 +37,7 @@ if TYPE_CHECKING:
 
 _HEX = re.compile(r"[1-9a-f][0-9a-f]{0,15}")
 
-__all__ = ["DEFAULT_CAPACITY", "ENTRY_BYTES", "FeedbackWindow", "PredictionLog"]
+__all__ = ["DEFAULT_CAPACITY", "ENTRY_BYTES", "FeedbackState", "FeedbackWindow", "PredictionLog", "SharedPredictionLog"]
 
 DEFAULT_CAPACITY = 1 << 20
 """About a million recent predictions (36 MiB): a day of traffic at 12 rows/s, or the last
@@ -41,11 +48,44 @@ ENTRY_BYTES = 8 + 4 + 4 + 8 + 8 + 4
 version (int32)."""
 
 
+HEADER_BYTES = 64
+"""A shared ring file starts with a header: the highest counter issued (int64), then padding."""
+
+
+def model_key(model: str) -> int:
+    """The model's key in the ring: the same in every process (a CRC-32 of the name, never 0)."""
+    return (zlib.crc32(model.encode()) & 0x7FFFFFFF) or 1
+
+
+def ring_file_bytes(capacity: int) -> int:
+    """Size of a shared ring file of ``capacity`` predictions."""
+    return HEADER_BYTES + capacity * ENTRY_BYTES
+
+
+def _ring_views(buffer: Any, capacity: int) -> dict[str, Any]:
+    """The six arrays of a ring laid out in one buffer after the header (8-byte fields first)."""
+    views: dict[str, Any] = {}
+    offset = HEADER_BYTES
+    for name, dtype in (("counters", np.int64), ("values", np.float64), ("times", np.float64),
+                        ("models", np.int32), ("versions", np.int32), ("labels", np.int32)):  # fmt: skip
+        views[name] = np.ndarray(capacity, dtype=dtype, buffer=buffer, offset=offset)
+        offset += capacity * np.dtype(dtype).itemsize
+    views["header"] = np.ndarray(1, dtype=np.int64, buffer=buffer, offset=0)
+    return views
+
+
 class PredictionLog:
     """Ids and the ring of recent predictions (see the module docstring)."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, ttl_seconds: float = 7 * 86400, clock: Any = time.time) -> None:
-        self.prefix = os.urandom(4).hex()
+    def __init__(
+        self,
+        capacity: int = DEFAULT_CAPACITY,
+        ttl_seconds: float = 7 * 86400,
+        clock: Any = time.time,
+        *,
+        prefix: str | None = None,
+    ) -> None:
+        self.prefix = prefix if prefix is not None else os.urandom(4).hex()
         self._id_format = (self.prefix + "-%x").__mod__
         self.capacity = capacity
         self.ttl_seconds = ttl_seconds
@@ -54,13 +94,16 @@ class PredictionLog:
         self.issued = 0
         """The highest counter handed out so far."""
         self._lock = threading.Lock()
+        self._allocate(capacity)
+        self._model_keys: dict[str, int] = {}
+
+    def _allocate(self, capacity: int) -> None:
         self.counters = np.full(capacity, -1, dtype=np.int64)
         self.models = np.zeros(capacity, dtype=np.int32)
         self.versions = np.zeros(capacity, dtype=np.int32)
         self.labels = np.zeros(capacity, dtype=np.int32)
         self.values = np.zeros(capacity, dtype=np.float64)
         self.times = np.zeros(capacity, dtype=np.float64)
-        self._model_keys: dict[str, int] = {}
 
     @property
     def nbytes(self) -> int:
@@ -69,10 +112,12 @@ class PredictionLog:
     def _key(self, model: str) -> int:
         key = self._model_keys.get(model)
         if key is None:
-            key = self._model_keys.setdefault(model, len(self._model_keys) + 1)
+            key = self._model_keys.setdefault(model, model_key(model))
         return key
 
-    def record(self, model: str, version: int, n: int, labels: NDArray[np.intp] | None, values: NDArray[np.float32] | None) -> list[str]:
+    def record(
+        self, model: str, version: int, n: int, labels: NDArray[np.intp] | None, values: NDArray[np.float32] | None
+    ) -> list[str]:
         """Remember a predicted batch; returns its ``n`` new ids."""
         with self._lock:
             first = next(self._counter)
@@ -92,7 +137,9 @@ class PredictionLog:
             return [f"{self.prefix}-{first:x}"]
         start = first % self.capacity
         # a contiguous run of slots (the usual case) is written with slices, not fancy indexing
-        slots: slice | NDArray[np.int64] = slice(start, start + n) if start + n <= self.capacity else np.arange(first, first + n) % self.capacity
+        slots: slice | NDArray[np.int64] = (
+            slice(start, start + n) if start + n <= self.capacity else np.arange(first, first + n) % self.capacity
+        )
         self.counters[slots] = np.arange(first, first + n, dtype=np.int64)
         self.models[slots] = self._key(model)
         self.versions[slots] = version
@@ -106,7 +153,7 @@ class PredictionLog:
     def lookup(self, model: str, ids: list[Any]) -> tuple[NDArray[np.intp], NDArray[np.int32], list[str]]:
         """Find ids of ``model``. Returns (slots of the found ids, their versions, and per
         id its status: ``matched``, ``unknown_id`` or ``expired``)."""
-        key = self._model_keys.get(model, -1)
+        key = model_key(model)
         prefix = self.prefix + "-"
         now = self.clock()
         status: list[str] = []
@@ -134,6 +181,136 @@ class PredictionLog:
             slots.append(slot)
         index = np.asarray(slots, dtype=np.intp)
         return index, self.versions[index], status
+
+    def join(
+        self, model: str, ids: list[Any]
+    ) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.float64], list[str]]:
+        """Find ids of ``model``: (versions, labels and values of the matched ids, in order;
+        and per id its status, as ``lookup``)."""
+        slots, versions, status = self.lookup(model, ids)
+        return versions, self.labels[slots], self.values[slots], status
+
+
+class SharedPredictionLog(PredictionLog):
+    """A ``PredictionLog`` whose ring is a memory-mapped file, one per worker of a server.
+
+    ``folder`` holds ``predictions-<worker>.bin`` for every worker (created, zero-filled and
+    sized by the supervisor, so a zero counter marks an empty slot). This worker writes its
+    own file; ``join`` reads another worker's ring when an id's prefix names that worker,
+    mapping its file read-only on first use. A prediction is in the shared page cache before
+    its id is answered, so feedback can never outrun it. A worker restarted in the same slot
+    maps the same file and continues from the counter in its header: earlier ids stay joinable.
+
+    Ids are ``<server part (6 hex)><worker (2 hex)>-<counter>``.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        server: str,
+        worker: int,
+        workers: int,
+        capacity: int = DEFAULT_CAPACITY,
+        ttl_seconds: float = 7 * 86400,
+        clock: Any = time.time,
+        *,
+        writable: bool = True,
+    ) -> None:
+        self.folder = Path(folder)
+        self.server = server
+        self.worker = worker
+        self.workers = workers
+        self._writable = False
+        self._mmap = np.memmap(
+            self.path(worker), dtype=np.uint8, mode="r+" if writable else "r", shape=(ring_file_bytes(capacity),)
+        )
+        self._views = _ring_views(self._mmap, capacity)
+        previous = int(self._views["header"][0])
+        super().__init__(capacity, ttl_seconds, clock, prefix=f"{server}{worker:02x}")
+        self._writable = writable
+        self._counter = itertools.count(previous + 1)
+        self._peers: dict[str, SharedPredictionLog] = {}
+
+    def path(self, worker: int) -> Path:
+        return self.folder / f"predictions-{worker}.bin"
+
+    def _allocate(self, capacity: int) -> None:
+        for name in ("counters", "models", "versions", "labels", "values", "times"):
+            setattr(self, name, self._views[name])
+
+    @property  # type: ignore[override]
+    def issued(self) -> int:
+        """The highest counter handed out so far, kept in the file's header for other workers."""
+        return int(self._views["header"][0])
+
+    @issued.setter
+    def issued(self, value: int) -> None:
+        if self._writable:
+            self._views["header"][0] = value
+
+    def _peer(self, prefix: str) -> PredictionLog | None:
+        """The ring that issued ids with ``prefix``: this one, another worker's, or None."""
+        if prefix == self.prefix:
+            return self
+        peer = self._peers.get(prefix)
+        if peer is None and len(prefix) == len(self.prefix) and prefix.startswith(self.server):
+            try:
+                worker = int(prefix[len(self.server) :], 16)
+            except ValueError:
+                return None
+            if not 0 <= worker < self.workers or not self.path(worker).exists():
+                return None
+            peer = SharedPredictionLog(
+                self.folder,
+                self.server,
+                worker,
+                self.workers,
+                self.capacity,
+                self.ttl_seconds,
+                self.clock,
+                writable=False,
+            )
+            self._peers[prefix] = peer
+        return peer
+
+    def join(
+        self, model: str, ids: list[Any]
+    ) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.float64], list[str]]:
+        """As ``PredictionLog.join``, looking each id up in the ring of the worker that issued it."""
+        groups: dict[int, tuple[PredictionLog, list[int]]] = {}
+        status = ["unknown_id"] * len(ids)
+        for i, pid in enumerate(ids):
+            head = pid.partition("-")[0] if isinstance(pid, str) else ""
+            log = self._peer(head)
+            if log is not None:
+                groups.setdefault(id(log), (log, []))[1].append(i)
+        found: list[tuple[int, int, int, float]] = []  # (position, version, label, value)
+        for log, positions in groups.values():
+            slots, versions, states = log.lookup(model, [ids[i] for i in positions])
+            labels, values = log.labels[slots], log.values[slots]
+            k = 0
+            for i, state in zip(positions, states, strict=True):
+                status[i] = state
+                if state == "matched":
+                    found.append((i, int(versions[k]), int(labels[k]), float(values[k])))
+                    k += 1
+        found.sort()
+        return (
+            np.asarray([f[1] for f in found], dtype=np.int32),
+            np.asarray([f[2] for f in found], dtype=np.int32),
+            np.asarray([f[3] for f in found], dtype=np.float64),
+            status,
+        )
+
+
+class FeedbackState(msgspec.Struct, kw_only=True):
+    """A ``FeedbackWindow`` as numbers (what a worker publishes; see ``gateway.monitoring.fleet``)."""
+
+    chunks: Any
+    """``(CHUNKS, 4)`` float64: rows, correct, absolute error sum, squared error sum per chunk."""
+    total: Any
+    """``(4,)`` float64: the chunks' sum."""
+    current: int
 
 
 class FeedbackWindow:
@@ -170,6 +347,31 @@ class FeedbackWindow:
             self.chunks[self.current] += part
             self.total += part
             done += take
+
+    def export(self) -> FeedbackState:
+        return FeedbackState(chunks=self.chunks.copy(), total=self.total.copy(), current=self.current)
+
+    def restore(self, state: FeedbackState) -> None:
+        """Continue from ``state`` (a restarted worker takes over its predecessor's window)."""
+        if np.shape(state.chunks) == self.chunks.shape:
+            self.chunks[:] = state.chunks
+            self.total[:] = state.total
+            self.current = int(state.current) % self.CHUNKS
+
+    @classmethod
+    def merged(cls, states: list[FeedbackState]) -> FeedbackState:
+        """Several workers' windows as one: their sums (only the totals are meaningful)."""
+        return FeedbackState(chunks=sum(s.chunks for s in states), total=sum(s.total for s in states), current=0)
+
+    @classmethod
+    def of(cls, state: FeedbackState) -> FeedbackWindow:
+        """A read-only window over ``state`` (for accuracy, MAE and RMSE of merged states)."""
+        window = cls.__new__(cls)
+        window.chunk_size = 0
+        window.chunks = state.chunks
+        window.total = state.total
+        window.current = state.current
+        return window
 
     @property
     def rows(self) -> int:

@@ -11,20 +11,28 @@ can make up (an unknown field, an unknown model) is folded into one fixed label 
 
 Rule: a NaN or infinite observation is counted in ``driftgate_nonfinite_observations_total``
 and never enters a histogram's sum, so one bad value cannot poison the series.
+
+Several workers (``driftgate serve --workers N``): every reader (``/metrics``, ``/monitor``)
+reads a ``MetricsView``, the sum of this worker's live state and the state every other
+worker last published (``MetricsState``, see ``gateway.monitoring.fleet``). Sums of
+cumulative counts are what Prometheus expects of one target; each count comes from
+exactly one worker, so no row is counted twice, and a published state only ever grows.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from gateway.monitoring.drift import PSI_FLOOR, DriftWindow
-from gateway.monitoring.feedback import FeedbackWindow
+from gateway.monitoring.drift import PSI_FLOOR, DriftState, DriftWindow, estimate_accuracy, window_statistics
+from gateway.monitoring.feedback import FeedbackState, FeedbackWindow
 from gateway.violations import REASONS
 
 if TYPE_CHECKING:
@@ -41,18 +49,39 @@ __all__ = [
     "UNKNOWN_FEATURE_LABEL",
     "BatchHistogram",
     "GatewayCollector",
+    "HistogramState",
+    "MetricsState",
+    "MetricsView",
     "ModelMetrics",
+    "merge_states",
 ]
 
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 """Top-class probability buckets when the spec records no confidence baseline: tenths,
 the edges the bundled examples record their training-side confidence with."""
 
-LATENCY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+LATENCY_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
 """Seconds per stage: our stages take microseconds, so the buckets start at 10 us rather
 than prometheus_client's default 5 ms."""
 
 STAGES = ("validate", "transform", "infer", "monitor")
+LATENCY_BOUNDS = np.asarray(LATENCY_BUCKETS, dtype=np.float64)
 FEEDBACK_OUTCOMES = ("matched", "unknown_id", "expired", "invalid")
 PENDING_REQUESTS = 64
 PENDING_ROWS = 512
@@ -88,7 +117,7 @@ class BatchHistogram:
         self.total += float(values.sum())
 
     def observe(self, value: float) -> None:
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             self.nonfinite += 1
             return
         self.counts[int(np.searchsorted(self.bounds, value, side="left"))] += 1
@@ -98,6 +127,90 @@ class BatchHistogram:
         cumulative = np.cumsum(self.counts).tolist()
         labels = [repr(float(b)) for b in self.bounds.tolist()] + ["+Inf"]
         return list(zip(labels, cumulative, strict=True))
+
+    def export(self) -> HistogramState:
+        return HistogramState(self.counts.copy(), self.total, self.nonfinite)
+
+    def restore(self, state: HistogramState) -> None:
+        if np.shape(state.counts) == self.counts.shape:
+            self.counts[:] = state.counts
+            self.total = float(state.total)
+            self.nonfinite = int(state.nonfinite)
+
+    @classmethod
+    def of(cls, bounds: NDArray[np.float64], state: HistogramState) -> BatchHistogram:
+        """A histogram with ``bounds`` holding ``state`` (to read a merged state)."""
+        hist = cls.__new__(cls)
+        hist.bounds = bounds
+        hist.counts = np.asarray(state.counts, dtype=np.int64)
+        hist.total = float(state.total)
+        hist.nonfinite = int(state.nonfinite)
+        return hist
+
+
+class HistogramState(msgspec.Struct, array_like=True):
+    counts: Any
+    """int64 count per bucket, the last one above every bound."""
+    total: float
+    nonfinite: int
+
+
+class MetricsState(msgspec.Struct, kw_only=True):
+    """Everything a ``ModelMetrics`` has counted, as numbers: what one worker publishes,
+    what a restarted worker continues from, and (``merge_states``) the sum of several."""
+
+    rows: dict[str, int]
+    flagged_rows: int
+    clipped_rows: int
+    review_rows: int
+    violations: Any
+    """``(features + 1, reasons)`` int64; the last row is ``unknown_feature``."""
+    class_counts: Any
+    confidence: HistogramState
+    margin: HistogramState
+    entropy: HistogramState
+    values: HistogramState
+    stages: dict[str, HistogramState]
+    feedback_counts: dict[str, int]
+    drift: DriftState
+    feedback: FeedbackState
+
+
+def merge_states(states: Sequence[MetricsState]) -> MetricsState:
+    """The sum of several workers' states of one model version (a view for reading: the
+    drift and feedback windows are summed totals, see ``DriftWindow.merged``)."""
+    if len(states) == 1:
+        return states[0]
+
+    def hist(pick: Callable[[MetricsState], HistogramState]) -> HistogramState:
+        parts = [pick(s) for s in states]
+        return HistogramState(
+            sum(p.counts for p in parts), sum(p.total for p in parts), sum(p.nonfinite for p in parts)
+        )
+
+    def counts(pick: Callable[[MetricsState], dict[str, int]]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in states:
+            for key, value in pick(s).items():
+                out[key] = out.get(key, 0) + value
+        return out
+
+    return MetricsState(
+        rows=counts(lambda s: s.rows),
+        flagged_rows=sum(s.flagged_rows for s in states),
+        clipped_rows=sum(s.clipped_rows for s in states),
+        review_rows=sum(s.review_rows for s in states),
+        violations=sum(s.violations for s in states),
+        class_counts=sum(s.class_counts for s in states),
+        confidence=hist(lambda s: s.confidence),
+        margin=hist(lambda s: s.margin),
+        entropy=hist(lambda s: s.entropy),
+        values=hist(lambda s: s.values),
+        stages={stage: hist(lambda s, stage=stage: s.stages[stage]) for stage in states[0].stages},
+        feedback_counts=counts(lambda s: s.feedback_counts),
+        drift=DriftWindow.merged([s.drift for s in states]),
+        feedback=FeedbackWindow.merged([s.feedback for s in states]),
+    )
 
 
 class ModelMetrics:
@@ -111,6 +224,7 @@ class ModelMetrics:
         window_rows: int | None = 10_000,
         window_seconds: float | None = None,
         feedback_window: int = 10_000,
+        fleet: Any = None,
     ) -> None:
         self.model = model
         self.version = str(version)
@@ -129,7 +243,9 @@ class ModelMetrics:
         self.confidence = BatchHistogram(_confidence_bounds(spec))
         self.margin = BatchHistogram(CONFIDENCE_BUCKETS)
         self.entropy = BatchHistogram(CONFIDENCE_BUCKETS)
-        self.drift = DriftWindow(spec, window_rows=None if window_seconds else window_rows, window_seconds=window_seconds)
+        self.drift = DriftWindow(
+            spec, window_rows=None if window_seconds else window_rows, window_seconds=window_seconds
+        )
         self.class_counts = np.zeros(len(self.labels), dtype=np.int64)
         self.values = BatchHistogram(_value_bounds(spec))
         self.stages = {stage: BatchHistogram(LATENCY_BUCKETS) for stage in STAGES}
@@ -139,6 +255,13 @@ class ModelMetrics:
         self._pending: list[tuple[int, Any, Any, dict[str, Any], dict[str, Any]]] = []
         self._pending_rows = 0
         self._pending_times: list[tuple[float, float, float, float]] = []
+        self.fleet = fleet
+        """With several workers, a ``gateway.monitoring.fleet.Fleet``: where the other workers'
+        states are read, and this worker's predecessor's state is taken over from."""
+        if fleet is not None:
+            inherited = fleet.inherit(model, self.version)
+            if inherited is not None:
+                self.restore(*inherited)
 
     def count_rejected(self, rejected_rows: int, violations: Sequence[Violation]) -> None:
         with self.lock:
@@ -224,12 +347,14 @@ class ModelMetrics:
             # one-row requests: each column's values are Python scalars in one-item lists
             columns = {name: np.array([p[3][name][0] for p in pending]) for name in first[3]}
             imputed = {
-                name: np.array([name in p[4] for p in pending], dtype=np.bool_) for name in {k for p in pending for k in p[4]}
+                name: np.array([name in p[4] for p in pending], dtype=np.bool_)
+                for name in {k for p in pending for k in p[4]}
             }
         else:
             columns = {name: np.concatenate([np.asarray(p[3][name]) for p in pending]) for name in first[3]}
             imputed = {
-                name: np.concatenate([_mask(p[4].get(name), p[0]) for p in pending]) for name in {k for p in pending for k in p[4]}
+                name: np.concatenate([_mask(p[4].get(name), p[0]) for p in pending])
+                for name in {k for p in pending for k in p[4]}
             }
         probabilities = np.concatenate([p[1] for p in pending]) if first[1] is not None else None
         values = np.concatenate([p[2] for p in pending]) if first[2] is not None else None
@@ -260,6 +385,101 @@ class ModelMetrics:
         self._flush_rows()
         self._flush_times()
         self.drift.catch_up()
+
+    def export(self) -> MetricsState:
+        """Everything counted so far, as numbers (copies). Takes the lock and flushes."""
+        with self.lock:
+            self.flush()
+            return MetricsState(
+                rows=dict(self.rows),
+                flagged_rows=self.flagged_rows,
+                clipped_rows=self.clipped_rows,
+                review_rows=self.review_rows,
+                violations=self.violations.copy(),
+                class_counts=self.class_counts.copy(),
+                confidence=self.confidence.export(),
+                margin=self.margin.export(),
+                entropy=self.entropy.export(),
+                values=self.values.export(),
+                stages={stage: hist.export() for stage, hist in self.stages.items()},
+                feedback_counts=dict(self.feedback_counts),
+                drift=self.drift.export(),
+                feedback=self.feedback.export(),
+            )
+
+    def restore(self, state: MetricsState, age: float = 0.0) -> None:
+        """Continue from ``state``, exported ``age`` seconds ago: a worker restarted in the
+        same slot takes over its predecessor's counts, so the fleet's counters never go back."""
+        with self.lock:
+            for outcome in self.rows:
+                self.rows[outcome] = int(state.rows.get(outcome, 0))
+            self.flagged_rows = int(state.flagged_rows)
+            self.clipped_rows = int(state.clipped_rows)
+            self.review_rows = int(state.review_rows)
+            if np.shape(state.violations) == self.violations.shape:
+                self.violations[:] = state.violations
+            if np.shape(state.class_counts) == self.class_counts.shape:
+                self.class_counts[:] = state.class_counts
+            self.confidence.restore(state.confidence)
+            self.margin.restore(state.margin)
+            self.entropy.restore(state.entropy)
+            self.values.restore(state.values)
+            for stage, hist in self.stages.items():
+                if stage in state.stages:
+                    hist.restore(state.stages[stage])
+            for outcome in self.feedback_counts:
+                self.feedback_counts[outcome] = int(state.feedback_counts.get(outcome, 0))
+            self.drift.restore(state.drift, age)
+            self.feedback.restore(state.feedback)
+
+    def view(self) -> MetricsView:
+        """What every reader reads: this worker's state, plus every other worker's last
+        published state when there are several (at most one publication interval old).
+        With several, this worker publishes first and reports what it published, so that a
+        later reader at any other worker reads at least as much: counters never go back."""
+        if self.fleet is None:
+            return MetricsView(self, self.export())
+        published = self.fleet.publish().models.get((self.model, self.version))
+        own = published[0] if published is not None else self.export()  # else: unloaded meanwhile
+        return MetricsView(self, merge_states([own, *self.fleet.states(self.model, self.version)]))
+
+
+class MetricsView:
+    """A read-only ``MetricsState`` of one model version with what is needed to read it:
+    histograms with their bounds, drift statistics over the (summed) window, online metrics."""
+
+    def __init__(self, metrics: ModelMetrics, state: MetricsState) -> None:
+        m = metrics
+        self.model, self.version, self.features, self.labels = m.model, m.version, m.features, m.labels
+        self.classification = m.classification
+        self.baseline_mean_confidence = m.baseline_mean_confidence
+        self.state = state
+        self.rows = state.rows
+        self.flagged_rows, self.clipped_rows, self.review_rows = (
+            state.flagged_rows,
+            state.clipped_rows,
+            state.review_rows,
+        )
+        self.violations = np.asarray(state.violations)
+        self.class_counts = np.asarray(state.class_counts)
+        self.confidence = BatchHistogram.of(m.confidence.bounds, state.confidence)
+        self.margin = BatchHistogram.of(m.margin.bounds, state.margin)
+        self.entropy = BatchHistogram.of(m.entropy.bounds, state.entropy)
+        self.values = BatchHistogram.of(m.values.bounds, state.values)
+        self.stages = {stage: BatchHistogram.of(LATENCY_BOUNDS, hist) for stage, hist in state.stages.items()}
+        self.feedback_counts = state.feedback_counts
+        self.feedback = FeedbackWindow.of(state.feedback)
+        self.drift = m.drift
+        """The local window: its segments, sizes and mode (its counts are not the view's)."""
+        self.drift_total = np.asarray(state.drift.total)
+        self.drift_rows = int(state.drift.total_rows)
+        self.statistics = window_statistics(m.drift.segments, self.drift_total, self.drift_rows)
+        self.estimated_accuracy = estimate_accuracy(
+            self.drift_rows, float(state.drift.total_confidence), "_confidence" in m.drift.by_name
+        )
+
+    def live_counts(self, segment: Any) -> NDArray[np.int64]:
+        return self.drift_total[segment.offset : segment.offset + segment.size]
 
 
 def _mask(mask: Any, n: int) -> NDArray[np.bool_]:
@@ -320,45 +540,81 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         models = list(self._models.values())
-        rows = CounterMetricFamily("driftgate_rows", "Rows received, by outcome.", labels=["model", "version", "outcome"])
+        rows = CounterMetricFamily(
+            "driftgate_rows", "Rows received, by outcome.", labels=["model", "version", "outcome"]
+        )
         marked = CounterMetricFamily(
-            "driftgate_marked_rows", "Predicted rows that were flagged, clipped or sent for review.", labels=["model", "version", "mark"]
+            "driftgate_marked_rows",
+            "Predicted rows that were flagged, clipped or sent for review.",
+            labels=["model", "version", "mark"],
         )
         violations = CounterMetricFamily(
             "driftgate_violations", "Violations of the feature spec.", labels=["model", "version", "feature", "reason"]
         )
-        confidence = HistogramMetricFamily("driftgate_confidence", "Top-class probability of predicted rows.", labels=["model", "version"])
-        classes = CounterMetricFamily("driftgate_predicted_class", "Predicted rows by class.", labels=["model", "version", "class"])
-        values = HistogramMetricFamily("driftgate_prediction_value", "Predicted values of regressors.", labels=["model", "version"])
-        stages = HistogramMetricFamily("driftgate_request_seconds", "Seconds per request, by stage.", labels=["model", "stage"])
+        confidence = HistogramMetricFamily(
+            "driftgate_confidence", "Top-class probability of predicted rows.", labels=["model", "version"]
+        )
+        classes = CounterMetricFamily(
+            "driftgate_predicted_class", "Predicted rows by class.", labels=["model", "version", "class"]
+        )
+        values = HistogramMetricFamily(
+            "driftgate_prediction_value", "Predicted values of regressors.", labels=["model", "version"]
+        )
+        stages = HistogramMetricFamily(
+            "driftgate_request_seconds", "Seconds per request, by stage.", labels=["model", "stage"]
+        )
         margin = HistogramMetricFamily(
-            "driftgate_confidence_margin", "Top-class minus runner-up probability of predicted rows.", labels=["model", "version"]
+            "driftgate_confidence_margin",
+            "Top-class minus runner-up probability of predicted rows.",
+            labels=["model", "version"],
         )
         entropy = HistogramMetricFamily(
-            "driftgate_prediction_entropy", "Entropy of the predicted class distribution, normalised to [0, 1].", labels=["model", "version"]
+            "driftgate_prediction_entropy",
+            "Entropy of the predicted class distribution, normalised to [0, 1].",
+            labels=["model", "version"],
         )
         drift = GaugeMetricFamily(
-            "driftgate_feature_drift", "Population stability index of the live window against the training baseline.", labels=["model", "version", "feature"]
+            "driftgate_feature_drift",
+            "Population stability index of the live window against the training baseline.",
+            labels=["model", "version", "feature"],
         )
         distance = GaugeMetricFamily(
             "driftgate_feature_drift_distance",
             "Kolmogorov-Smirnov (numbers) or Jensen-Shannon (categories) distance of the live window to the baseline.",
             labels=["model", "version", "feature", "statistic"],
         )
-        unseen = GaugeMetricFamily("driftgate_unseen_category_share", "Share of unseen categories in the live window.", labels=["model", "version", "feature"])
-        missing = GaugeMetricFamily("driftgate_missing_share", "Share of missing (imputed) values in the live window.", labels=["model", "version", "feature"])
+        unseen = GaugeMetricFamily(
+            "driftgate_unseen_category_share",
+            "Share of unseen categories in the live window.",
+            labels=["model", "version", "feature"],
+        )
+        missing = GaugeMetricFamily(
+            "driftgate_missing_share",
+            "Share of missing (imputed) values in the live window.",
+            labels=["model", "version", "feature"],
+        )
         output_drift = GaugeMetricFamily(
-            "driftgate_output_drift", "Population stability index of the model's outputs against the output baseline.", labels=["model", "version", "output"]
+            "driftgate_output_drift",
+            "Population stability index of the model's outputs against the output baseline.",
+            labels=["model", "version", "output"],
         )
         estimated = GaugeMetricFamily(
-            "driftgate_estimated_accuracy", "Accuracy estimated from confidence (CBPE) over the live window.", labels=["model", "version"]
+            "driftgate_estimated_accuracy",
+            "Accuracy estimated from confidence (CBPE) over the live window.",
+            labels=["model", "version"],
         )
-        window_rows = GaugeMetricFamily("driftgate_drift_window_rows", "Rows in the live drift window.", labels=["model", "version"])
+        window_rows = GaugeMetricFamily(
+            "driftgate_drift_window_rows", "Rows in the live drift window.", labels=["model", "version"]
+        )
         bin_count = GaugeMetricFamily(
-            "driftgate_drift_bin_count", "Live window count per drift bin (sum across replicas for fleet-wide drift).", labels=["model", "version", "feature", "bin"]
+            "driftgate_drift_bin_count",
+            "Live window count per drift bin (sum across replicas for fleet-wide drift).",
+            labels=["model", "version", "feature", "bin"],
         )
         baseline_share = GaugeMetricFamily(
-            "driftgate_drift_baseline_share", "Training baseline share per drift bin, floored as the PSI formula floors it.", labels=["model", "version", "feature", "bin"]
+            "driftgate_drift_baseline_share",
+            "Training baseline share per drift bin, floored as the PSI formula floors it.",
+            labels=["model", "version", "feature", "bin"],
         )
         feedback = CounterMetricFamily(
             "driftgate_feedback", "Ground-truth feedback items, by outcome.", labels=["model", "version", "outcome"]
@@ -368,74 +624,81 @@ class GatewayCollector(Collector):
             "Online accuracy (classifiers) or MAE and RMSE (regressors) over the feedback window.",
             labels=["model", "version", "metric"],
         )
-        feedback_rows = GaugeMetricFamily("driftgate_feedback_window_rows", "Feedback rows in the online-metric window.", labels=["model", "version"])
+        feedback_rows = GaugeMetricFamily(
+            "driftgate_feedback_window_rows", "Feedback rows in the online-metric window.", labels=["model", "version"]
+        )
         baseline_confidence = GaugeMetricFamily(
             "driftgate_baseline_mean_confidence",
             "Mean top-class probability on the reference data recorded in the spec (from the histogram's bin midpoints).",
             labels=["model", "version"],
         )
         nonfinite = CounterMetricFamily(
-            "driftgate_nonfinite_observations", "NaN or infinite values kept out of histograms.", labels=["model", "version"]
+            "driftgate_nonfinite_observations",
+            "NaN or infinite values kept out of histograms.",
+            labels=["model", "version"],
         )
         by_model: dict[tuple[str, str], list[BatchHistogram]] = {}
-        for m in models:
+        for metrics in models:
+            m = metrics.view()
             key = [m.model, m.version]
-            with m.lock:
-                m.flush()
-                for outcome, count in m.rows.items():
-                    rows.add_metric([*key, outcome], count)
-                marked.add_metric([*key, "flagged"], m.flagged_rows)
-                marked.add_metric([*key, "clipped"], m.clipped_rows)
-                marked.add_metric([*key, "review"], m.review_rows)
-                for fi, ri in zip(*np.nonzero(m.violations), strict=True):
-                    name = m.features[fi] if fi < len(m.features) else UNKNOWN_FEATURE_LABEL
-                    violations.add_metric([*key, name, REASONS[ri]], int(m.violations[fi, ri]))
-                if m.classification:
-                    confidence.add_metric(key, m.confidence.buckets(), m.confidence.total)
-                    for label, count in zip(m.labels, m.class_counts.tolist(), strict=True):
-                        classes.add_metric([*key, label], count)
-                else:
-                    values.add_metric(key, m.values.buckets(), m.values.total)
-                nonfinite.add_metric(key, m.confidence.nonfinite + m.values.nonfinite)
-                if m.classification:
-                    margin.add_metric(key, m.margin.buckets(), m.margin.total)
-                    entropy.add_metric(key, m.entropy.buckets(), m.entropy.total)
-                window = m.drift
-                stats = window.statistics()
-                window_rows.add_metric(key, window.total_rows)
-                for segment in window.segments:
-                    counts = window.live_counts(segment).tolist()
-                    shares = np.maximum(segment.baseline, PSI_FLOOR).tolist()
-                    for b, (count, share) in enumerate(zip(counts, shares, strict=True)):
-                        bin_count.add_metric([*key, segment.name, str(b)], count)
-                        baseline_share.add_metric([*key, segment.name, str(b)], share)
-                    seg = stats.get(segment.name)
-                    if seg is None:
-                        continue
-                    if segment.name.startswith("_"):
-                        output_drift.add_metric([*key, segment.name[1:]], seg["psi"])
-                        continue
-                    drift.add_metric([*key, segment.name], seg["psi"])
-                    for statistic in ("ks", "js"):
-                        if statistic in seg:
-                            distance.add_metric([*key, segment.name, statistic], seg[statistic])
-                    if "unseen_share" in seg:
-                        unseen.add_metric([*key, segment.name], seg["unseen_share"])
-                    if "missing_share" in seg:
-                        missing.add_metric([*key, segment.name], seg["missing_share"])
-                for outcome, count in m.feedback_counts.items():
-                    feedback.add_metric([*key, outcome], count)
-                feedback_rows.add_metric(key, m.feedback.rows)
-                for name, value in (("accuracy", m.feedback.accuracy()),) if m.classification else (("mae", m.feedback.mae()), ("rmse", m.feedback.rmse())):
-                    if value is not None:
-                        online.add_metric([*key, name], value)
-                if m.baseline_mean_confidence is not None:
-                    baseline_confidence.add_metric(key, m.baseline_mean_confidence)
-                accuracy = window.estimated_accuracy() if m.classification else None
-                if accuracy is not None:
-                    estimated.add_metric(key, accuracy)
-                for stage, hist in m.stages.items():
-                    by_model.setdefault((m.model, stage), []).append(hist)
+            for outcome, count in m.rows.items():
+                rows.add_metric([*key, outcome], count)
+            marked.add_metric([*key, "flagged"], m.flagged_rows)
+            marked.add_metric([*key, "clipped"], m.clipped_rows)
+            marked.add_metric([*key, "review"], m.review_rows)
+            for fi, ri in zip(*np.nonzero(m.violations), strict=True):
+                name = m.features[fi] if fi < len(m.features) else UNKNOWN_FEATURE_LABEL
+                violations.add_metric([*key, name, REASONS[ri]], int(m.violations[fi, ri]))
+            if m.classification:
+                confidence.add_metric(key, m.confidence.buckets(), m.confidence.total)
+                for label, count in zip(m.labels, m.class_counts.tolist(), strict=True):
+                    classes.add_metric([*key, label], count)
+            else:
+                values.add_metric(key, m.values.buckets(), m.values.total)
+            nonfinite.add_metric(key, m.confidence.nonfinite + m.values.nonfinite)
+            if m.classification:
+                margin.add_metric(key, m.margin.buckets(), m.margin.total)
+                entropy.add_metric(key, m.entropy.buckets(), m.entropy.total)
+            stats = m.statistics
+            window_rows.add_metric(key, m.drift_rows)
+            for segment in m.drift.segments:
+                counts = m.live_counts(segment).tolist()
+                shares = np.maximum(segment.baseline, PSI_FLOOR).tolist()
+                for b, (count, share) in enumerate(zip(counts, shares, strict=True)):
+                    bin_count.add_metric([*key, segment.name, str(b)], count)
+                    baseline_share.add_metric([*key, segment.name, str(b)], share)
+                seg = stats.get(segment.name)
+                if seg is None:
+                    continue
+                if segment.name.startswith("_"):
+                    output_drift.add_metric([*key, segment.name[1:]], seg["psi"])
+                    continue
+                drift.add_metric([*key, segment.name], seg["psi"])
+                for statistic in ("ks", "js"):
+                    if statistic in seg:
+                        distance.add_metric([*key, segment.name, statistic], seg[statistic])
+                if "unseen_share" in seg:
+                    unseen.add_metric([*key, segment.name], seg["unseen_share"])
+                if "missing_share" in seg:
+                    missing.add_metric([*key, segment.name], seg["missing_share"])
+            for outcome, count in m.feedback_counts.items():
+                feedback.add_metric([*key, outcome], count)
+            feedback_rows.add_metric(key, m.feedback.rows)
+            online_metrics = (
+                (("accuracy", m.feedback.accuracy()),)
+                if m.classification
+                else (("mae", m.feedback.mae()), ("rmse", m.feedback.rmse()))
+            )
+            for name, value in online_metrics:
+                if value is not None:
+                    online.add_metric([*key, name], value)
+            if m.baseline_mean_confidence is not None:
+                baseline_confidence.add_metric(key, m.baseline_mean_confidence)
+            accuracy = m.estimated_accuracy if m.classification else None
+            if accuracy is not None:
+                estimated.add_metric(key, accuracy)
+            for stage, hist in m.stages.items():
+                by_model.setdefault((m.model, stage), []).append(hist)
         for (model, stage), hists in by_model.items():  # the contract labels stages by model, not version
             merged = BatchHistogram(LATENCY_BUCKETS)
             for hist in hists:
@@ -445,9 +708,15 @@ class GatewayCollector(Collector):
         yield from (rows, marked, violations, confidence, classes, values, stages, nonfinite, margin, entropy)
         yield from (drift, distance, unseen, missing, output_drift, estimated, window_rows, bin_count, baseline_share)
         yield from (feedback, online, feedback_rows, baseline_confidence)
-        ready = GaugeMetricFamily("driftgate_ready", "1 when every model is loaded and warmed and the server is not draining.")
+        ready = GaugeMetricFamily(
+            "driftgate_ready", "1 when every model is loaded and warmed and the server is not draining."
+        )
         ready.add_metric([], 1.0 if self.ready is not None and self.ready() else 0.0)
-        loaded = GaugeMetricFamily("driftgate_model_loaded", "1 for a served model version, 0 for one that failed to load.", labels=["model", "version"])
+        loaded = GaugeMetricFamily(
+            "driftgate_model_loaded",
+            "1 for a served model version, 0 for one that failed to load.",
+            labels=["model", "version"],
+        )
         for m in models:
             loaded.add_metric([m.model, m.version], 1.0)
         for name, version in self.failures() if self.failures is not None else []:

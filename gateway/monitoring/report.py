@@ -1,6 +1,7 @@
 """The live state of one model version, as a JSON-ready dict and as a small HTML page.
 
-Everything here reads ``ModelMetrics`` (under its lock) and computes nothing that the
+Everything here reads a ``MetricsView`` (``ModelMetrics.view``: with several workers, the
+sum of every worker's state, as ``/metrics`` reads it) and computes nothing that the
 metrics do not also export, so ``/monitor`` and ``/metrics`` always agree.
 """
 
@@ -31,77 +32,75 @@ def _status(psi: float | None) -> str:
 
 def snapshot(model: LoadedModel) -> dict[str, Any]:
     """Drift per feature, output against baseline, rejections and online accuracy."""
-    m = model.metrics
+    m = model.metrics.view()
     spec = model.spec
-    with m.lock:
-        m.flush()
-        window = m.drift
-        stats = window.statistics()
-        predicted, rejected = m.rows["predicted"], m.rows["rejected"]
-        by_reason = {reason: int(m.violations[:, i].sum()) for i, reason in enumerate(REASONS) if m.violations[:, i].any()}
-        by_feature = {
-            (m.features[i] if i < len(m.features) else "_unknown"): int(m.violations[i].sum())
-            for i in range(m.violations.shape[0])
-            if m.violations[i].any()
+    window = m.drift
+    stats = m.statistics
+    predicted, rejected = m.rows["predicted"], m.rows["rejected"]
+    by_reason = {reason: int(m.violations[:, i].sum()) for i, reason in enumerate(REASONS) if m.violations[:, i].any()}
+    by_feature = {
+        (m.features[i] if i < len(m.features) else "_unknown"): int(m.violations[i].sum())
+        for i in range(m.violations.shape[0])
+        if m.violations[i].any()
+    }
+    features = []
+    outputs: dict[str, Any] = {}
+    for segment in window.segments:
+        live = m.live_counts(segment)
+        total = int(live.sum())
+        seg = stats.get(segment.name, {})
+        entry: dict[str, Any] = {
+            "name": segment.name.lstrip("_") if segment.name.startswith("_") else segment.name,
+            "psi": seg.get("psi"),
+            "status": _status(seg.get("psi")),
+            "bins": [
+                {"bin": label, "live": (int(c) / total if total else 0.0), "baseline": float(b)}
+                for label, c, b in zip(segment.labels, live.tolist(), segment.baseline.tolist(), strict=True)
+            ],
         }
-        features = []
-        outputs: dict[str, Any] = {}
-        for segment in window.segments:
-            live = window.live_counts(segment)
-            total = int(live.sum())
-            seg = stats.get(segment.name, {})
-            entry: dict[str, Any] = {
-                "name": segment.name.lstrip("_") if segment.name.startswith("_") else segment.name,
-                "psi": seg.get("psi"),
-                "status": _status(seg.get("psi")),
-                "bins": [
-                    {"bin": label, "live": (int(c) / total if total else 0.0), "baseline": float(b)}
-                    for label, c, b in zip(segment.labels, live.tolist(), segment.baseline.tolist(), strict=True)
-                ],
-            }
-            for key in ("ks", "js", "unseen_share", "missing_share"):
-                if key in seg:
-                    entry[key] = seg[key]
-            if segment.name.startswith("_"):
-                outputs[segment.name[1:]] = entry
-            else:
-                entry["type"] = segment.kind
-                features.append(entry)
-        feedback: dict[str, Any] = {"window_rows": m.feedback.rows, **m.feedback_counts}
-        if m.classification:
-            feedback["accuracy"] = m.feedback.accuracy()
+        for key in ("ks", "js", "unseen_share", "missing_share"):
+            if key in seg:
+                entry[key] = seg[key]
+        if segment.name.startswith("_"):
+            outputs[segment.name[1:]] = entry
         else:
-            feedback["mae"] = m.feedback.mae()
-            feedback["rmse"] = m.feedback.rmse()
-        confidence_mean = m.confidence.total / max(int(m.confidence.counts.sum()), 1) if m.classification else None
-        out = {
-            "model": model.name,
-            "version": str(model.version),
-            "spec_digest": spec.digest,
-            "task": spec.output.task if spec.output else None,
-            "window": {
-                "rows": window.total_rows,
-                "size_rows": window.window_rows,
-                "size_seconds": window.window_seconds,
-                "min_rows": MIN_ROWS,
-            },
-            "rows": {
-                "predicted": predicted,
-                "rejected": rejected,
-                "flagged": m.flagged_rows,
-                "clipped": m.clipped_rows,
-                "review": m.review_rows,
-                "rejection_rate": rejected / (predicted + rejected) if predicted + rejected else 0.0,
-            },
-            "rejections": {"by_reason": by_reason, "by_feature": by_feature},
-            "features": features,
-            "output": {
-                **outputs,
-                "mean_confidence": confidence_mean,
-                "estimated_accuracy": window.estimated_accuracy() if m.classification else None,
-            },
-            "feedback": feedback,
-        }
+            entry["type"] = segment.kind
+            features.append(entry)
+    feedback: dict[str, Any] = {"window_rows": m.feedback.rows, **m.feedback_counts}
+    if m.classification:
+        feedback["accuracy"] = m.feedback.accuracy()
+    else:
+        feedback["mae"] = m.feedback.mae()
+        feedback["rmse"] = m.feedback.rmse()
+    confidence_mean = m.confidence.total / max(int(m.confidence.counts.sum()), 1) if m.classification else None
+    out = {
+        "model": model.name,
+        "version": str(model.version),
+        "spec_digest": spec.digest,
+        "task": spec.output.task if spec.output else None,
+        "window": {
+            "rows": m.drift_rows,
+            "size_rows": window.window_rows,
+            "size_seconds": window.window_seconds,
+            "min_rows": MIN_ROWS,
+        },
+        "rows": {
+            "predicted": predicted,
+            "rejected": rejected,
+            "flagged": m.flagged_rows,
+            "clipped": m.clipped_rows,
+            "review": m.review_rows,
+            "rejection_rate": rejected / (predicted + rejected) if predicted + rejected else 0.0,
+        },
+        "rejections": {"by_reason": by_reason, "by_feature": by_feature},
+        "features": features,
+        "output": {
+            **outputs,
+            "mean_confidence": confidence_mean,
+            "estimated_accuracy": m.estimated_accuracy if m.classification else None,
+        },
+        "feedback": feedback,
+    }
     return out
 
 
@@ -149,11 +148,17 @@ def render_html(snap: dict[str, Any]) -> str:
         for key, entry in snap["output"].items()
         if isinstance(entry, dict)
     )
-    reasons = "".join(f"<tr><td>{html.escape(r)}</td><td>{c}</td></tr>" for r, c in snap["rejections"]["by_reason"].items())
-    by_feature = "".join(f"<tr><td>{html.escape(f)}</td><td>{c}</td></tr>" for f, c in snap["rejections"]["by_feature"].items())
+    reasons = "".join(
+        f"<tr><td>{html.escape(r)}</td><td>{c}</td></tr>" for r, c in snap["rejections"]["by_reason"].items()
+    )
+    by_feature = "".join(
+        f"<tr><td>{html.escape(f)}</td><td>{c}</td></tr>" for f, c in snap["rejections"]["by_feature"].items()
+    )
     fb = snap["feedback"]
     online = (
-        f"accuracy {_fmt(fb.get('accuracy'))}" if "accuracy" in fb else f"MAE {_fmt(fb.get('mae'))}, RMSE {_fmt(fb.get('rmse'))}"
+        f"accuracy {_fmt(fb.get('accuracy'))}"
+        if "accuracy" in fb
+        else f"MAE {_fmt(fb.get('mae'))}, RMSE {_fmt(fb.get('rmse'))}"
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
