@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from gateway.batching import Batcher, parse_batching
@@ -30,7 +31,7 @@ from gateway.monitoring.fleet import Fleet, FleetRequestCounts, WorkerContext
 from gateway.monitoring.metrics import new_metrics_registry
 from gateway.monitoring.requests import RequestCounts
 from gateway.registry import ModelRegistry
-from gateway.repository import ModelRepository
+from gateway.repository import MODEL_FILE, SPEC_FILE, ModelRepository, VersionEntry
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -40,6 +41,21 @@ if TYPE_CHECKING:
 __all__ = ["Gateway"]
 
 log = logging.getLogger("driftgate")
+
+
+SETTLE_SECONDS = 1.0
+"""The watcher loads a version only once its files are this old: a model copied into the
+repository by hand (not staged and renamed, as ``driftgate register`` does) may still be
+being written. A version that failed to load is tried again when its files change."""
+
+
+def _files_of(entry: VersionEntry) -> tuple[int, int, int, int] | None:
+    """(model mtime, model size, spec mtime, spec size) of a version folder, None if a file is gone."""
+    try:
+        model, spec = (entry.path / MODEL_FILE).stat(), (entry.path / SPEC_FILE).stat()
+    except OSError:
+        return None
+    return (model.st_mtime_ns, model.st_size, spec.st_mtime_ns, spec.st_size)
 
 
 class Gateway:
@@ -77,6 +93,8 @@ class Gateway:
         """Models unloaded through the repository API: the watcher leaves them alone."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failed_files: dict[tuple[str, int], tuple[int, int, int, int] | None] = {}
+        """(mtime, size) of the files of versions that failed to load: a change retries them."""
         self.batching = parse_batching(settings.batching)
         self.requests = RequestCounts()
         self.metrics_registry.register(self.requests)
@@ -135,10 +153,23 @@ class Gateway:
         for entry in entries:
             if self._stop.is_set():
                 break
-            if entry.name in self.unloaded or self.model_registry.known(entry.name, entry.version):
+            if entry.name in self.unloaded:
                 continue
+            if self.model_registry.known(entry.name, entry.version):
+                failed = self._failed_files.get(entry.key)
+                if failed is None or failed == _files_of(entry):
+                    continue
+                self.model_registry.forget_failure(entry.name, entry.version)  # its files changed: try again
+            files = _files_of(entry)
+            if files is None:
+                continue
+            if self.loaded.is_set() and time.time() - max(files[0], files[2]) / 1e9 < SETTLE_SECONDS:
+                continue  # written moments ago, perhaps still being copied: look again next scan
             if self.model_registry.load_entry(entry, self.settings.intra_op_threads) is not None:
                 loaded += 1
+                self._failed_files.pop(entry.key, None)
+            else:
+                self._failed_files[entry.key] = files
         return loaded
 
     def load(self, name: str) -> list[int]:

@@ -258,10 +258,6 @@ def test_d4_model_written_slowly_before_its_spec_is_loaded_only_whole(
     assert_alive(proc.url, proc.process)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a version scanned while its model.onnx is half-written is recorded as failed and never retried once complete",
-)
 def test_d4_half_written_model_is_never_loaded_and_loads_once_complete(
     start_server: StartServer, tmp_path: Path
 ) -> None:
