@@ -5,6 +5,7 @@ with wrk (Debian package ``wrk``) pinned to the other core: one-row and 64-row r
 at concurrency 1, 8 and 32, for each protocol asked for. Modes:
 
 - ``guarded``: guards, transform, inference and monitoring, as in production;
+- ``batched`` (with ``--modes``): guarded, with dynamic batching on (32 rows, 2 ms);
 - ``unguarded``: the same server with ``DRIFTGATE_GUARDS=false DRIFTGATE_MONITORING=false``
   (no checks, no metrics, no drift, no prediction store): what they cost.
 
@@ -37,7 +38,12 @@ from gateway.samples import sample_records  # noqa: E402
 from gateway.spec import load_spec  # noqa: E402
 
 LUA = Path(__file__).with_name("wrk_post.lua")
-MODES = {"guarded": {}, "unguarded": {"DRIFTGATE_GUARDS": "false", "DRIFTGATE_MONITORING": "false"}}
+MODES = {
+    "guarded": {},
+    "unguarded": {"DRIFTGATE_GUARDS": "false", "DRIFTGATE_MONITORING": "false"},
+    # guarded, with dynamic batching on for every model (up to 32 rows per call, 2 ms wait)
+    "batched": {"DRIFTGATE_BATCHING": "*=32:2"},
+}
 
 
 def free_port() -> int:
@@ -190,13 +196,13 @@ def main() -> int:
     lines = [
         f"model `{args.model}`, server pinned to CPU {args.server_cpu}, wrk to CPU {args.client_cpu}, {args.duration:g} s per cell",
         "",
-        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded |",
+        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched ÷ guarded |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     failed = False
     for (mode, protocol, batch, c), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][3], kv[0][0])):
-        base = results.get(("unguarded", protocol, batch, c))
-        ratio = f"{r['rps'] / base['rps']:.2f}" if base and mode == "guarded" else ""
+        base = results.get(({"guarded": "unguarded", "batched": "guarded"}.get(mode, ""), protocol, batch, c))
+        ratio = f"{r['rps'] / base['rps']:.2f}" if base else ""
         errors = r["errors"] + r["status_errors"]
         failed |= errors > 0 or r["requests"] == 0
         lines.append(
