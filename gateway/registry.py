@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.errors import GatewayError, ModelNotFoundError, SpecError
+from gateway.model_check import check_model
 from gateway.monitoring.metrics import ModelMetrics
 from gateway.runtime import OnnxRuntime
 from gateway.spec import decode_spec
@@ -65,10 +66,18 @@ class LoadFailure:
 def load_model(
     name: str, version: int, model: bytes, spec_text: bytes, intra_op_threads: int = 1, monitor: dict[str, Any] | None = None
 ) -> LoadedModel:
-    """Decode, check, load and warm a model version. Raises a ``GatewayError`` on refusal."""
+    """Decode, check, load and warm a model version. Raises a ``GatewayError`` on refusal.
+
+    The ONNX file is inspected and loaded once in a resource-limited child process
+    (``gateway.model_check``) before this process builds its own session, so a hostile
+    or broken file costs the child, never the server (``ModelInvalidError``, 422).
+    """
     spec = decode_spec(spec_text, "yaml", source=f"{name} version {version} spec")
     if spec.output is None:
         raise SpecError(f"{name} version {version}: the spec has no output (task and labels); fit it with a target")
+    trial = check_model(model, intra_op_threads)
+    growth_mib = trial.memory_growth_bytes >> 20
+    log.debug("%s version %d: trial load in %.0f ms, +%d MiB", name, version, trial.seconds * 1000, growth_mib)
     runtime = OnnxRuntime(model, spec, intra_op_threads=intra_op_threads)
     return LoadedModel(name, version, spec, runtime, monitor)
 
