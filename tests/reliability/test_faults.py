@@ -37,7 +37,7 @@ ORT_TEXT = ("ONNXRuntimeError", "onnxruntime_src", "Status Message", "Non-zero s
 """Fragments of onnxruntime's own error text (it names its source files and nodes)."""
 
 
-def _slow_batch(rows: int = 256) -> dict[str, list[dict[str, float]]]:
+def _slow_batch(rows: int = 1024) -> dict[str, list[dict[str, float]]]:
     """A batch big enough to run on a worker thread, with one row that makes it slow."""
     return {"instances": [{"x": SLOW_X}] + [{"x": 0.5}] * (rows - 1)}
 
@@ -135,7 +135,7 @@ def _requests_total(client: httpx.Client, model: str, reason: str) -> float:
 def test_b10_deadline_is_504_live_stays_fast_and_the_late_result_is_dropped(
     start_server: StartServer, tmp_path: Path
 ) -> None:
-    """B10: two ~1 s inferences (256-row batches, one slow row each) against a 0.4 s
+    """B10: two ~1 s inferences (1,024-row batches, one slow row each) against a 0.4 s
     deadline. Each is answered 504 problem+json near the deadline; liveness answers within
     100 ms all along; the late results are not predicted (no drift-window rows, no
     ``rows_total``), counted once each as ``timeout``; the next request is fine."""

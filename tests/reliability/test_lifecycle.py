@@ -71,7 +71,7 @@ def test_b4_sigterm_under_load_drains_in_flight_work_and_exits_zero(start_server
     write_version(repository, "slow", "1", slow_model(), knob_spec_bytes("slow"))
     proc = start_server(repository=repository, env={"DRIFTGATE_DRAIN_SECONDS": str(DRAIN_SECONDS)})
     rows = [penguin(bill_length_mm=35.0 + (i % 20)) for i in range(256)]
-    slow_body = {"instances": [{"x": 1792.0}] + [{"x": 0.5}] * 255}  # 0.7 s alone, more under load
+    slow_body = {"instances": [{"x": 1792.0}] + [{"x": 0.5}] * 1023}  # 0.7 s alone, more under load
     attempts: list[Attempt] = []
     probes: list[Attempt] = []
     lock = threading.Lock()
