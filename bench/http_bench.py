@@ -15,6 +15,10 @@ These 2-core machines are noisy: compare ratios, not absolute numbers.
 
     python bench/http_bench.py                       # full run (~2 min)
     python bench/http_bench.py --smoke               # seconds; what CI runs
+
+``--workers N`` serves with N worker processes (``driftgate serve --workers N``); to compare
+1 and 2 workers, unpin both sides (``--server-cpu '' --client-cpu ''``) so the workers can
+use every core, and run it once per worker count.
 """
 
 from __future__ import annotations
@@ -88,6 +92,20 @@ class Server:
         self.log.close()
 
 
+def wait_for_workers(url: str, spec: Any, workers: int, timeout: float = 60) -> None:
+    """Predict over fresh connections until ids of every worker came back (an id's prefix
+    names its worker; a worker takes connections only once its models are loaded)."""
+    body = v1_body(sample_records(spec, 1))
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(seen)} of {workers} workers answered within {timeout} s")
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", "Connection": "close"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            seen.add(json.loads(r.read())["predictions"][0]["id"].split("-")[0])
+
+
 def v1_body(records: list[dict[str, Any]]) -> bytes:
     return json.dumps({"instances": records}).encode()
 
@@ -156,6 +174,7 @@ def main() -> int:
     parser.add_argument("--modes", default="guarded,unguarded")
     parser.add_argument("--smoke", action="store_true", help="1 s cells, one-row at c=1 and c=8 only: checks it all works")
     parser.add_argument("--out", type=Path, help="write the Markdown table here too")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (DRIFTGATE_WORKERS; default 1)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -177,8 +196,10 @@ def main() -> int:
                 path.write_bytes(content)
                 bodies[protocol, batch] = (path, headers)
         for mode in args.modes.split(","):
-            server = Server(args.repository, MODES[mode], args.server_cpu, workdir)
+            server = Server(args.repository, {**MODES[mode], "DRIFTGATE_WORKERS": str(args.workers)}, args.server_cpu, workdir)
             try:
+                if args.workers > 1:
+                    wait_for_workers(server.url + PROTOCOLS["v1"][0](args.model), spec, args.workers)
                 for protocol in protocols:
                     url = server.url + PROTOCOLS[protocol][0](args.model)
                     for batch in batches:
@@ -194,7 +215,10 @@ def main() -> int:
             finally:
                 server.stop()
     lines = [
-        f"model `{args.model}`, server pinned to CPU {args.server_cpu}, wrk to CPU {args.client_cpu}, {args.duration:g} s per cell",
+        (
+            f"model `{args.model}`, {args.workers} server worker(s) on CPU {args.server_cpu or 'any'}, "
+            f"wrk on CPU {args.client_cpu or 'any'}, {args.duration:g} s per cell"
+        ),
         "",
         "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched ÷ guarded |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",

@@ -123,7 +123,9 @@ class Gateway:
         return self.loaded.is_set() and not self.draining
 
     def start(self) -> None:
-        """Load the repository in the background, then watch it."""
+        """Load the repository in the background, then watch it (once: later calls do nothing)."""
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self._run, name="driftgate-loader", daemon=True)
         self._thread.start()
         if self.fleet is not None:

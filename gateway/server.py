@@ -11,6 +11,7 @@ worker (the default) nothing of that exists: this process is the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
@@ -38,6 +39,13 @@ class _DrainingServer(uvicorn.Server):
         self.on_started = on_started
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is not None:
+            # A worker of several takes no connection before its models are loaded: its
+            # siblings serve meanwhile, where it would answer 404 (a single server answers
+            # its readiness probe 503 instead, and gets no traffic until ready).
+            self.gateway.start()  # the app's lifespan start is then a no-op
+            while not self.gateway.loaded.is_set() and not self.should_exit:
+                await asyncio.sleep(0.02)
         await super().startup(sockets=sockets)
         if self.started and self.on_started is not None:
             self.on_started()
