@@ -22,7 +22,8 @@ Two steps, both raising the one ``ModelInvalidError`` (422, ``model_invalid``):
    memory grew. The parent waits ``TRIAL_WALL_SECONDS`` at most. Over budget (memory
    growth over ``load_memory_budget``, address space, CPU, time), a crash (death by a
    signal, or no answer) or a load error: refused. Only the child pays for a bomb; the
-   server's memory stays flat.
+   server's memory stays flat. ``check_model`` runs both, and skips the trial for exact
+   bytes that passed it before in this process.
 
 Messages are short and generic: never a filesystem path, never onnxruntime's own text
 (which names files); that text goes to the server log only.
@@ -33,6 +34,7 @@ This module must not know about HTTP, the repository layout or the registry.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -42,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -102,7 +105,12 @@ MAX_CONCURRENT_TRIALS = 2
 """Trial children alive at once (more registrations wait): bounds what bombs sent in
 parallel can take together to this many address-space budgets."""
 
+PASSED_TRIALS_KEPT = 1024
+"""SHA-256 digests of files that passed the trial, kept to skip a second trial (LRU)."""
+
 _TRIAL_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_TRIALS)
+_PASSED: OrderedDict[tuple[bytes, int], TrialReport] = OrderedDict()
+_PASSED_LOCK = threading.Lock()
 _MAX_ANSWER_BYTES = 1 << 20
 _BUDGET_SIGNALS = {signal.SIGXCPU, signal.SIGKILL}
 """A child killed by these ran out of CPU time (soft, then hard limit) or was OOM-killed."""
@@ -476,9 +484,25 @@ def _verdict(raw: bytes | None, exitcode: int, budget: int, seconds: float) -> T
 
 
 def check_model(data: bytes, intra_op_threads: int = 1) -> TrialReport:
-    """``check_static``, then ``trial_load``: everything before the server's own session."""
+    """``check_static``, then ``trial_load``: everything before the server's own session.
+
+    A file whose exact bytes passed the trial before in this process is not tried again
+    (the same bytes load the same way): a repository of copies, a model registered again
+    with a new spec, or a ``load`` after an ``unload`` costs no new child. Refusals are
+    never remembered, as a timeout may have been the machine's fault.
+    """
     check_static(data)
-    return trial_load(data, intra_op_threads)
+    key = (hashlib.sha256(data).digest(), intra_op_threads)
+    with _PASSED_LOCK:
+        if key in _PASSED:
+            _PASSED.move_to_end(key)
+            return _PASSED[key]
+    report = trial_load(data, intra_op_threads)
+    with _PASSED_LOCK:
+        _PASSED[key] = report
+        while len(_PASSED) > PASSED_TRIALS_KEPT:
+            _PASSED.popitem(last=False)
+    return report
 
 
 # --- the child ------------------------------------------------------------------------------

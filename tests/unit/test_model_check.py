@@ -381,6 +381,16 @@ def test_the_trial_describes_the_model_and_runs_it() -> None:
     assert 0 <= report.memory_growth_bytes < model_check.LOAD_MEMORY_FLOOR_BYTES
 
 
+def test_bytes_that_passed_are_not_tried_again_but_still_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = nested_if_model(4)
+    first = check_model(data)
+    assert check_model(data) is first, "the same bytes: no second child"
+    assert check_model(data, intra_op_threads=2) is not first
+    monkeypatch.setattr(model_check, "MAX_MODEL_BYTES", len(data) - 1)
+    with pytest.raises(ModelInvalidError, match="larger than"):
+        check_model(data)
+
+
 def test_a_model_onnxruntime_cannot_load_is_refused_generically() -> None:
     data = unknown_op_model()
     check_static(data)  # well-formed: only onnxruntime knows there is no such op
@@ -466,14 +476,16 @@ def test_the_child_runs_under_its_limits_and_a_crash_is_reported() -> None:
     worker.start()
     try:
         pid = _trial_child()
-        deadline = time.monotonic() + 10
-        while _limits(pid)["Max address space"] != str(model_check.TRIAL_ADDRESS_SPACE_BYTES):
-            assert time.monotonic() < deadline, _limits(pid)
+        expected = {
+            "Max address space": str(model_check.TRIAL_ADDRESS_SPACE_BYTES),
+            "Max cpu time": str(model_check.TRIAL_CPU_SECONDS),
+            "Max file size": "0",
+            "Max core file size": "0",
+        }
+        deadline = time.monotonic() + 10  # the child sets them one by one as it starts
+        while {k: _limits(pid)[k] for k in expected} != expected and time.monotonic() < deadline:
             time.sleep(0.01)
-        limits = _limits(pid)
-        assert limits["Max cpu time"] == str(model_check.TRIAL_CPU_SECONDS)
-        assert limits["Max file size"] == "0"
-        assert limits["Max core file size"] == "0"
+        assert {k: _limits(pid)[k] for k in expected} == expected
         os.kill(pid, signal.SIGSEGV)
     finally:
         worker.join(30)
