@@ -5,13 +5,15 @@ The real server runs as a child process (``server``: admin token set, private co
 ``GET /schema/openapi.json``, in two passes:
 
 - ``served``: the document exactly as served. Its operations declare no request bodies,
-  so this pass fuzzes paths, query strings and methods with random values.
-- ``guided``: the same document with a test-side overlay that (1) lets every path
-  parameter be a registered model (``penguins``, ``diabetes``, version ``1``,
-  ``penguins:predict``...) as well as a random string, so requests get past the routing to
-  the decoders and guards, and (2) declares the request bodies the document leaves out
-  (V1 ``instances``, V2 ``inputs``, feedback, registration), with valid examples so the
-  200 path is exercised too. Schemathesis generates positive and negative bodies from them.
+  so this pass fuzzes paths and query strings with random values.
+- ``guided``: the same document with a test-side overlay that declares the request bodies
+  the document leaves out (V1 ``instances`` built from the bundled specs, V2 ``inputs``,
+  feedback, registration); schemathesis generates positive (valid rows: 200) and negative
+  bodies from them.
+
+In both passes half the cases pin the path parameters to registered values (``penguins``,
+``diabetes``, version ``1``, ``penguins:predict``...), so requests get past the routing
+to the decoders and guards; the other half keep the fuzzer's random strings.
 
 Checks on every answer: no 5xx (``not_a_server_error``), and every error is RFC 9457
 problem+json with ``error`` equal to ``detail`` (the contract). At the end the server
@@ -65,7 +67,7 @@ SCHEMA_PATH = "/schema/openapi.json"
 MODELS = ("penguins", "diabetes")
 UNLOAD = "/v2/repository/models/{name}/unload"
 FUZZ_SETTINGS = settings(
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     suppress_health_check=list(HealthCheck),
     database=None,
@@ -203,7 +205,7 @@ def request_bodies() -> dict[tuple[str, str], dict[str, Any]]:
             }
         },
     }
-    predict_body = _json_body(predict, {"instances": [PENGUIN]})
+    predict_body = _json_body(predict, {"instances": [PENGUIN]})  # examples: for readers and the CLI runner
     infer_body = _json_body(infer, infer_example)
     return {
         ("post", "/v1/models/{target}"): predict_body,
