@@ -9,6 +9,7 @@ The slow and failing models are the knob fixtures (``fixture_models``): harmless
 from __future__ import annotations
 
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -168,7 +169,10 @@ def test_b10_deadline_is_504_live_stays_fast_and_the_late_result_is_dropped(
     for _, seconds, r in results:
         assert_problem(r, 504)
         assert seconds < 0.4 + 0.6, f"504 after {seconds:.2f} s for a 0.4 s deadline"
-    assert latencies and max(latencies) < 0.1, f"liveness took up to {max(latencies) * 1000:.0f} ms during inference"
+    # median under 100 ms; no probe near an inference's length (a blocked loop stalls ~1 s)
+    assert latencies and statistics.median(latencies) < 0.1 and max(latencies) < 0.4, (
+        f"liveness during inference: median {statistics.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+    )
     with proc.client() as client:
         window = client.get("/v1/models/knob/monitor").json()["window"]["rows"]
         metrics = scrape(client)
@@ -205,7 +209,7 @@ def test_b10_one_row_slower_than_its_warm_up_still_meets_the_deadline(
     stop.set()
     prober.join(timeout=10)
     assert r.status_code == 504 and seconds < 1.0, f"{r.status_code} after {seconds:.2f} s for a 0.4 s deadline"
-    assert max(latencies) < 0.1, f"liveness took up to {max(latencies) * 1000:.0f} ms during inference"
+    assert max(latencies) < 0.4, f"liveness took up to {max(latencies) * 1000:.0f} ms during inference"
 
 
 # --- B11: onnxruntime fails at run time --------------------------------------------------------
@@ -329,12 +333,14 @@ def test_f2_clients_aborting_mid_body_and_mid_request_cause_no_5xx(start_server:
         assert time.monotonic() < deadline
         _abort_mid_body(proc.host, proc.port)
         (_abort_mid_request if i % 2 else _abort_mid_request_fin)(proc.host, proc.port, body)
-    time.sleep(0.5)
     with proc.client() as client:
-        counts = {
-            dict(labels)["reason"]: value
-            for labels, value in series(scrape(client), "driftgate_requests_total", model="knob").items()
-        }
+        settled = time.monotonic() + 5
+        while True:  # the server may still be reading the last aborted connections
+            metrics = series(scrape(client), "driftgate_requests_total", model="knob")
+            counts = {dict(labels)["reason"]: value for labels, value in metrics.items()}
+            if sum(counts.values()) >= 200 or time.monotonic() > settled:
+                break
+            time.sleep(0.1)
         assert knob_predict(client, 0.5).status_code == 200
     assert counts.get("failed", 0) == 0, counts
     assert sum(counts.values()) == 200, f"each request counted once: {counts}"

@@ -57,8 +57,8 @@ def test_c1_over_the_concurrency_cap_is_503_at_once_and_probes_are_exempt(
     start_server: StartServer, tmp_path: Path
 ) -> None:
     """C1: with ``--max-concurrency 2`` and two slow inferences in progress, 8 more V1/V2
-    requests are each answered 503 problem+json with ``Retry-After`` within 250 ms (not
-    queued); liveness, readiness, metrics, metadata and the monitor still answer 200;
+    requests are each answered 503 problem+json with ``Retry-After`` at once (median
+    under 100 ms, none near a slow request's length: not queued); liveness, readiness, metrics, metadata and the monitor still answer 200;
     the two admitted requests finish 200 and the server serves again afterwards."""
     proc = start_server(
         repository=knob_repository(tmp_path / "repo", {"knob": slow_model()}), args=["--max-concurrency", "2"]
@@ -104,10 +104,12 @@ def test_c1_over_the_concurrency_cap_is_503_at_once_and_probes_are_exempt(
         t.join(timeout=60)
 
     assert still_busy, "the slow requests ended before the probe: the cap was not exercised"
-    for seconds, r in refused:
+    for _, r in refused:
         assert_problem(r, 503)
         assert r.headers.get("retry-after") == "1", r.headers
-        assert seconds < 0.25, f"refusal took {seconds * 1000:.0f} ms: queued, not refused at once"
+    took = sorted(seconds for seconds, _ in refused)
+    # at once: a queued request would wait for a slow one to end (0.4 s or more)
+    assert took[len(took) // 2] < 0.1 and took[-1] < 0.35, f"refusals took {[round(t * 1000) for t in took]} ms"
     assert set(exempt.values()) == {200}, exempt
     assert [r.status_code for r in admitted] == [200, 200], [r.text[:200] for r in admitted]
     with proc.client() as client:
