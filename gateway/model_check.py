@@ -40,12 +40,14 @@ import logging
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ModelInvalidError
@@ -395,15 +397,20 @@ def _crash_error() -> ModelInvalidError:
 
 
 @functools.cache
-def _trial_context() -> BaseContext:
-    """Children forked from a server process that has imported onnxruntime once (about
-    20 ms a trial instead of 300 ms for a fresh interpreter); spawn where there is no fork."""
+def _fork_server() -> BaseContext | None:
+    """multiprocessing's fork server, with onnxruntime imported once: about 20 ms a trial,
+    against 300 ms for a fresh interpreter. None where there is none (Windows)."""
     try:
         context = multiprocessing.get_context("forkserver")
     except ValueError:
-        return multiprocessing.get_context("spawn")
+        return None
     context.set_forkserver_preload(["__main__", "gateway.runtime"])  # the caller's main runs once, not per trial
     return context
+
+
+_fork_server_failed = False
+"""Set when the fork server could not run a trial that a fresh interpreter could (its
+children re-import the caller's main module, which fails, e.g., for a script on stdin)."""
 
 
 class _TrialTimeout(Exception):
@@ -421,6 +428,46 @@ def _exchange(conn: Connection, data: bytes, deadline: float) -> bytes | None:
         return None
 
 
+def _forked_trial(
+    context: BaseContext, data: bytes, threads: int, budget: int, deadline: float
+) -> tuple[bytes | None, int]:
+    """(answer or None, exit code) of a trial child forked from the fork server."""
+    with tempfile.TemporaryDirectory(prefix="driftgate-trial-") as cwd:
+        ours, theirs = context.Pipe()
+        child = context.Process(  # type: ignore[attr-defined]
+            target=_trial_child, args=(theirs, threads, budget, cwd), name="driftgate-model-trial", daemon=True
+        )
+        try:
+            child.start()
+            theirs.close()
+            raw = _exchange(ours, data, deadline)
+        finally:
+            ours.close()
+            child.join(max(0.0, deadline - time.monotonic()))
+            if child.exitcode is None:
+                child.kill()
+                child.join()
+            exitcode = int(child.exitcode)
+            child.close()
+    return raw, exitcode
+
+
+def _fresh_trial(data: bytes, threads: int, budget: int, deadline: float) -> tuple[bytes | None, int]:
+    """(answer or None, exit code) of ``python -m gateway.model_check`` (see ``main``)."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    command = [sys.executable, "-m", "gateway.model_check", "--threads", str(threads), "--budget", str(budget)]
+    with tempfile.TemporaryDirectory(prefix="driftgate-trial-") as cwd:
+        try:
+            done = subprocess.run(
+                command, input=data, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                cwd=cwd, env=env, timeout=max(0.0, deadline - time.monotonic()), check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise _TrialTimeout from None
+    return done.stdout.strip() or None, done.returncode
+
+
 def trial_load(data: bytes, intra_op_threads: int = 1, timeout: float = TRIAL_WALL_SECONDS) -> TrialReport:
     """Load ``data`` in a resource-limited child process (see the module docstring).
 
@@ -429,29 +476,24 @@ def trial_load(data: bytes, intra_op_threads: int = 1, timeout: float = TRIAL_WA
     Raises:
         ModelInvalidError: over budget, crashed, timed out, or onnxruntime refused the model.
     """
+    global _fork_server_failed
     budget = load_memory_budget(len(data))
-    context = _trial_context()
-    with _TRIAL_SLOTS, tempfile.TemporaryDirectory(prefix="driftgate-trial-") as cwd:
+    context = None if _fork_server_failed else _fork_server()
+    with _TRIAL_SLOTS:
         t0 = time.monotonic()
-        ours, theirs = context.Pipe()
-        child = context.Process(  # type: ignore[attr-defined]
-            target=_trial_child, args=(theirs, intra_op_threads, budget, cwd), name="driftgate-model-trial", daemon=True
-        )
         try:
-            child.start()
-            theirs.close()
-            raw = _exchange(ours, data, t0 + timeout)
+            if context is not None:
+                raw, exitcode = _forked_trial(context, data, intra_op_threads, budget, t0 + timeout)
+                if raw is None and exitcode > 0:  # the machinery failed, not the model (that is a signal)
+                    raw, exitcode = _fresh_trial(data, intra_op_threads, budget, t0 + timeout)
+                    if raw is not None:
+                        log.info("model trials run in fresh interpreters: the fork server cannot start them here")
+                        _fork_server_failed = True
+            else:
+                raw, exitcode = _fresh_trial(data, intra_op_threads, budget, t0 + timeout)
         except _TrialTimeout:
             log.info("model trial load killed after %.0f s", timeout)
             raise _budget_error("time") from None
-        finally:
-            ours.close()
-            child.join(max(0.0, t0 + timeout - time.monotonic()))
-            if child.exitcode is None:
-                child.kill()
-                child.join()
-            exitcode = child.exitcode
-            child.close()
     return _verdict(raw, exitcode, budget, time.monotonic() - t0)
 
 
@@ -618,19 +660,24 @@ def _trial_child(conn: Connection, threads: int, budget: int, cwd: str) -> None:
     quiet = os.open(os.devnull, os.O_WRONLY)  # onnxruntime's own log lines: they come back in the answer
     os.dup2(quiet, 1)
     os.dup2(quiet, 2)
-    data = conn.recv_bytes()
+    try:
+        data = conn.recv_bytes()
+    except MemoryError:  # the file alone does not fit the address space
+        conn.send_bytes(b'{"ok": false, "reason": "memory", "log": "the model bytes do not fit"}')
+        return
     conn.send_bytes(_answer(data, threads, budget))
     conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gateway.model_check [--threads N]``: the trial by hand, in this process,
-    under the same limits: model bytes on stdin, the JSON answer on stdout."""
+    """``python -m gateway.model_check [--threads N] [--budget BYTES]``: one trial in a fresh
+    interpreter, under the same limits: model bytes on stdin, the JSON answer on stdout."""
     args = sys.argv[1:] if argv is None else argv
     threads = int(args[args.index("--threads") + 1]) if "--threads" in args else 1
     _limit_self()
     data = sys.stdin.buffer.read()
-    sys.stdout.write(_answer(data, threads, load_memory_budget(len(data))).decode() + "\n")
+    budget = int(args[args.index("--budget") + 1]) if "--budget" in args else load_memory_budget(len(data))
+    sys.stdout.write(_answer(data, threads, budget).decode() + "\n")
     return 0
 
 

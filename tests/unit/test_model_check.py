@@ -11,8 +11,11 @@ where it was while the child pays for the bomb.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -491,6 +494,34 @@ def test_the_child_runs_under_its_limits_and_a_crash_is_reported() -> None:
         worker.join(30)
     assert len(outcome) == 1 and isinstance(outcome[0], ModelInvalidError), outcome
     assert outcome[0].detail == "the model crashed the loader"
+
+
+def test_python_m_gateway_model_check_runs_one_trial_by_hand() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.model_check"], input=identity_model(), capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["ok"] and answer["ran"] and answer["inputs"][0]["name"] == "X"
+
+
+def test_a_caller_whose_main_the_fork_server_cannot_import_gets_fresh_interpreters() -> None:
+    """A script read from stdin: multiprocessing's children cannot re-import its main."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from gateway.errors import ModelInvalidError
+from gateway.model_check import trial_load
+from tests.unit.test_model_check import bomb_model, identity_model
+print(trial_load(identity_model()).ran)
+try:
+    trial_load(bomb_model(10**8))
+except ModelInvalidError as exc:
+    print(exc.detail)
+"""
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["True", "the model exceeds the resource budget for loading (memory)"]
 
 
 # --- every way into the registry goes through the check -------------------------------
