@@ -463,6 +463,7 @@ def test_repository_index(tc: triton.InferenceServerClient) -> None:
     index = tc.get_model_repository_index(headers=admin())
     assert index == [
         {"name": "diabetes", "version": "1", "state": "READY"},
+        {"name": "digits", "version": "1", "state": "READY"},
         {"name": "penguins", "version": "1", "state": "READY"},
     ]
 
