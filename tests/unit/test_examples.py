@@ -161,7 +161,7 @@ def test_penguins_training_reproduces_the_committed_spec(tmp_path: Path) -> None
 def test_digits_training_reproduces_the_committed_spec_and_model(tmp_path: Path) -> None:
     script = ROOT / "examples" / "train_digits.py"
     command = [sys.executable, str(script), "--out-dir", str(tmp_path)]
-    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "test accuracy 0.980 on 450 held-out rows" in run.stdout
     committed_spec = (ROOT / "feature_specs" / "digits.yaml").read_bytes()
