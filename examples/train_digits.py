@@ -54,8 +54,8 @@ PIXEL_MAX = 16
 """A feature counts the set pixels of a 4x4 block: 0 to 16."""
 HIDDEN = (1024, 1024)
 """Chosen by measurement (bench/batch_cost.py, 1 intra-op thread): at 512 units the
-weights fit in a core's cache and one row costs so little that 32 rows cost about six
-times as much; at 1024 one row costs under 0.2 ms and 32 rows under three times that.
+weights fit in a core's cache and one row costs so little that 32 rows cost 3.4 to 6
+times as much; at 1024 one row costs about 0.18 ms and 32 rows about three times that.
 The ONNX file is 4.5 MB of float32 weights."""
 
 
