@@ -30,12 +30,19 @@ if TYPE_CHECKING:
 
     from gateway.runtime import Runtime
 
-__all__ = ["BatchPolicy", "Batcher", "parse_batching"]
+__all__ = ["OFFLOAD_SECONDS", "BatchPolicy", "Batcher", "parse_batching", "runs_long"]
 
 OFFLOAD_SECONDS = 0.002
 """A call expected to take longer than this runs on a worker thread, so the event loop
 keeps reading requests (and answering health checks) meanwhile; shorter ones run inline:
 a thread hop costs more than a small inference."""
+
+
+def runs_long(runtime: Runtime, rows: int) -> bool:
+    """True if a call of ``rows`` rows is expected to take longer than ``OFFLOAD_SECONDS``
+    (from the one-row time measured at warm-up): such a call goes to a worker thread."""
+    return runtime.seconds_per_row * rows > OFFLOAD_SECONDS
+
 
 _ENTRY = re.compile(r"^\s*([A-Za-z0-9_][A-Za-z0-9_.-]*|\*)\s*=\s*(\d+)\s*:\s*(\d+(?:\.\d+)?)\s*$")
 
@@ -55,7 +62,9 @@ def parse_batching(text: str) -> dict[str, BatchPolicy]:
     for entry in filter(str.strip, text.split(",")):
         match = _ENTRY.match(entry)
         if match is None:
-            raise ConfigError(f"invalid batching entry {entry.strip()[:60]!r}: expected NAME=MAX_ROWS:MAX_WAIT_MS, e.g. digits=32:2")
+            raise ConfigError(
+                f"invalid batching entry {entry.strip()[:60]!r}: expected NAME=MAX_ROWS:MAX_WAIT_MS, e.g. digits=32:2"
+            )
         name, rows, wait_ms = match.group(1), int(match.group(2)), float(match.group(3))
         if rows < 2 or rows > 65536:
             raise ConfigError(f"invalid batching entry {entry.strip()!r}: MAX_ROWS must be 2 to 65536")
@@ -133,6 +142,6 @@ def _slice(inference: Inference, start: int, end: int) -> Inference:
 
 
 async def _call(runtime: Runtime, matrix: NDArray[np.float32]) -> Inference:
-    if runtime.seconds_per_row * len(matrix) > OFFLOAD_SECONDS:
+    if runs_long(runtime, len(matrix)):
         return await asyncio.get_running_loop().run_in_executor(None, runtime.run, matrix)
     return runtime.run(matrix)

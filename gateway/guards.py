@@ -23,7 +23,7 @@ This module must not know about HTTP, the model or metrics.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import numpy as np
@@ -367,7 +367,7 @@ class Guards:
         self.ignored = frozenset({target} if target else ())
         self.numeric = bool(self.features) and all(isinstance(g, _NumberGuard) for g in self.features)
         """Every feature is a number or an integer: batches may come as one matrix."""
-        numbers = [g for g in self.features if isinstance(g, _NumberGuard)]
+        numbers = cast("tuple[_NumberGuard, ...]", self.features if self.numeric else ())
         self._lo = np.array([g.lo for g in numbers], dtype=np.float64)
         self._hi = np.array([g.hi for g in numbers], dtype=np.float64)
         self._integral = np.array([i for i, g in enumerate(numbers) if g.integral], dtype=np.intp)

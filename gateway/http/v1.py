@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 from litestar import Request, Response, get, post
 
-from gateway.batching import OFFLOAD_SECONDS
+from gateway.batching import runs_long
 from gateway.errors import DeadlineExceededError, ModelNotFoundError, PayloadError, PayloadTooLargeError
 from gateway.lifecycle import Gateway
 from gateway.protocol.duplicate_keys import refuse_duplicate_keys
@@ -132,7 +132,7 @@ async def run_predict(gateway: Gateway, model: LoadedModel, columns: Columns, de
     settings = gateway.settings
     guarded, monitored = settings.guards, settings.monitoring
     batcher = gateway.batcher(model)
-    slow = model.runtime.seconds_per_row * columns.n_rows > OFFLOAD_SECONDS
+    slow = runs_long(model.runtime, columns.n_rows)
     if batcher is None and not slow:
         return predict(model, columns, gateway.predictions, guarded=guarded, monitored=monitored)
     if deadline is None:
