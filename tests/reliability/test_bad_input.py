@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from tests.integration.support import admin, assert_problem, bundle, penguin
-from tests.reliability.conftest import ServerProcess, raw_exchange, read_response, scrape_all, server_pid
+from tests.reliability.conftest import Prober, ServerProcess, raw_exchange, read_response, scrape_all, server_pid
 from tests.reliability.fixture_models import assert_alive, knob_spec_bytes, nan_model
 
 PREDICT = "/v1/models/penguins:predict"
@@ -303,31 +303,14 @@ def test_a4_250k_deep_ignored_key_is_a_fast_400_and_live_stays_fast(server: Serv
     nest = "[" * 250_000 + "]" * 250_000
     key = {PREDICT: "instances", INFER: "inputs", FEEDBACK: "feedback"}[path]
     body = ('{"' + key + '": [], "parameters": {"ignored": ' + nest + "}}").encode()
-    latencies: list[float] = []
-    statuses: list[int] = []
-    stop = threading.Event()
-
-    def probe() -> None:
-        with httpx.Client(base_url=server.url, timeout=5) as c:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                statuses.append(c.get("/v2/health/live").status_code)
-                latencies.append(time.perf_counter() - t0)
-                time.sleep(0.005)
-
-    prober = threading.Thread(target=probe)
-    prober.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=10) as c:
-            for _ in range(5):
-                t0 = time.perf_counter()
-                response = c.post(path, content=body, headers={"content-type": "application/json"})
-                assert time.perf_counter() - t0 < 1.0
-                assert_problem(response, 400)
-    finally:
-        stop.set()
-        prober.join()
-    assert statuses and set(statuses) == {200}
+    with Prober(server.url) as prober, httpx.Client(base_url=server.url, timeout=10) as c:
+        for _ in range(5):
+            t0 = time.perf_counter()
+            response = c.post(path, content=body, headers={"content-type": "application/json"})
+            assert time.perf_counter() - t0 < 1.0
+            assert_problem(response, 400)
+    latencies = prober.latencies
+    assert not prober.errors and set(prober.statuses) == {200}
     # the median, not the tail: on a shared 2-core machine one probe can wait on the
     # scheduler; a blocked event loop shows in every probe, and none may take a second
     median = statistics.median(latencies)

@@ -21,6 +21,7 @@ import pytest
 from gateway.monitoring.feedback import PredictionLog
 from tests.integration.conftest import ServerProcess, StartServer
 from tests.integration.support import ADMIN_TOKEN, admin, assert_problem, bundle, sample, scrape, series
+from tests.reliability.conftest import Prober
 from tests.reliability.fixture_models import (
     BROKEN_MODELS,
     SLOW_X,
@@ -120,15 +121,6 @@ def test_b5_refused_model_answer_is_model_invalid_without_onnxruntime_text(
 # --- B10: inference deadline ------------------------------------------------------------------
 
 
-def _live_latencies(url: str, stop: threading.Event, out: list[float]) -> None:
-    with httpx.Client(base_url=url, timeout=10) as client:
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            assert client.get("/v2/health/live").status_code == 200
-            out.append(time.perf_counter() - t0)
-            time.sleep(0.01)
-
-
 def _requests_total(client: httpx.Client, model: str, reason: str) -> float:
     return sample(scrape(client), "driftgate_requests_total", model=model, reason=reason)
 
@@ -143,9 +135,6 @@ def test_b10_deadline_is_504_live_stays_fast_and_the_late_result_is_dropped(
     proc = start_server(
         repository=knob_repository(tmp_path / "repo", {"knob": slow_model()}), args=["--request-timeout", "0.4"]
     )
-    latencies: list[float] = []
-    stop = threading.Event()
-    prober = threading.Thread(target=_live_latencies, args=(proc.url, stop, latencies))
     results: list[tuple[int, float, httpx.Response]] = []
 
     def slow(i: int) -> None:
@@ -154,16 +143,15 @@ def test_b10_deadline_is_504_live_stays_fast_and_the_late_result_is_dropped(
             r = client.post("/v1/models/knob:predict", json=_slow_batch())
             results.append((i, time.monotonic() - t0, r))
 
-    prober.start()
-    time.sleep(0.05)
-    workers = [threading.Thread(target=slow, args=(i,)) for i in range(2)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(timeout=30)
-    time.sleep(1.5)  # the abandoned inferences end meanwhile; their results must vanish
-    stop.set()
-    prober.join(timeout=10)
+    with Prober(proc.url, interval=0.01) as prober:
+        workers = [threading.Thread(target=slow, args=(i,)) for i in range(2)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join(timeout=30)
+        time.sleep(1.5)  # the abandoned inferences end meanwhile; their results must vanish
+    latencies = prober.latencies
+    assert not prober.errors and set(prober.statuses) == {200}
 
     assert len(results) == 2
     for _, seconds, r in results:
@@ -197,17 +185,11 @@ def test_b10_one_row_slower_than_its_warm_up_still_meets_the_deadline(
     proc = start_server(
         repository=knob_repository(tmp_path / "repo", {"knob": slow_model()}), args=["--request-timeout", "0.4"]
     )
-    latencies: list[float] = []
-    stop = threading.Event()
-    prober = threading.Thread(target=_live_latencies, args=(proc.url, stop, latencies))
-    prober.start()
-    time.sleep(0.05)
-    with proc.client() as client:
+    with Prober(proc.url, interval=0.01) as prober, proc.client() as client:
         t0 = time.monotonic()
         r = knob_predict(client, SLOW_X)
         seconds = time.monotonic() - t0
-    stop.set()
-    prober.join(timeout=10)
+    latencies = prober.latencies
     assert r.status_code == 504 and seconds < 1.0, f"{r.status_code} after {seconds:.2f} s for a 0.4 s deadline"
     assert max(latencies) < 0.4, f"liveness took up to {max(latencies) * 1000:.0f} ms during inference"
 
