@@ -17,6 +17,6 @@ cat > "$BENCH_OUT/driftgate-server.json" <<JSON
 [{"name": "driftgate", "venv": "", "cwd": "$ROOT",
   "cmd": ["$ROOT/.venv/bin/driftgate", "serve", "--repository", "$REPO", "--host", "127.0.0.1",
           "--port", "{port}", "--log-level", "warning"],
-  "ready": "/v2/health/ready", "protocols": ["v1-records"]}]
+  "ready": "/v2/health/ready", "protocols": ["v1-records", "v2"]}]
 JSON
 EXTRA_SERVERS="$BENCH_OUT/driftgate-server.json" bash "$PEERS/run.sh" --ref mlserver "$@"

@@ -30,6 +30,7 @@ import numpy as np
 
 from gateway.errors import InputRejectedError
 from gateway.spec import BooleanFeature, CategoryFeature, Feature, FeatureSpec, IntegerFeature, NumberFeature
+from gateway.table import MatrixColumns, column_index
 from gateway.violations import Action, Reason, Violation
 
 if TYPE_CHECKING:
@@ -207,7 +208,8 @@ class _NumberGuard(_FeatureGuard):
         problems: list[Problem] = []
         unusable: NDArray[np.bool_] | None = None  # cells with no number to range-check
         if isinstance(raw, np.ndarray) and raw.dtype.kind in "fiu":
-            values = raw.astype(np.float64, copy=True)
+            with np.errstate(invalid="ignore"):  # a signalling NaN stays NaN (and is refused below)
+                values = raw.astype(np.float64, copy=True)
             absent = missing
         else:
             col = _cells(raw)
@@ -362,6 +364,7 @@ class Guards:
         self.features = tuple(_guard_for(f) for f in spec.features)
         self.names = spec.feature_names
         self.name_set = frozenset(self.names)
+        self._index = column_index(tuple(self.names))
         self.reject_unknown = spec.unknown_fields == "reject"
         target = spec.output.target if spec.output else None
         self.ignored = frozenset({target} if target else ())
@@ -392,7 +395,7 @@ class Guards:
             part = x[:, self._integral]
             if (part != np.floor(part)).any():
                 return None
-        checked = Checked(len(x), {name: x[:, j] for j, name in enumerate(self.names)}, [], None, None, None)
+        checked = Checked(len(x), MatrixColumns(x, self._index), [], None, None, None)  # type: ignore[arg-type]
         checked.matrix = x
         return checked
 

@@ -16,7 +16,8 @@ This module must not know what a valid value is: that is ``gateway.guards``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from gateway.errors import PayloadError
 
-__all__ = ["Columns", "records_to_columns", "to_columns"]
+__all__ = ["Columns", "MatrixColumns", "matrix_to_columns", "records_to_columns", "to_columns"]
 
 
 class Columns:
@@ -60,10 +61,43 @@ class Columns:
         self.matrix = matrix
 
 
+class MatrixColumns(Mapping[str, np.ndarray]):
+    """Feature name -> column of one ``(n, features)`` matrix, as a view made on access.
+
+    A batch that arrives as one matrix (all-numeric specs) stays one: the guards, the
+    transform and monitoring work on the matrix, and a column view is only made when
+    something asks for a feature by name (a bad cell to name, a drift histogram).
+    """
+
+    __slots__ = ("index", "matrix")
+
+    def __init__(self, matrix: np.ndarray, index: Mapping[str, int]) -> None:
+        self.matrix = matrix
+        self.index = index
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.matrix[:, self.index[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.index
+
+
+@lru_cache(maxsize=256)
+def column_index(names: tuple[str, ...]) -> Mapping[str, int]:
+    """Feature name -> its column in a matrix of ``names`` (built once per feature list)."""
+    return {name: j for j, name in enumerate(names)}
+
+
 def matrix_to_columns(matrix: np.ndarray, names: Sequence[str]) -> Columns:
     """An ``(n, len(names))`` numeric matrix, columns in ``names`` order, as ``Columns``."""
     x = np.asarray(matrix, dtype=np.float64)
-    return Columns(len(x), {name: x[:, j] for j, name in enumerate(names)}, matrix=x)
+    return Columns(len(x), MatrixColumns(x, column_index(tuple(names))), matrix=x)  # type: ignore[arg-type]
 
 
 def records_to_columns(

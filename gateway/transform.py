@@ -142,13 +142,15 @@ class Transform:
         self._divisor = np.array([s.divisor for s in linear], dtype=np.float64)
         self._all_linear = len(linear) == len(steps) and self._linear_cols.tolist() == list(range(len(steps)))
 
-    def apply(self, columns: dict[str, Any], n_rows: int, matrix: NDArray[np.float64] | None = None) -> NDArray[np.float32]:
+    def apply(
+        self, columns: dict[str, Any], n_rows: int, matrix: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float32]:
         """Clean columns (from ``Guards.check``) to a C-contiguous ``(n_rows, width)`` float32 matrix.
 
         ``matrix``: the same columns as one float64 matrix in feature order, if the guards
         have it (``Checked.matrix``); an all-linear transform then skips re-stacking them.
         """
-        if n_rows == 1 and type(next(iter(columns.values()))) is list:
+        if matrix is None and n_rows == 1 and type(next(iter(columns.values()))) is list:
             return self._apply_one(columns)
         out = np.zeros((n_rows, self.width), dtype=np.float32)
         with np.errstate(over="ignore"):  # an overflow to inf is saturated just below

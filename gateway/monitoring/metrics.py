@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.monitoring.drift import PSI_FLOOR, DriftState, DriftWindow, estimate_accuracy, window_statistics
 from gateway.monitoring.feedback import FeedbackState, FeedbackWindow
+from gateway.table import MatrixColumns
 from gateway.violations import REASONS
 
 if TYPE_CHECKING:
@@ -343,7 +344,11 @@ class ModelMetrics:
             return
         n = sum(p[0] for p in pending)
         first = pending[0]
-        if all(p[0] == 1 and type(next(iter(p[3].values()), None)) is list for p in pending):
+        if all(type(p[3]) is MatrixColumns and p[3].index is first[3].index for p in pending):
+            # all-numeric batches that came as matrices: one stack, column views on demand
+            columns = MatrixColumns(np.concatenate([p[3].matrix for p in pending]), first[3].index)
+            imputed = {}
+        elif all(p[0] == 1 and type(next(iter(p[3].values()), None)) is list for p in pending):
             # one-row requests: each column's values are Python scalars in one-item lists
             columns = {name: np.array([p[3][name][0] for p in pending]) for name in first[3]}
             imputed = {
