@@ -70,7 +70,9 @@ class Server:
         full_env.update(env, DRIFTGATE_LOG_LEVEL="warning")
         self.log = open(workdir / f"server-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "gateway.cli", "serve", "--repository", str(repository), "--port", str(self.port)]
-        self.process = subprocess.Popen(pinned(cpu, cmd), env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.process = subprocess.Popen(
+            pinned(cpu, cmd), env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -101,7 +103,9 @@ def wait_for_workers(url: str, spec: Any, workers: int, timeout: float = 60) -> 
     while len(seen) < workers:
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(seen)} of {workers} workers answered within {timeout} s")
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", "Connection": "close"})
+        request = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json", "Connection": "close"}
+        )
         with urllib.request.urlopen(request, timeout=10) as r:
             seen.add(json.loads(r.read())["predictions"][0]["id"].split("-")[0])
 
@@ -114,7 +118,12 @@ def v2_body(spec: Any, records: list[dict[str, Any]]) -> bytes:
     from gateway.http.v2 import _feature_datatype
 
     inputs = [
-        {"name": f.name, "datatype": _feature_datatype(f), "shape": [len(records), 1], "data": [r[f.name] for r in records]}
+        {
+            "name": f.name,
+            "datatype": _feature_datatype(f),
+            "shape": [len(records), 1],
+            "data": [r[f.name] for r in records],
+        }
         for f in spec.features
     ]
     return json.dumps({"inputs": inputs}).encode()
@@ -136,20 +145,73 @@ def v2_binary_body(spec: Any, records: list[dict[str, Any]]) -> tuple[bytes, str
         else:
             raw = np.asarray(column, dtype={"FP64": "<f8", "INT64": "<i8", "BOOL": "?"}[datatype]).tobytes()
         blobs.append(raw)
-        inputs.append({"name": f.name, "datatype": datatype, "shape": [len(records), 1], "parameters": {"binary_data_size": len(raw)}})
+        inputs.append(
+            {
+                "name": f.name,
+                "datatype": datatype,
+                "shape": [len(records), 1],
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
     header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
-    return header + b"".join(blobs), f"Content-Type: application/octet-stream|Inference-Header-Content-Length: {len(header)}"
+    return header + b"".join(
+        blobs
+    ), f"Content-Type: application/octet-stream|Inference-Header-Content-Length: {len(header)}"
+
+
+def _matrix(spec: Any, records: list[dict[str, Any]]) -> Any:
+    import numpy as np
+
+    names = [f.name for f in spec.features]
+    if any(type(f).__struct_config__.tag not in ("number", "integer") for f in spec.features):
+        raise SystemExit(f"the v2-matrix protocols need an all-numeric spec; {spec.name!r} is not")
+    return np.asarray([[r[name] for name in names] for r in records], dtype=np.float32)
+
+
+def v2_matrix_body(spec: Any, records: list[dict[str, Any]]) -> tuple[bytes, str]:
+    """One [N, F] FP32 tensor of every feature (as a model's own input is sent), JSON data."""
+    x = _matrix(spec, records)
+    return json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+    ).encode(), ""
+
+
+def v2_matrix_binary_body(spec: Any, records: list[dict[str, Any]]) -> tuple[bytes, str]:
+    """One [N, F] FP32 tensor of every feature as binary data; outputs binary too (tritonclient's default)."""
+    x = _matrix(spec, records)
+    raw = x.astype("<f4").tobytes()
+    inputs = [
+        {"name": "input", "datatype": "FP32", "shape": list(x.shape), "parameters": {"binary_data_size": len(raw)}}
+    ]
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    return header + raw, f"Content-Type: application/octet-stream|Inference-Header-Content-Length: {len(header)}"
 
 
 PROTOCOLS = {
     "v1": (lambda model: f"/v1/models/{model}:predict", lambda spec, rows: (v1_body(rows), "")),
     "v2": (lambda model: f"/v2/models/{model}/infer", lambda spec, rows: (v2_body(spec, rows), "")),
     "v2-binary": (lambda model: f"/v2/models/{model}/infer", v2_binary_body),
+    "v2-matrix": (lambda model: f"/v2/models/{model}/infer", v2_matrix_body),
+    "v2-matrix-binary": (lambda model: f"/v2/models/{model}/infer", v2_matrix_binary_body),
 }
 
 
 def run_wrk(url: str, body: Path, headers: str, connections: int, duration: float, cpu: str | None) -> dict[str, Any]:
-    cmd = pinned(cpu, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(LUA), url, "--", str(body)])
+    cmd = pinned(
+        cpu,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            "-s",
+            str(LUA),
+            url,
+            "--",
+            str(body),
+        ],
+    )
     if headers:
         cmd.append(headers)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False).stdout
@@ -165,14 +227,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="driftgate HTTP benchmark (wrk): guarded vs unguarded.")
     parser.add_argument("--repository", type=Path, default=ROOT / "models")
     parser.add_argument("--model", default="penguins")
-    parser.add_argument("--protocols", default="v1", help="comma-separated: v1, v2 (JSON), v2-binary")
+    parser.add_argument(
+        "--protocols",
+        default="v1",
+        help="comma-separated: v1, v2 (JSON, one tensor per feature), v2-binary, v2-matrix (one [N, F] tensor, JSON; all-numeric specs), v2-matrix-binary",
+    )
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell")
     parser.add_argument("--server-cpu", default="1")
     parser.add_argument("--client-cpu", default="0")
     parser.add_argument("--modes", default="guarded,unguarded")
-    parser.add_argument("--smoke", action="store_true", help="1 s cells, one-row at c=1 and c=8 only: checks it all works")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 s cells, one-row at c=1 and c=8 only: checks it all works"
+    )
     parser.add_argument("--out", type=Path, help="write the Markdown table here too")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (DRIFTGATE_WORKERS; default 1)")
     args = parser.parse_args()
@@ -181,7 +249,12 @@ def main() -> int:
         return 2
     if args.smoke:
         args.duration, args.batches, args.concurrency, args.protocols = 1.0, "1,64", "1,8", "v1,v2,v2-binary"
-    spec = load_spec(args.repository / args.model / max((p for p in (args.repository / args.model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)) / "spec.yaml")
+    spec = load_spec(
+        args.repository
+        / args.model
+        / max((p for p in (args.repository / args.model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        / "spec.yaml"
+    )
     batches = [int(b) for b in args.batches.split(",")]
     conns = [int(c) for c in args.concurrency.split(",")]
     protocols = args.protocols.split(",")
@@ -196,7 +269,9 @@ def main() -> int:
                 path.write_bytes(content)
                 bodies[protocol, batch] = (path, headers)
         for mode in args.modes.split(","):
-            server = Server(args.repository, {**MODES[mode], "DRIFTGATE_WORKERS": str(args.workers)}, args.server_cpu, workdir)
+            server = Server(
+                args.repository, {**MODES[mode], "DRIFTGATE_WORKERS": str(args.workers)}, args.server_cpu, workdir
+            )
             try:
                 if args.workers > 1:
                     wait_for_workers(server.url + PROTOCOLS["v1"][0](args.model), spec, args.workers)
@@ -204,14 +279,25 @@ def main() -> int:
                     url = server.url + PROTOCOLS[protocol][0](args.model)
                     for batch in batches:
                         path, headers = bodies[protocol, batch]
-                        header_map = dict(h.split(": ", 1) for h in headers.split("|")) if headers else {"Content-Type": "application/json"}
-                        with urllib.request.urlopen(urllib.request.Request(url, data=path.read_bytes(), headers=header_map), timeout=10) as r:
+                        header_map = (
+                            dict(h.split(": ", 1) for h in headers.split("|"))
+                            if headers
+                            else {"Content-Type": "application/json"}
+                        )
+                        with urllib.request.urlopen(
+                            urllib.request.Request(url, data=path.read_bytes(), headers=header_map), timeout=10
+                        ) as r:
                             assert r.status == 200, r.status
                         run_wrk(url, path, headers, 8, 1.0, args.client_cpu)  # warm-up
                         for c in conns:
-                            results[mode, protocol, batch, c] = run_wrk(url, path, headers, c, args.duration, args.client_cpu)
+                            results[mode, protocol, batch, c] = run_wrk(
+                                url, path, headers, c, args.duration, args.client_cpu
+                            )
                             r = results[mode, protocol, batch, c]
-                            print(f"  {mode:9} {protocol} rows={batch:<3} c={c:<3} {r['rps']:>9,.0f} req/s  p50 {r['p50_us'] / 1000:.2f} ms  p99 {r['p99_us'] / 1000:.2f} ms", file=sys.stderr)
+                            print(
+                                f"  {mode:9} {protocol} rows={batch:<3} c={c:<3} {r['rps']:>9,.0f} req/s  p50 {r['p50_us'] / 1000:.2f} ms  p99 {r['p99_us'] / 1000:.2f} ms",
+                                file=sys.stderr,
+                            )
             finally:
                 server.stop()
     lines = [
@@ -224,7 +310,9 @@ def main() -> int:
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     failed = False
-    for (mode, protocol, batch, c), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][3], kv[0][0])):
+    for (mode, protocol, batch, c), r in sorted(
+        results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][3], kv[0][0])
+    ):
         base = results.get(({"guarded": "unguarded", "batched": "guarded"}.get(mode, ""), protocol, batch, c))
         ratio = f"{r['rps'] / base['rps']:.2f}" if base else ""
         errors = r["errors"] + r["status_errors"]

@@ -371,8 +371,11 @@ class Guards:
         self.numeric = bool(self.features) and all(isinstance(g, _NumberGuard) for g in self.features)
         """Every feature is a number or an integer: batches may come as one matrix."""
         numbers = cast("tuple[_NumberGuard, ...]", self.features if self.numeric else ())
-        self._lo = np.array([g.lo for g in numbers], dtype=np.float64)
-        self._hi = np.array([g.hi for g in numbers], dtype=np.float64)
+        # finite stand-ins for open bounds, so that one pair of comparisons also refuses
+        # NaN (every comparison is false) and +-inf (beyond the largest float64)
+        biggest = float(np.finfo(np.float64).max)
+        self._lo = np.maximum(np.array([g.lo for g in numbers], dtype=np.float64), -biggest)
+        self._hi = np.minimum(np.array([g.hi for g in numbers], dtype=np.float64), biggest)
         self._integral = np.array([i for i, g in enumerate(numbers) if g.integral], dtype=np.intp)
 
     def check(self, columns: Columns) -> Checked:
@@ -389,7 +392,9 @@ class Guards:
         """The verdict on a clean all-numeric batch in a few whole-matrix operations, or
         None if some cell breaks the spec: then the columns are checked one by one, which
         names every violation exactly."""
-        if not np.isfinite(x).all() or (x < self._lo).any() or (x > self._hi).any():
+        inside = x >= self._lo
+        inside &= x <= self._hi
+        if not inside.all():  # a NaN, an infinity or a value out of range somewhere
             return None
         if len(self._integral):
             part = x[:, self._integral]

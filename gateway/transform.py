@@ -150,6 +150,11 @@ class Transform:
         ``matrix``: the same columns as one float64 matrix in feature order, if the guards
         have it (``Checked.matrix``); an all-linear transform then skips re-stacking them.
         """
+        if matrix is not None and self._all_linear:
+            # the whole transform is one broadcast over the guards' matrix
+            with np.errstate(over="ignore"):  # an overflow to inf is saturated just below
+                y = (matrix - self._shift) / self._divisor
+                return np.clip(y, -FLOAT32_MAX, FLOAT32_MAX, out=y).astype(np.float32)
         if matrix is None and n_rows == 1 and type(next(iter(columns.values()))) is list:
             return self._apply_one(columns)
         out = np.zeros((n_rows, self.width), dtype=np.float32)

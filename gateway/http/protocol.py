@@ -41,19 +41,39 @@ class _DeadlineProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     body_timeout: float = 30.0
 
-    _deadline: asyncio.TimerHandle | None = None
+    # One lazy timer per connection: arming a deadline only stores when it is due, and the
+    # timer, when it fires, either expires the request or re-arms itself for the current
+    # due time. A request therefore costs two clock reads, not two timers created and
+    # cancelled (measured: about 3 us of a one-row prediction).
+    _due: float | None = None
+    _what: str = "head"
+    _timer: asyncio.TimerHandle | None = None
+    _timer_at: float = 0.0
 
     def _arm(self, seconds: float, what: str) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expire, what)
+        due = self.loop.time() + seconds
+        self._due, self._what = due, what
+        if self._timer is not None and self._timer_at > due:
+            self._timer.cancel()  # a shorter deadline than the one the timer waits for
+            self._timer = None
+        if self._timer is None:
+            self._timer, self._timer_at = self.loop.call_at(due, self._check), due
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._due = None
+
+    def _check(self) -> None:
+        self._timer = None
+        due = self._due
+        if due is None:
+            return  # nothing pending: the next deadline armed starts a new timer
+        if self.loop.time() < due:
+            self._timer, self._timer_at = self.loop.call_at(due, self._check), due
+            return
+        self._due = None
+        self._expire(self._what)
 
     def _expire(self, what: str) -> None:
-        self._deadline = None
         if self.transport.is_closing():
             return
         cycle = self.cycle
@@ -69,12 +89,15 @@ class _DeadlineProtocol(HttpToolsProtocol):
         self._arm(self.header_timeout, "head")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._due = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._deadline is None:
+        if self._due is None:
             self._arm(self.header_timeout, "head")
 
     def on_headers_complete(self) -> None:
@@ -88,4 +111,6 @@ class _DeadlineProtocol(HttpToolsProtocol):
 
 def deadline_protocol(header_timeout: float, body_timeout: float) -> type[HttpToolsProtocol]:
     """The protocol class to pass as ``uvicorn.Config(http=...)``."""
-    return type("DeadlineProtocol", (_DeadlineProtocol,), {"header_timeout": header_timeout, "body_timeout": body_timeout})
+    return type(
+        "DeadlineProtocol", (_DeadlineProtocol,), {"header_timeout": header_timeout, "body_timeout": body_timeout}
+    )

@@ -265,6 +265,7 @@ class _BatchBinner:
         self.coded_missing = {s.name: (j, s.missing_bin) for j, s in enumerate(coded)}
         self._matrix_index: Mapping[str, int] | None = None
         self._bin_type = np.uint8 if width < 256 else np.intp
+        self._edge_columns = [np.ascontiguousarray(self.edges[:, k]) for k in range(self.edges.shape[1])]
 
     def _numeric_values(self, columns: Mapping[str, Any]) -> NDArray[np.float64]:
         """The numeric features' cells as one (rows, features) float64 block: the batch's
@@ -285,8 +286,10 @@ class _BatchBinner:
             # uint8 when there are under 256 edges: ~4x faster than one broadcast (rows, features,
             # edges) comparison summed over its last axis (512 x 30 x 11: 110 vs 500 us)
             bins = np.zeros(values.shape, dtype=self._bin_type)
-            for k in range(self.edges.shape[1]):
-                np.add(bins, values >= self.edges[:, k], out=bins, casting="unsafe")
+            above = np.empty(values.shape, dtype=np.bool_)
+            for edge in self._edge_columns:
+                np.greater_equal(values, edge, out=above)
+                np.add(bins, above, out=bins, casting="unsafe")
             for name, mask in imputed.items():
                 where = self.numeric_missing.get(name)
                 if where is not None:
