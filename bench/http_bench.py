@@ -242,7 +242,12 @@ def main() -> int:
         "--smoke", action="store_true", help="1 s cells, one-row at c=1 and c=8 only: checks it all works"
     )
     parser.add_argument("--out", type=Path, help="write the Markdown table here too")
-    parser.add_argument("--workers", type=int, default=1, help="server worker processes (DRIFTGATE_WORKERS; default 1)")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="server worker processes (DRIFTGATE_WORKERS); a list such as 1,2 runs each mode with each count "
+        "and reports N workers ÷ 1 in the same run",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -268,13 +273,15 @@ def main() -> int:
                 content, headers = PROTOCOLS[protocol][1](spec, sample_records(spec, batch, seed=batch))
                 path.write_bytes(content)
                 bodies[protocol, batch] = (path, headers)
-        for mode in args.modes.split(","):
+        counts = [int(w) for w in args.workers.split(",")]
+        for mode, workers in [(m, w) for m in args.modes.split(",") for w in counts]:
+            label = mode if len(counts) == 1 else f"{mode} w{workers}"
             server = Server(
-                args.repository, {**MODES[mode], "DRIFTGATE_WORKERS": str(args.workers)}, args.server_cpu, workdir
+                args.repository, {**MODES[mode], "DRIFTGATE_WORKERS": str(workers)}, args.server_cpu, workdir
             )
             try:
-                if args.workers > 1:
-                    wait_for_workers(server.url + PROTOCOLS["v1"][0](args.model), spec, args.workers)
+                if workers > 1:
+                    wait_for_workers(server.url + PROTOCOLS["v1"][0](args.model), spec, workers)
                 for protocol in protocols:
                     url = server.url + PROTOCOLS[protocol][0](args.model)
                     for batch in batches:
@@ -290,12 +297,12 @@ def main() -> int:
                             assert r.status == 200, r.status
                         run_wrk(url, path, headers, 8, 1.0, args.client_cpu)  # warm-up
                         for c in conns:
-                            results[mode, protocol, batch, c] = run_wrk(
+                            results[label, protocol, batch, c] = run_wrk(
                                 url, path, headers, c, args.duration, args.client_cpu
                             )
-                            r = results[mode, protocol, batch, c]
+                            r = results[label, protocol, batch, c]
                             print(
-                                f"  {mode:9} {protocol} rows={batch:<3} c={c:<3} {r['rps']:>9,.0f} req/s  p50 {r['p50_us'] / 1000:.2f} ms  p99 {r['p99_us'] / 1000:.2f} ms",
+                                f"  {label:12} {protocol} rows={batch:<3} c={c:<3} {r['rps']:>9,.0f} req/s  p50 {r['p50_us'] / 1000:.2f} ms  p99 {r['p99_us'] / 1000:.2f} ms",
                                 file=sys.stderr,
                             )
             finally:
@@ -306,14 +313,19 @@ def main() -> int:
             f"wrk on CPU {args.client_cpu or 'any'}, {args.duration:g} s per cell"
         ),
         "",
-        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched ÷ guarded |",
+        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched ÷ guarded, N workers ÷ 1 |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     failed = False
     for (mode, protocol, batch, c), r in sorted(
         results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][3], kv[0][0])
     ):
-        base = results.get(({"guarded": "unguarded", "batched": "guarded"}.get(mode, ""), protocol, batch, c))
+        base_mode, _, workers = mode.partition(" w")
+        if workers and workers != "1":
+            base = results.get((f"{base_mode} w1", protocol, batch, c))
+        else:
+            other = {"guarded": "unguarded", "batched": "guarded"}.get(base_mode, "")
+            base = results.get((other + (f" w{workers}" if workers else ""), protocol, batch, c))
         ratio = f"{r['rps'] / base['rps']:.2f}" if base else ""
         errors = r["errors"] + r["status_errors"]
         failed |= errors > 0 or r["requests"] == 0
