@@ -306,7 +306,9 @@ class _BatchBinner:
         return parts
 
 
-def _take(columns: dict[str, Any], part: slice) -> dict[str, Any]:
+def _take(columns: Mapping[str, Any], part: slice) -> Mapping[str, Any]:
+    if type(columns) is MatrixColumns:
+        return MatrixColumns(columns.matrix[part], columns.index)
     return {name: col[part] if not isinstance(col, bool) else col for name, col in columns.items()}
 
 
