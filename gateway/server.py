@@ -51,6 +51,11 @@ class _DrainingServer(uvicorn.Server):
             self.on_started()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.should_exit and sig == signal.SIGTERM:
+            # a second SIGTERM while draining (uvicorn only cuts the drain on a second SIGINT):
+            # the operator wants the process gone now; open requests are abandoned
+            logging.getLogger("driftgate").warning("second SIGTERM: ending the drain now")
+            self.force_exit = True
         self.gateway.drain()
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
