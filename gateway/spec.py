@@ -94,7 +94,9 @@ class Standardize(Base, kw_only=True, tag_field="kind", tag="standardize"):
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
-            raise ValueError(f"standardize needs a finite mean and a finite std > 0, got mean={self.mean} std={self.std}")
+            raise ValueError(
+                f"standardize needs a finite mean and a finite std > 0, got mean={self.mean} std={self.std}"
+            )
 
 
 class MinMax(Base, kw_only=True, tag_field="kind", tag="minmax"):
@@ -383,11 +385,11 @@ class FeatureSpec(Base, kw_only=True, dict=True):
         if not self.features:
             raise ValueError("a spec needs at least one feature")
         names = [f.name for f in self.features]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _repeated(names)
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
         columns = output_column_names(self.features)
-        clashes = sorted({c for c in columns if columns.count(c) > 1})
+        clashes = _repeated(columns)
         if clashes:
             raise ValueError(f"the transform's output columns must be unique; repeated: {', '.join(clashes)}")
         if self.format != SPEC_FORMAT:
@@ -477,8 +479,16 @@ def _format_of(path: Path) -> Literal["yaml", "json"]:
     raise UsageError(f"{path}: a spec file ends in .yaml, .yml or .json, not {suffix or 'nothing'!r}")
 
 
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+"""The largest spec file read. A spec with 1,000 features and their baselines is about
+0.5 MB; YAML parses at about 0.4 MB/s here, so the cap bounds a registration's parse to
+~10 s and refuses a spec of a million categories (8 MB) before parsing it."""
+
+
 def decode_spec(data: bytes | str, fmt: Literal["yaml", "json"] = "yaml", source: str = "spec") -> FeatureSpec:
     """Decode spec text. Raises ``SpecError`` naming the field at fault."""
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: {len(data):,} bytes; a spec may have at most {MAX_SPEC_BYTES:,}")
     try:
         if fmt == "json":
             return msgspec.json.decode(data, type=FeatureSpec)
@@ -492,6 +502,13 @@ def encode_spec(spec: FeatureSpec, fmt: Literal["yaml", "json"] = "yaml") -> byt
     if fmt == "json":
         return msgspec.json.format(msgspec.json.encode(spec), indent=2) + b"\n"
     return msgspec.yaml.encode(spec)
+
+
+def _repeated(items: list[str]) -> list[str]:
+    """The items that occur more than once, sorted (one pass: a spec may hold a million)."""
+    seen: set[str] = set()
+    repeated = {x for x in items if x in seen or seen.add(x)}  # type: ignore[func-returns-value]
+    return sorted(repeated)
 
 
 def load_spec(path: str | Path) -> FeatureSpec:

@@ -13,6 +13,8 @@ ground truth sent later (``POST /v1/models/{name}/feedback``) can be joined to i
   recording a batch is one vectorised write, memory is fixed at start
   (``capacity * ENTRY_BYTES``), and an id is *expired* once ``capacity`` newer rows have
   overwritten its slot or it is older than ``ttl_seconds``. Nothing grows with traffic.
+  Ages are measured on ``time.monotonic`` (CLOCK_MONOTONIC: system-wide, so comparable
+  between the workers' rings on one host, and immune to wall-clock jumps).
 
 ``FeedbackWindow`` keeps online accuracy (classifiers) or MAE and RMSE (regressors) over
 the most recent feedback, in chunks like the drift window, so old feedback ages out.
@@ -81,7 +83,7 @@ class PredictionLog:
         self,
         capacity: int = DEFAULT_CAPACITY,
         ttl_seconds: float = 7 * 86400,
-        clock: Any = time.time,
+        clock: Any = time.monotonic,
         *,
         prefix: str | None = None,
     ) -> None:
@@ -212,7 +214,7 @@ class SharedPredictionLog(PredictionLog):
         workers: int,
         capacity: int = DEFAULT_CAPACITY,
         ttl_seconds: float = 7 * 86400,
-        clock: Any = time.time,
+        clock: Any = time.monotonic,
         *,
         writable: bool = True,
     ) -> None:

@@ -261,11 +261,6 @@ def test_b12_expiry_follows_the_clock_it_is_given() -> None:
     assert log.lookup("m", ids)[2] == ["expired"] * 3, "entries outlived their TTL"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PredictionLog's default clock is the wall clock (time.time): "
-    "a wall jump past the TTL expires every prediction at once, a backwards jump makes them immortal",
-)
 def test_b12_default_expiry_clock_is_monotonic() -> None:
     """B12: the server's prediction store (default clock) measures age on the monotonic
     clock, so a wall-clock jump (NTP step, ``date -s``) changes no join result."""
