@@ -28,7 +28,19 @@ if TYPE_CHECKING:
     from gateway.table import Columns
     from gateway.violations import Violation
 
-__all__ = ["FeedbackItem", "FeedbackRequest", "Outcome", "Prepared", "complete", "predict", "prepare", "record_feedback", "register_model", "reject"]
+__all__ = [
+    "FeedbackItem",
+    "FeedbackRequest",
+    "Outcome",
+    "Prepared",
+    "complete",
+    "predict",
+    "prepare",
+    "record_feedback",
+    "register_model",
+    "reject",
+]
+
 
 class Outcome:
     """The answer for one predicted batch.
@@ -102,7 +114,15 @@ def reject(model: LoadedModel, prepared: Prepared, *, monitored: bool = True) ->
     )
 
 
-def complete(model: LoadedModel, prepared: Prepared, inference: Inference, t3: float, log: PredictionLog, *, monitored: bool = True) -> Outcome:
+def complete(
+    model: LoadedModel,
+    prepared: Prepared,
+    inference: Inference,
+    t3: float,
+    log: PredictionLog,
+    *,
+    monitored: bool = True,
+) -> Outcome:
     """Turn what the model said into an ``Outcome``, give it prediction ids and count it.
 
     Raises ``InferenceFailedError`` if the model answered NaN or infinity: a prediction
@@ -127,7 +147,9 @@ def complete(model: LoadedModel, prepared: Prepared, inference: Inference, t3: f
     if not finite:
         if monitored:
             model.metrics.count_nonfinite_outputs(n)
-        raise InferenceFailedError(f"the model {model.name!r} produced a non-finite output (NaN or infinity); nothing was predicted")
+        raise InferenceFailedError(
+            f"the model {model.name!r} produced a non-finite output (NaN or infinity); nothing was predicted"
+        )
     if not monitored:
         outcome.ids = [""] * n
         return outcome
@@ -148,11 +170,15 @@ def complete(model: LoadedModel, prepared: Prepared, inference: Inference, t3: f
         checked.imputed,
         outcome.probabilities,
     )
-    model.metrics.time_stages(prepared.t1 - prepared.t0, prepared.t2 - prepared.t1, t3 - prepared.t2, time.perf_counter() - t3)
+    model.metrics.time_stages(
+        prepared.t1 - prepared.t0, prepared.t2 - prepared.t1, t3 - prepared.t2, time.perf_counter() - t3
+    )
     return outcome
 
 
-def predict(model: LoadedModel, columns: Columns, log: PredictionLog, *, guarded: bool = True, monitored: bool = True) -> Outcome:
+def predict(
+    model: LoadedModel, columns: Columns, log: PredictionLog, *, guarded: bool = True, monitored: bool = True
+) -> Outcome:
     """Guard, transform, infer and monitor one batch, on the calling thread.
 
     ``guarded`` and ``monitored`` are for benchmarks only (see ``Settings.guards``).
@@ -180,7 +206,9 @@ class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):
     feedback: list[FeedbackItem]
 
 
-def record_feedback(model_registry: ModelRegistry, log: PredictionLog, name: str, items: list[FeedbackItem]) -> dict[str, Any]:
+def record_feedback(
+    model_registry: ModelRegistry, log: PredictionLog, name: str, items: list[FeedbackItem]
+) -> dict[str, Any]:
     """Join ground truth to earlier predictions and update the online metrics.
 
     Ids that are unknown, expired or whose truth is not a valid label/value are counted
@@ -192,7 +220,7 @@ def record_feedback(model_registry: ModelRegistry, log: PredictionLog, name: str
     output = default.spec.output
     classification = output is not None and output.task == "classification"
     label_index = {label: i for i, label in enumerate(output.labels)} if classification and output else {}
-    counts = {"matched": 0, "unknown_id": 0, "expired": 0, "invalid": 0}
+    counts = {"matched": 0, "unknown_id": 0, "expired": 0, "duplicate": 0, "invalid": 0}
     invalid: list[dict[str, Any]] = []
     matched_items: list[tuple[int, int, float]] = []  # (position among the matched, version, truth)
     position = 0
@@ -207,7 +235,9 @@ def record_feedback(model_registry: ModelRegistry, log: PredictionLog, name: str
             truth = _label_text(item.label)
             if truth not in label_index:
                 counts["invalid"] += 1
-                invalid.append({"index": i, "id": item.id, "reason": f"label {truth!r} is not one of {list(label_index)}"})
+                invalid.append(
+                    {"index": i, "id": item.id, "reason": f"label {truth!r} is not one of {list(label_index)}"}
+                )
                 continue
             matched_items.append((slot_pos, version, float(label_index[truth])))
         else:
@@ -235,7 +265,7 @@ def record_feedback(model_registry: ModelRegistry, log: PredictionLog, name: str
                 metrics.feedback.add(errors=predicted_values[index] - truth)
             metrics.feedback_counts["matched"] += len(pairs)
     with default.metrics.lock:
-        for outcome in ("unknown_id", "expired", "invalid"):
+        for outcome in ("unknown_id", "expired", "duplicate", "invalid"):
             default.metrics.feedback_counts[outcome] += counts[outcome]
     return {"received": len(items), **counts, "problems": invalid}
 
@@ -246,10 +276,19 @@ def _label_text(label: Any) -> str:
     return str(label)
 
 
+def _printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped (``\\n``,
+    ``\\x1b``): a client's field name must not break a line or drive a terminal in logs
+    or in whatever shows ``error``."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def summarize(violations: list[Violation], limit: int = 3) -> str:
     """The first violations in words, for clients that only show the message (a stock
     V2 client sees ``error`` alone, not the ``violations`` list)."""
-    parts = [f"row {v.row} {v.feature}: {v.reason}" for v in violations[:limit]]
+    parts = [f"row {v.row} {_printable(v.feature)}: {v.reason}" for v in violations[:limit]]
     more = len(violations) - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 

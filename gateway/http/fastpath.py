@@ -1,6 +1,6 @@
 """A raw ASGI front for the hot endpoints; everything else goes to the Litestar app.
 
-V1 predict, V2 infer and the two health probes are answered here, without Litestar's
+V1 predict, V2 infer, the two health probes and ``/metrics`` are answered here, without Litestar's
 routing, signature parsing and response machinery (about 60 us of a one-row request on
 these machines, more than the guards, transform and inference together). They call the
 very same functions the Litestar routes call (``answer_v1``, ``answer_v2``) and map
@@ -19,6 +19,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from gateway.errors import OverloadedError, PayloadTooLargeError
 from gateway.http.health import LIVE, NOT_READY, READY
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_parts
@@ -30,6 +32,7 @@ from gateway.monitoring.requests import UNKNOWN_MODEL, reason_of
 __all__ = ["FastPath"]
 
 _JSON = [(b"content-type", b"application/json")]
+_METRICS = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
 V1_PREFIX = "/v1/models/"
 V2_PREFIX = "/v2/models/"
 
@@ -61,6 +64,8 @@ class FastPath:
                     if self.gateway.ready:
                         return await _send(send, 200, _JSON, READY)
                     return await _send(send, 503, [*_JSON, (b"retry-after", b"1")], NOT_READY)
+                if path == "/metrics":  # here, not in Litestar, which appends a second charset
+                    return await _send(send, 200, _METRICS, generate_latest(self.gateway.metrics_registry))
         await self.app(scope, receive, send)
 
     def _closing(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -87,7 +92,9 @@ class FastPath:
             model = self.gateway.model_registry.get(*target(path))
             label = model.name
             if self.in_flight > self.max_concurrency:
-                raise OverloadedError(f"the server is at its limit of {self.max_concurrency} prediction requests in progress; retry shortly")
+                raise OverloadedError(
+                    f"the server is at its limit of {self.max_concurrency} prediction requests in progress; retry shortly"
+                )
             body = await self._body(scope, receive)
             content, headers = await answer(scope, model, body, deadline)
         except Exception as exc:  # every failure is a problem+json answer, as in Litestar
@@ -98,15 +105,22 @@ class FastPath:
         counts.add(label, "ok")
         await _send(send, 200, self._closing(headers), content)
 
-    async def _answer_v1(self, scope: dict[str, Any], model: Any, body: bytes, deadline: float) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    async def _answer_v1(
+        self, scope: dict[str, Any], model: Any, body: bytes, deadline: float
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         return await answer_v1(self.gateway, model, body, deadline), _JSON
 
-    async def _answer_v2(self, scope: dict[str, Any], model: Any, body: bytes, deadline: float) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    async def _answer_v2(
+        self, scope: dict[str, Any], model: Any, body: bytes, deadline: float
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         header = _header(scope, b"inference-header-content-length")
         content, header_length = await answer_v2(self.gateway, model, body, header, deadline)
         if header_length is None:
             return content, _JSON
-        return content, [(b"content-type", b"application/octet-stream"), (b"inference-header-content-length", str(header_length).encode())]
+        return content, [
+            (b"content-type", b"application/octet-stream"),
+            (b"inference-header-content-length", str(header_length).encode()),
+        ]
 
     async def _body(self, scope: dict[str, Any], receive: Any) -> bytes:
         declared = _header(scope, b"content-length")
@@ -143,7 +157,13 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 
 async def _send(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -151,5 +171,8 @@ async def _problem(send: Any, exc: Exception, path: str) -> None:
     if isinstance(exc, ConnectionError):
         return  # nobody to answer
     status, body, headers = problem_parts(exc, path, "POST")
-    pairs = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), *((k.lower().encode(), v.encode()) for k, v in headers.items())]
+    pairs = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+    ]
     await _send(send, status, pairs, body)

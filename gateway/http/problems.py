@@ -36,6 +36,11 @@ _STATUS_CODES = {
 }
 
 
+MAX_INSTANCE = 200
+"""Characters of the request path echoed as a problem's ``instance`` (a path may carry a
+6,000-character model name)."""
+
+
 def problem_body(
     status: int, code: str, title: str, detail: str, instance: str, extra: dict[str, Any] | None = None
 ) -> bytes:
@@ -44,7 +49,7 @@ def problem_body(
         "title": title,
         "status": status,
         "detail": detail,
-        "instance": instance,
+        "instance": instance if len(instance) <= MAX_INSTANCE else instance[:MAX_INSTANCE] + "...",
         "code": code,
         "error": detail,
     }
@@ -86,5 +91,7 @@ def problem_parts(exc: Exception, instance: str, method: str = "") -> tuple[int,
     else:
         log.error("unexpected error answering %s %s", method, instance, exc_info=exc)
         status = 500
-        body = problem_body(status, "internal-error", "Internal server error", "the server failed; the cause is in its log", instance)
+        body = problem_body(
+            status, "internal-error", "Internal server error", "the server failed; the cause is in its log", instance
+        )
     return status, body, headers

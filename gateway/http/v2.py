@@ -150,6 +150,12 @@ async def model_config(request: Request[Any, Any, Any], name: str, version: str 
 # --- inference --------------------------------------------------------------------------
 
 
+EXTRA_INPUTS = 64
+"""Inputs beyond the spec's features that are still read (and reported as unknown, or
+ignored with ``unknown_fields: ignore``); more make the request malformed (400) before any
+tensor is decoded, so 10,000 inputs cost a count, not 10,000 violations."""
+
+
 def columns_from_tensors(
     model: LoadedModel, body: bytes, header_length: str | None, max_rows: int
 ) -> tuple[Columns, Any]:
@@ -157,6 +163,12 @@ def columns_from_tensors(
     request, binary = decode_request(body, header_length)
     if not request.inputs:
         raise PayloadError("the request has no inputs")
+    limit = len(model.guards.names) + EXTRA_INPUTS
+    if len(request.inputs) > limit:
+        raise PayloadError(
+            f"the request has {len(request.inputs)} inputs; {model.name!r} takes one per feature "
+            f"({len(model.guards.names)}), and at most {limit} are read"
+        )
     names = model.guards.name_set
     data: dict[str, Any] = {}
     unknown_names: list[str] = []

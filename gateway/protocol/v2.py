@@ -232,6 +232,13 @@ def decode_tensor(tensor: RequestInput, binary: memoryview, offset: int) -> tupl
     return _typed_json(flat, dtype, datatype, name), offset
 
 
+def _saturated(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _typed_json(flat: list[Any], dtype: np.dtype[Any], datatype: str, name: str) -> Any:
     """JSON values of a typed tensor. Values of the wrong JSON type are a malformed tensor
     (400): the client declared the datatype itself. ``null`` marks a missing value."""
@@ -255,7 +262,10 @@ def _typed_json(flat: list[Any], dtype: np.dtype[Any], datatype: str, name: str)
     if datatype == "BOOL":
         return np.array(flat, dtype=np.bool_)
     if dtype.kind == "f":
-        return np.array(flat, dtype=np.float64)
+        try:
+            return np.array(flat, dtype=np.float64)
+        except OverflowError:  # an integer beyond float64: infinity, which the guards call not_finite
+            return np.array([_saturated(v) for v in flat], dtype=np.float64)
     try:
         values = np.array(flat, dtype=np.int64 if dtype.kind == "i" else np.uint64)
     except OverflowError:

@@ -409,7 +409,6 @@ def test_document_metrics_content_type(server: ServerProcess, served_document: d
     _case(_load(server, served_document), "GET", "/metrics").call_and_validate(checks=[content_type_conformance])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: /metrics Content-Type carries charset=utf-8 twice")
 def test_metrics_content_type_names_its_charset_once(server: ServerProcess) -> None:
     with server.client() as client:
         content_type = client.get("/metrics").headers["content-type"]
