@@ -121,7 +121,9 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return self.loaded.is_set() and not self.draining
+        """Loaded, not draining, and serving at least one model: a replica that can answer
+        nothing must not be routed to (MLServer#2056)."""
+        return self.loaded.is_set() and not self.draining and self.model_registry.serving
 
     def start(self) -> None:
         """Load the repository in the background, then watch it (once: later calls do nothing)."""
@@ -194,7 +196,9 @@ class Gateway:
                 loaded.append(entry.version)
         if not loaded:
             failure = {f.version: f.reason for f in self.model_registry.failures() if f.name == name}
-            raise ModelNotReadyError(f"no version of {name!r} loads: {failure.get(entries[-1].version, 'unknown error')}")
+            raise ModelNotReadyError(
+                f"no version of {name!r} loads: {failure.get(entries[-1].version, 'unknown error')}"
+            )
         return loaded
 
     def unload(self, name: str) -> list[int]:

@@ -64,6 +64,29 @@ class _DrainingServer(uvicorn.Server):
             self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
+def startup_line(settings: Settings) -> str:
+    """One line with the effective limits and the library versions, logged at start so an
+    operator (or a bug report) sees what this process actually enforces."""
+    from importlib.metadata import version
+
+    import msgspec
+    import numpy
+    import onnxruntime
+
+    from gateway import __version__
+
+    s = settings
+    return (
+        f"driftgate {__version__}: max_body_bytes={s.max_body_bytes} max_batch_rows={s.max_batch_rows} "
+        f"max_concurrency={s.max_concurrency} request_timeout={s.request_timeout_seconds:g}s "
+        f"header_timeout={s.header_timeout_seconds:g}s body_timeout={s.body_timeout_seconds:g}s "
+        f"drain={s.drain_seconds:g}s batching={s.batching or 'off'} workers={s.workers} "
+        f"guards={'on' if s.guards else 'OFF'} monitoring={'on' if s.monitoring else 'OFF'} "
+        f"admin={'on' if s.admin_token else 'off'}; onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}, "
+        f"litestar {version('litestar')}, msgspec {msgspec.__version__}, uvicorn {uvicorn.__version__}"
+    )
+
+
 def serve(
     settings: Settings,
     *,
@@ -84,6 +107,8 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if worker is None or worker.index == 0:
+        logging.getLogger("driftgate").info("%s", startup_line(settings))
     gateway = Gateway(settings, worker)
     app = create_app(settings, gateway)
     config = uvicorn.Config(

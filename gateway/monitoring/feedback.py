@@ -153,13 +153,18 @@ class PredictionLog:
         return list(map(self._id_format, range(first, first + n)))
 
     def lookup(self, model: str, ids: list[Any]) -> tuple[NDArray[np.intp], NDArray[np.int32], list[str]]:
-        """Find ids of ``model``. Returns (slots of the found ids, their versions, and per
-        id its status: ``matched``, ``unknown_id`` or ``expired``)."""
+        """Find ids of ``model``. Returns (slots of the found ids, their versions, and per id
+        its status: ``matched``, ``unknown_id``, ``expired``, or ``duplicate`` for an id
+        already joined (``join`` marks them) or repeated earlier in ``ids``: the first
+        feedback for a prediction is the one that counts, so resending it (to any worker)
+        cannot weigh one prediction twice in online accuracy."""
         key = model_key(model)
         prefix = self.prefix + "-"
         now = self.clock()
         status: list[str] = []
         slots: list[int] = []
+        versions: list[int] = []
+        taken: set[int] = set()
         for pid in ids:
             counter = -1
             if isinstance(pid, str) and pid.startswith(prefix):
@@ -179,10 +184,15 @@ class PredictionLog:
             if now - self.times[slot] > self.ttl_seconds:
                 status.append("expired")
                 continue
+            version = int(self.versions[slot])
+            if version < 0 or slot in taken:  # joined before: the first feedback for a prediction wins
+                status.append("duplicate")
+                continue
+            taken.add(slot)
             status.append("matched")
             slots.append(slot)
-        index = np.asarray(slots, dtype=np.intp)
-        return index, self.versions[index], status
+            versions.append(version)
+        return np.asarray(slots, dtype=np.intp), np.asarray(versions, dtype=np.int32), status
 
     def join(
         self, model: str, ids: list[Any]
@@ -190,7 +200,12 @@ class PredictionLog:
         """Find ids of ``model``: (versions, labels and values of the matched ids, in order;
         and per id its status, as ``lookup``)."""
         slots, versions, status = self.lookup(model, ids)
+        self.mark_joined(slots, versions)
         return versions, self.labels[slots], self.values[slots], status
+
+    def mark_joined(self, slots: NDArray[np.intp], versions: NDArray[np.int32]) -> None:
+        """Mark predictions as joined: the sign of their slot's version (versions start at 1)."""
+        self.versions[slots] = -versions
 
 
 class SharedPredictionLog(PredictionLog):
@@ -223,9 +238,9 @@ class SharedPredictionLog(PredictionLog):
         self.worker = worker
         self.workers = workers
         self._writable = False
-        self._mmap = np.memmap(
-            self.path(worker), dtype=np.uint8, mode="r+" if writable else "r", shape=(ring_file_bytes(capacity),)
-        )
+        # another worker's ring is mapped writable too, but only the joined marks (the sign of
+        # a version) are ever written to it
+        self._mmap = np.memmap(self.path(worker), dtype=np.uint8, mode="r+", shape=(ring_file_bytes(capacity),))
         self._views = _ring_views(self._mmap, capacity)
         previous = int(self._views["header"][0])
         super().__init__(capacity, ttl_seconds, clock, prefix=f"{server}{worker:02x}")
@@ -289,6 +304,7 @@ class SharedPredictionLog(PredictionLog):
         found: list[tuple[int, int, int, float]] = []  # (position, version, label, value)
         for log, positions in groups.values():
             slots, versions, states = log.lookup(model, [ids[i] for i in positions])
+            log.mark_joined(slots, versions)
             labels, values = log.labels[slots], log.values[slots]
             k = 0
             for i, state in zip(positions, states, strict=True):

@@ -83,7 +83,7 @@ than prometheus_client's default 5 ms."""
 
 STAGES = ("validate", "transform", "infer", "monitor")
 LATENCY_BOUNDS = np.asarray(LATENCY_BUCKETS, dtype=np.float64)
-FEEDBACK_OUTCOMES = ("matched", "unknown_id", "expired", "invalid")
+FEEDBACK_OUTCOMES = ("matched", "unknown_id", "expired", "duplicate", "invalid")
 PENDING_REQUESTS = 64
 PENDING_ROWS = 512
 """Predicted requests are folded into the histograms and drift windows together, once 64

@@ -345,10 +345,6 @@ def test_f8_live_at_once_ready_only_after_the_initial_load(start_server: StartSe
         assert c.get("/v2/models/penguins/versions/40/ready").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: readiness is 200 with zero models served (MLServer#2056: a replica that can answer nothing is routed to)",
-)
 def test_f8_ready_is_503_with_zero_models(start_server: StartServer, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -420,10 +416,6 @@ def test_f8_a_version_that_fails_to_load_does_not_hold_readiness(start_server: S
 # --- F9: the start-up line with the effective limits -----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: no start-up log line states the effective limits (body, batch, concurrency, timeouts) and library versions",
-)
 def test_f9_startup_logs_the_effective_limits(start_server: StartServer) -> None:
     proc = start_server(env={"DRIFTGATE_MAX_BODY_BYTES": "123456", "DRIFTGATE_MAX_BATCH_ROWS": "77"})
     lines = [line for line in proc.stderr.splitlines() if "123456" in line and "77" in line]
