@@ -33,6 +33,7 @@ This module must not know about HTTP, the repository layout or the registry.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -122,12 +123,13 @@ _BUDGET_SIGNALS = {signal.SIGXCPU, signal.SIGKILL}
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _IR, _DOMAIN, _OPSET_DOMAIN, _EXTERNAL, _LOCATION = "ir", "domain", "opset-domain", "external", "location"
+_OP_TYPE = "op-type"
 
 _SCHEMA: dict[str, dict[int, str]] = {
     # message -> {field number: nested message, or what the field means}; from onnx.proto
     "model": {1: _IR, 7: "graph", 8: "opset", 20: "training", 25: "function"},
     "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "node": {5: "attribute", 7: _DOMAIN},
+    "node": {4: _OP_TYPE, 5: "attribute", 7: _DOMAIN},
     "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
     "tensor": {13: _EXTERNAL, 14: _LOCATION},
     "sparse": {1: "tensor", 2: "tensor"},
@@ -153,6 +155,8 @@ class ModelFacts:
     has_graph: bool = False
     model_opsets: int = 0
     """``opset_import`` entries of the model itself (onnxruntime needs at least one)."""
+    op_types: set[str] = field(default_factory=set)
+    """Operator types of every node, subgraphs included."""
     nodes: int = 0
     depth: int = 0
     """Deepest message nesting seen."""
@@ -220,6 +224,8 @@ class _Scanner:
                     if kind == "model" and meaning == "graph":
                         facts.has_graph = True
                     self.message(meaning, pos, stop, depth + 1)  # type: ignore[arg-type]
+                elif meaning == _OP_TYPE:
+                    facts.op_types.add(self.text(pos, stop))
                 elif meaning == _DOMAIN:
                     facts.node_domains.add(self.text(pos, stop))
                 elif meaning == _OPSET_DOMAIN:
@@ -245,6 +251,28 @@ class _Scanner:
             return self.data[start:stop].decode("utf-8")
         except UnicodeDecodeError:
             raise _Malformed from None
+
+
+VARIABLE_COST_OPS = frozenset(
+    {
+        # control flow: how often a body runs is decided by tensor values
+        "Loop", "If", "Scan",
+        # output sizes set by tensor values, not by the batch's shape
+        "ConstantOfShape", "Range", "Tile", "Expand", "NonZero", "Compress", "Unique", "TopK",
+        "Resize", "Upsample", "OneHot", "NonMaxSuppression", "StringSplit",
+        "SplitToSequence", "SequenceConstruct", "SequenceInsert", "ConcatFromSequence",
+    }
+)  # fmt: skip
+"""Operators that can make one row cost far more than the warm-up measured: a value of
+the input (not the batch size) decides how much work a call does. A model using any of them
+is never run on the event loop, whatever its warm-up timing (catalogue B10). Ops whose size
+inputs are usually constants (Reshape, Slice, Pad) are left out: flagging every model that
+has them would send ordinary networks to a thread for nothing."""
+
+
+def variable_cost(facts: ModelFacts) -> bool:
+    """True if the model's cost per call may depend on its input values (``VARIABLE_COST_OPS``)."""
+    return not facts.op_types.isdisjoint(VARIABLE_COST_OPS)
 
 
 def inspect_model(data: bytes) -> ModelFacts:
@@ -381,6 +409,8 @@ class TrialReport:
     """True if the child also ran a zero batch (one ``[N, k]`` float input)."""
     seconds: float
     """Wall-clock time of the whole trial, child start to answer."""
+    variable_cost: bool = False
+    """The model uses an operator whose work depends on input values (``variable_cost``)."""
 
 
 def load_memory_budget(model_bytes: int) -> int:
@@ -533,13 +563,13 @@ def check_model(data: bytes, intra_op_threads: int = 1) -> TrialReport:
     with a new spec, or a ``load`` after an ``unload`` costs no new child. Refusals are
     never remembered, as a timeout may have been the machine's fault.
     """
-    check_static(data)
+    facts = check_static(data)
     key = (hashlib.sha256(data).digest(), intra_op_threads)
     with _PASSED_LOCK:
         if key in _PASSED:
             _PASSED.move_to_end(key)
             return _PASSED[key]
-    report = trial_load(data, intra_op_threads)
+    report = dataclasses.replace(trial_load(data, intra_op_threads), variable_cost=variable_cost(facts))
     with _PASSED_LOCK:
         _PASSED[key] = report
         while len(_PASSED) > PASSED_TRIALS_KEPT:

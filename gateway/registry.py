@@ -41,7 +41,9 @@ class LoadedModel:
 
     __slots__ = ("guards", "loaded_at", "metrics", "name", "runtime", "spec", "transform", "version")
 
-    def __init__(self, name: str, version: int, spec: FeatureSpec, runtime: Runtime, monitor: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, name: str, version: int, spec: FeatureSpec, runtime: Runtime, monitor: dict[str, Any] | None = None
+    ) -> None:
         self.name = name
         self.version = version
         self.spec = spec
@@ -64,7 +66,12 @@ class LoadFailure:
 
 
 def load_model(
-    name: str, version: int, model: bytes, spec_text: bytes, intra_op_threads: int = 1, monitor: dict[str, Any] | None = None
+    name: str,
+    version: int,
+    model: bytes,
+    spec_text: bytes,
+    intra_op_threads: int = 1,
+    monitor: dict[str, Any] | None = None,
 ) -> LoadedModel:
     """Decode, check, load and warm a model version. Raises a ``GatewayError`` on refusal.
 
@@ -79,6 +86,9 @@ def load_model(
     growth_mib = trial.memory_growth_bytes >> 20
     log.debug("%s version %d: trial load in %.0f ms, +%d MiB", name, version, trial.seconds * 1000, growth_mib)
     runtime = OnnxRuntime(model, spec, intra_op_threads=intra_op_threads)
+    runtime.variable_cost = trial.variable_cost
+    if trial.variable_cost:
+        log.info("%s version %d: its cost depends on input values; every call runs off the event loop", name, version)
     return LoadedModel(name, version, spec, runtime, monitor)
 
 
@@ -110,6 +120,11 @@ class ModelRegistry:
             raise ModelNotFoundError(f"no model {what} is served")
         return versions[version]
 
+    @property
+    def serving(self) -> bool:
+        """At least one model version is served."""
+        return bool(self._defaults)
+
     def models(self) -> list[LoadedModel]:
         return [m for versions in self._models.values() for m in versions.values()]
 
@@ -132,7 +147,11 @@ class ModelRegistry:
         return bool(self._loading)
 
     def known(self, name: str, version: int) -> bool:
-        return version in self._models.get(name, {}) or (name, version) in self._failures or (name, version) in self._loading
+        return (
+            version in self._models.get(name, {})
+            or (name, version) in self._failures
+            or (name, version) in self._loading
+        )
 
     # -- writes --
 
@@ -149,13 +168,19 @@ class ModelRegistry:
             self._failures.pop((model.name, model.version), None)
             if self._collector is not None:
                 self._collector.attach(model.metrics)
-        log.info("serving %s version %d (default: version %d)", model.name, model.version, self._defaults[model.name].version)
+        log.info(
+            "serving %s version %d (default: version %d)", model.name, model.version, self._defaults[model.name].version
+        )
 
     def remove(self, name: str, version: int | None = None) -> list[int]:
         """Stop serving one version, or every version of ``name``. Returns what was removed."""
         with self._lock:
             versions = dict(self._models.get(name, {}))
-            removed = [version] if version is not None and version in versions else (list(versions) if version is None else [])
+            removed = (
+                [version]
+                if version is not None and version in versions
+                else (list(versions) if version is None else [])
+            )
             for v in removed:
                 del versions[v]
                 if self._collector is not None:
@@ -177,7 +202,9 @@ class ModelRegistry:
         with self._lock:
             self._loading = self._loading | {key}
         try:
-            model = load_model(entry.name, entry.version, entry.read_model(), entry.read_spec(), intra_op_threads, self.monitor)
+            model = load_model(
+                entry.name, entry.version, entry.read_model(), entry.read_spec(), intra_op_threads, self.monitor
+            )
             self.add(model)
             return model
         except (GatewayError, OSError) as exc:

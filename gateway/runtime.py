@@ -49,7 +49,9 @@ class Inference:
 
     __slots__ = ("probabilities", "values")
 
-    def __init__(self, probabilities: NDArray[np.float32] | None = None, values: NDArray[np.float32] | None = None) -> None:
+    def __init__(
+        self, probabilities: NDArray[np.float32] | None = None, values: NDArray[np.float32] | None = None
+    ) -> None:
         self.probabilities = probabilities
         self.values = values
 
@@ -59,6 +61,8 @@ class Runtime(Protocol):
 
     input_width: int
     seconds_per_row: float
+    variable_cost: bool
+    """Its work may depend on input values (``gateway.model_check.variable_cost``)."""
 
     def run(self, matrix: NDArray[np.float32]) -> Inference: ...
 
@@ -100,7 +104,9 @@ class OnnxRuntime:
 
     def __init__(self, model: bytes, spec: FeatureSpec, intra_op_threads: int = 1) -> None:
         try:
-            self.session = ort.InferenceSession(model, session_options(intra_op_threads), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                model, session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises several unrelated types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SpecMismatchError(f"the ONNX model does not load: {first[:300]}") from exc
@@ -115,6 +121,7 @@ class OnnxRuntime:
             self._output = self._find_values()
         self._labels = spec.output.labels if spec.output is not None else ()
         self.seconds_per_row = 0.0
+        self.variable_cost = False
         self._warm_up()
 
     # -- signature checks --
@@ -123,13 +130,19 @@ class OnnxRuntime:
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             names = ", ".join(i.name for i in inputs)
-            raise SpecMismatchError(f"the model has {len(inputs)} inputs ({names}); driftgate feeds one [N, {self.input_width}] float32 matrix")
+            raise SpecMismatchError(
+                f"the model has {len(inputs)} inputs ({names}); driftgate feeds one [N, {self.input_width}] float32 matrix"
+            )
         arg = inputs[0]
         if not _is_float_tensor(arg):
-            raise SpecMismatchError(f"the model's input {arg.name!r} is {arg.type}; the spec's transform produces tensor(float)")
+            raise SpecMismatchError(
+                f"the model's input {arg.name!r} is {arg.type}; the spec's transform produces tensor(float)"
+            )
         shape = arg.shape
         if len(shape) != 2:
-            raise SpecMismatchError(f"the model's input {arg.name!r} has shape {shape}; expected [N, {self.input_width}]")
+            raise SpecMismatchError(
+                f"the model's input {arg.name!r} has shape {shape}; expected [N, {self.input_width}]"
+            )
         width = shape[1]
         if isinstance(width, int) and width != self.input_width:
             raise SpecMismatchError(
@@ -154,14 +167,19 @@ class OnnxRuntime:
                 found = arg.name
                 break
         else:
-            raise SpecMismatchError("the model has no probability output (a [N, k] float tensor or a ZipMap); is it a classifier?")
+            raise SpecMismatchError(
+                "the model has no probability output (a [N, k] float tensor or a ZipMap); is it a classifier?"
+            )
         labels = [a.name for a in outputs if a.name != found and a.type in ("tensor(int64)", "tensor(string)")]
         self._label_output = labels[0] if labels else None
         return found
 
     def _find_values(self) -> str:
         for arg in self.session.get_outputs():
-            if _is_float_tensor(arg) and (len(arg.shape) == 1 or (len(arg.shape) == 2 and arg.shape[1] in (1, None) or isinstance(arg.shape[1], str))):
+            if _is_float_tensor(arg) and (
+                len(arg.shape) == 1
+                or (len(arg.shape) == 2 and arg.shape[1] in (1, None) or isinstance(arg.shape[1], str))
+            ):
                 return str(arg.name)
         raise SpecMismatchError("the model has no [N] or [N, 1] float output for a regression")
 
@@ -221,7 +239,9 @@ class OnnxRuntime:
         said_text = np.array([str(v) for v in said.tolist()], dtype=object)
         unknown = sorted(set(said_text.tolist()) - set(self._labels))
         if unknown:
-            raise SpecMismatchError(f"the model predicts labels {unknown} that are not among the spec's labels {list(self._labels)}")
+            raise SpecMismatchError(
+                f"the model predicts labels {unknown} that are not among the spec's labels {list(self._labels)}"
+            )
         if not (said_text == expected).all():
             raise SpecMismatchError(
                 f"the model's labels do not follow the spec's label order {list(self._labels)}: "

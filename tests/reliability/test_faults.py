@@ -172,11 +172,6 @@ def test_b10_deadline_is_504_live_stays_fast_and_the_late_result_is_dropped(
     assert_alive(proc.url, proc.process)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a one-row request runs inline on the event loop when warm-up timed the model fast: "
-    "no deadline applies and liveness stalls for the whole inference",
-)
 def test_b10_one_row_slower_than_its_warm_up_still_meets_the_deadline(
     start_server: StartServer, tmp_path: Path
 ) -> None:

@@ -570,3 +570,64 @@ def test_cli_register_into_a_repository_refuses_a_bomb_and_writes_nothing(
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err == ["driftgate: error: the model exceeds the resource budget for loading (memory)"]
     assert not [p for p in repository.rglob("*") if p.is_file()]
+
+
+# --- B10: models whose cost depends on input values ---------------------------------------
+
+
+def _with_ops(*nodes: onnx.NodeProto, subgraph_op: str | None = None) -> bytes:
+    """A [N, 1] float model made of ``nodes`` (X -> Y); ``subgraph_op`` hides that op inside
+    an If branch, to check that subgraphs are read too."""
+    extra = list(nodes)
+    if subgraph_op is not None:
+        branch = helper.make_graph(
+            [helper.make_node(subgraph_op, ["X"], ["b"])],
+            "branch",
+            [],
+            [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)],
+        )
+        extra.append(helper.make_node("If", ["cond"], ["unused"], then_branch=branch, else_branch=branch))
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["X"], ["Y"]), *extra],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 1])],
+        [numpy_helper.from_array(np.array(True), "cond")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+
+
+def test_op_types_are_read_from_graphs_and_subgraphs() -> None:
+    facts = inspect_model(_with_ops(helper.make_node("Relu", ["X"], ["r"]), subgraph_op="NonZero"))
+    assert {"Identity", "Relu", "If", "NonZero"} <= facts.op_types
+
+
+@pytest.mark.parametrize(
+    ("node", "variable"),
+    [
+        (helper.make_node("Relu", ["X"], ["r"]), False),
+        (helper.make_node("NonZero", ["X"], ["r"]), True),
+        (helper.make_node("Shape", ["X"], ["s"]), False),
+    ],
+    ids=["relu", "nonzero", "shape"],
+)
+def test_variable_cost_follows_the_ops(node: onnx.NodeProto, variable: bool) -> None:
+    assert model_check.variable_cost(inspect_model(_with_ops(node))) is variable
+
+
+def test_control_flow_anywhere_is_variable_cost() -> None:
+    assert model_check.variable_cost(inspect_model(_with_ops(subgraph_op="Relu")))  # the If itself
+
+
+@pytest.mark.parametrize("name", ["penguins", "diabetes", "digits"])
+def test_bundled_models_are_fixed_cost(name: str) -> None:
+    data = (Path(__file__).resolve().parents[2] / "models" / name / "1" / "model.onnx").read_bytes()
+    t0 = time.perf_counter()
+    facts = inspect_model(data)
+    assert facts.op_types and not model_check.variable_cost(facts), sorted(facts.op_types)
+    assert time.perf_counter() - t0 < 5.0  # a generous bound on the static reader, not a benchmark
+
+
+def test_the_trial_reports_variable_cost() -> None:
+    assert check_model(_with_ops(helper.make_node("NonZero", ["X"], ["r"]))).variable_cost
+    assert not check_model(_with_ops(helper.make_node("Relu", ["X"], ["r"]))).variable_cost
