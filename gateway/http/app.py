@@ -14,6 +14,7 @@ from gateway import __version__
 from gateway.config import Settings
 from gateway.http import admin, health, monitor, v1, v2
 from gateway.http.fastpath import FastPath
+from gateway.http.openapi import complete_document
 from gateway.http.problems import problem_response
 from gateway.lifecycle import Gateway
 
@@ -52,6 +53,10 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Any:
         logging_config=None,
     )
     app.state.gateway = gw
+    # build the document once, then add what the raw-body handlers hide from Litestar
+    # (the plugin by name: Litestar keeps its class in a private module; the dict it returns
+    # is the one it caches and serves)
+    complete_document(app.plugins.get("OpenAPIPlugin").provide_openapi_schema())
     return FastPath(app, gw)
 
 

@@ -1,0 +1,179 @@
+"""What Litestar cannot see in the OpenAPI document, added once when the app is built.
+
+The hot routes read their bodies raw (``request.body()``), so Litestar declares no request
+body for them; every error is ``application/problem+json`` from one handler, which
+Litestar does not know; and the handlers return ``Response[bytes]``, so their 200 bodies
+come out as strings. ``complete_document`` fills those in, so a client generator (or
+schemathesis) sees the API as it behaves: request bodies, every error status a route can
+answer with the problem schema, object bodies, and ``/metrics`` as Prometheus text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.http.problems import PROBLEM_MEDIA_TYPE
+
+__all__ = ["complete_document"]
+
+PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "error"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "error": {"type": "string", "description": "equal to detail (what a stock V2 client prints)"},
+        "instance": {"type": "string"},
+        "code": {"type": "string"},
+        "violations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "row": {"type": "integer"},
+                    "feature": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "value": {},
+                },
+            },
+        },
+    },
+}
+
+_ROWS = {
+    "type": "object",
+    "required": ["instances"],
+    "properties": {"instances": {"type": "array", "minItems": 1, "items": {"type": "object"}}},
+}
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string"},
+        "data": {"type": "array"},
+        "parameters": {"type": "object"},
+    },
+}
+_INFER = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+        "outputs": {
+            "type": "array",
+            "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+        },
+    },
+}
+_FEEDBACK = {
+    "type": "object",
+    "required": ["feedback"],
+    "properties": {
+        "feedback": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "label": {"type": ["string", "integer", "boolean"]},
+                    "value": {"type": "number"},
+                },
+            },
+        }
+    },
+}
+_BUNDLE = {
+    "type": "object",
+    "required": ["model", "spec"],
+    "properties": {"model": {"type": "string", "format": "binary"}, "spec": {"type": "string", "format": "binary"}},
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+# (method, path prefix or exact path) -> request body; error statuses by kind of route
+_PREDICT_ERRORS = ("400", "404", "408", "413", "422", "500", "503", "504")
+_ADMIN_ERRORS = ("400", "401", "403", "404", "409", "413", "422", "503")
+_READ_ERRORS = ("400", "404")
+_DESCRIPTIONS = {
+    "400": "Malformed request",
+    "401": "Missing or wrong admin token",
+    "403": "Admin endpoints are off (no token configured)",
+    "404": "Unknown model, version or route",
+    "408": "The request head or body did not arrive in time",
+    "409": "The version exists (versions are immutable)",
+    "413": "Body, rows or model too large",
+    "422": "Rejected by the feature spec (violations), or a refused spec or model",
+    "500": "Internal failure (never a trace)",
+    "503": "Not ready, draining, or at the concurrency limit (Retry-After)",
+    "504": "Inference deadline exceeded",
+}
+
+
+def _operation_kind(method: str, path: str) -> tuple[dict[str, Any] | None, tuple[str, ...], dict[str, Any]]:
+    """(request body, error statuses, 200 body schema) of one operation."""
+    obj: dict[str, Any] = {"type": "object"}
+    if method == "post" and path.startswith("/v1/models/") and path.endswith("/feedback"):
+        return _json(_FEEDBACK), ("400", "404", "413", "422"), obj
+    if method == "post" and path.startswith("/v1/models/"):
+        return _json(_ROWS), _PREDICT_ERRORS, obj
+    if method == "post" and path.startswith("/v2/models/") and path.endswith("/infer"):
+        body = _json(_INFER)
+        body["content"]["application/octet-stream"] = {
+            "schema": {"type": "string", "format": "binary"},
+            "description": "binary tensor data (Inference-Header-Content-Length)",
+        }
+        return body, _PREDICT_ERRORS, obj
+    if method == "put":
+        return {"required": True, "content": {"multipart/form-data": {"schema": _BUNDLE}}}, _ADMIN_ERRORS, obj
+    if path.startswith("/v2/repository/"):
+        index = path.endswith("/index")
+        return None, _ADMIN_ERRORS, ({"type": "array", "items": {"type": "object"}} if index else obj)
+    return None, _READ_ERRORS, obj
+
+
+def complete_document(document: dict[str, Any]) -> None:
+    """Add request bodies, problem+json error answers and 200 body schemas, in place."""
+    problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses: dict[str, Any] = operation["responses"]
+            if path == "/metrics":
+                responses["200"] = {
+                    "description": "Prometheus text format",
+                    "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+                }
+                continue
+            if path.startswith("/v2/health/"):
+                responses["200"]["content"] = {"application/json": {"schema": {"type": "object"}}}
+                responses["503"] = {
+                    "description": "Not ready",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+                continue
+            body, errors, ok = _operation_kind(method, path)
+            if body is not None and "requestBody" not in operation:
+                operation["requestBody"] = body
+            for status in ("200", "201"):
+                if status in responses:
+                    responses[status]["content"] = {"application/json": {"schema": ok}}
+                    if path.endswith("/infer"):
+                        responses[status]["content"]["application/octet-stream"] = {"schema": {"type": "string"}}
+                    if path.endswith("/monitor"):
+                        responses[status]["content"]["text/html"] = {"schema": {"type": "string"}}
+            for status in errors:
+                responses[status] = {"description": _DESCRIPTIONS[status], "content": problem}
