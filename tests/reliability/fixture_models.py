@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from gateway.model_check import max_ir_version
 from gateway.spec import FeatureSpec, encode_spec
 
 __all__ = [
@@ -203,7 +204,8 @@ def _broken() -> dict[str, bytes]:
     return {
         "truncated": good[: len(good) // 2],
         "garbage": bytes(range(256)) * 4,
-        "ir_version_14": linear_model(ir_version=14),
+        # one past the newest IR this onnxruntime reads (14 was too new for 1.31, not for 1.32)
+        "ir_version_too_new": linear_model(ir_version=max_ir_version() + 1),
         "opset_unsupported": linear_model(opset=99),
         "two_inputs": _two_inputs(),
         "wrong_width": _typed_io(3, TensorProto.FLOAT),

@@ -102,7 +102,7 @@ def test_b5_broken_bundles_are_refused_and_the_old_version_serves_throughout(kno
     assert_alive(proc.url, proc.process)
 
 
-@pytest.mark.parametrize("case", ["truncated", "garbage", "ir_version_14", "opset_unsupported"])
+@pytest.mark.parametrize("case", ["truncated", "garbage", "ir_version_too_new", "opset_unsupported"])
 def test_b5_refused_model_answer_is_model_invalid_without_onnxruntime_text(
     knob_server: ServerProcess, case: str
 ) -> None:
