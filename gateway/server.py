@@ -122,7 +122,7 @@ def serve(
         # float; 0 must still be a bound (uvicorn reads a falsy value as "wait forever").
         timeout_graceful_shutdown=max(settings.drain_seconds, 0.001),  # type: ignore[arg-type]
         server_header=False,
-        http=deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
+        http=deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds, direct=app),
     )
     server = _DrainingServer(config, gateway, on_started)
     server.run(sockets=sockets)

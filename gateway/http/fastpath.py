@@ -24,12 +24,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.errors import OverloadedError, PayloadTooLargeError
 from gateway.http.health import LIVE, NOT_READY, READY
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_parts
-from gateway.http.v1 import answer_v1, v1_target
-from gateway.http.v2 import answer_v2, v2_target
+from gateway.http.v1 import answer_v1, answer_v1_now, v1_target
+from gateway.http.v2 import answer_v2, answer_v2_now, v2_target
 from gateway.lifecycle import Gateway
 from gateway.monitoring.requests import UNKNOWN_MODEL, reason_of
 
-__all__ = ["FastPath"]
+__all__ = ["FastPath", "Reply"]
+
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""An answer computed at once: status, headers (without content-length), body."""
 
 _JSON = [(b"content-type", b"application/json")]
 _METRICS = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
@@ -73,6 +76,64 @@ class FastPath:
         so their next request goes elsewhere instead of meeting a reset."""
         return [*headers, (b"connection", b"close")] if self.gateway.draining else headers
 
+    def answer_now(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Reply | None:
+        """The whole answer to a prediction request (``POST`` to a predict or infer path)
+        whose body has arrived, computed now on the event loop's thread, or None when the
+        request must wait for something (a batch, a worker thread) and has to take the ASGI
+        route (``__call__``), which then answers it in full (nothing was counted here).
+
+        The HTTP protocol calls this straight from the parser's callback
+        (``gateway.http.protocol``): no task, no ASGI messages, one write. Admission,
+        counting and error mapping are the ones ``_serve`` applies."""
+        if path.startswith(V1_PREFIX) and path.endswith(":predict"):
+            target, now = _v1_target, self._v1_now
+        elif path.startswith(V2_PREFIX) and path.endswith("/infer"):
+            target, now = _v2_target, self._v2_now
+        else:
+            return None
+        label = UNKNOWN_MODEL
+        try:
+            model = self.gateway.model_registry.get(*target(path))
+            label = model.name
+            if self.in_flight >= self.max_concurrency:
+                raise OverloadedError(
+                    f"the server is at its limit of {self.max_concurrency} prediction requests in progress; retry shortly"
+                )
+            if len(body) > self.max_body:
+                raise PayloadTooLargeError(f"the body is over the limit of {self.max_body} bytes")
+            answer = now(headers, model, body)
+        except Exception as exc:  # noqa: BLE001 - every failure is a problem+json answer, as in Litestar
+            self.gateway.requests.add(label, reason_of(exc))
+            status, content, extra = problem_parts(exc, path, "POST")
+            return status, self._closing(_problem_headers(extra)), content
+        if answer is None:
+            return None
+        self.gateway.requests.add(label, "ok")
+        return 200, self._closing(answer[1]), answer[0]
+
+    def abandoned(self, path: str) -> None:
+        """Count a direct-path request whose body never arrived in full (the client went
+        away, or its body deadline passed) as the ASGI route counts such a request."""
+        label = UNKNOWN_MODEL
+        target = _v1_target if path.startswith(V1_PREFIX) else _v2_target
+        try:
+            label = self.gateway.model_registry.get(*target(path)).name
+        except Exception:  # noqa: BLE001, S110 - not a served model: counted under the unknown label
+            pass
+        self.gateway.requests.add(label, reason_of(ConnectionError()))
+
+    def _v1_now(
+        self, headers: list[tuple[bytes, bytes]], model: Any, body: bytes
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        content = answer_v1_now(self.gateway, model, body)
+        return None if content is None else (content, _JSON)
+
+    def _v2_now(
+        self, headers: list[tuple[bytes, bytes]], model: Any, body: bytes
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        answer = answer_v2_now(self.gateway, model, body, _find(headers, b"inference-header-content-length"))
+        return None if answer is None else _v2_reply(*answer)
+
     async def _predict(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
         await self._serve(scope, receive, send, path, _v1_target, self._answer_v1)
 
@@ -114,13 +175,7 @@ class FastPath:
         self, scope: dict[str, Any], model: Any, body: bytes, deadline: float
     ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         header = _header(scope, b"inference-header-content-length")
-        content, header_length = await answer_v2(self.gateway, model, body, header, deadline)
-        if header_length is None:
-            return content, _JSON
-        return content, [
-            (b"content-type", b"application/octet-stream"),
-            (b"inference-header-content-length", str(header_length).encode()),
-        ]
+        return _v2_reply(*await answer_v2(self.gateway, model, body, header, deadline))
 
     async def _body(self, scope: dict[str, Any], receive: Any) -> bytes:
         declared = _header(scope, b"content-length")
@@ -150,10 +205,30 @@ def _v2_target(path: str) -> tuple[str, int | None]:
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope["headers"]:
+    return _find(scope["headers"], name)
+
+
+def _find(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def _v2_reply(content: bytes, header_length: int | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    if header_length is None:
+        return content, _JSON
+    return content, [
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", str(header_length).encode()),
+    ]
+
+
+def _problem_headers(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        *((k.lower().encode(), v.encode()) for k, v in extra.items()),
+    ]
 
 
 async def _send(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -171,8 +246,4 @@ async def _problem(send: Any, exc: Exception, path: str) -> None:
     if isinstance(exc, ConnectionError):
         return  # nobody to answer
     status, body, headers = problem_parts(exc, path, "POST")
-    pairs = [
-        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-    ]
-    await _send(send, status, pairs, body)
+    await _send(send, status, _problem_headers(headers), body)

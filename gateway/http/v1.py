@@ -116,6 +116,18 @@ def _prepare_and_infer(model: LoadedModel, columns: Columns, guarded: bool) -> t
     return prepared, model.runtime.run(prepared.matrix), time.perf_counter()
 
 
+def inline(gateway: Gateway, model: LoadedModel, rows: int) -> bool:
+    """True if a prediction of ``rows`` rows runs inline, on the event loop's thread: the
+    model is not batched and the call is not expected to be slow (``runs_long``)."""
+    return gateway.batcher(model) is None and not runs_long(model.runtime, rows)
+
+
+def predict_inline(gateway: Gateway, model: LoadedModel, columns: Columns) -> Outcome:
+    """The prediction of a request that ``inline`` allows, with the server's settings."""
+    settings = gateway.settings
+    return predict(model, columns, gateway.predictions, guarded=settings.guards, monitored=settings.monitoring)
+
+
 async def run_predict(gateway: Gateway, model: LoadedModel, columns: Columns, deadline: float | None = None) -> Outcome:
     """``service.predict`` with the server's policies around it:
 
@@ -126,14 +138,14 @@ async def run_predict(gateway: Gateway, model: LoadedModel, columns: Columns, de
       ``DeadlineExceededError`` (504), and a late result is dropped before anything of it
       is counted or recorded (ids, metrics, drift).
 
-    One-row requests to an unbatched model take the shortest path: everything inline.
+    Everything else (``inline``) takes the shortest path: everything on this thread, now.
     """
+    if inline(gateway, model, columns.n_rows):
+        return predict_inline(gateway, model, columns)
     settings = gateway.settings
     guarded, monitored = settings.guards, settings.monitoring
     batcher = gateway.batcher(model)
     slow = runs_long(model.runtime, columns.n_rows)
-    if batcher is None and not slow:
-        return predict(model, columns, gateway.predictions, guarded=guarded, monitored=monitored)
     if deadline is None:
         deadline = time.monotonic() + settings.request_timeout_seconds
     try:
@@ -197,17 +209,35 @@ def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns
 _astuple = msgspec.structs.astuple
 
 
-async def answer_v1(gateway: Gateway, model: LoadedModel, body: bytes, deadline: float | None = None) -> bytes:
-    """The V1 answer to a prediction request body (raises ``GatewayError``s)."""
+def decode_v1(gateway: Gateway, model: LoadedModel, body: bytes) -> Columns:
+    """A V1 prediction request body as the guards' columns (raises ``GatewayError``s)."""
     names = model.guards.names
     columns = numeric_columns(body, names, gateway.settings.max_batch_rows) if model.guards.numeric else None
     if columns is None:
         instances = decode_instances(body, gateway.settings.max_batch_rows)
         columns = records_to_columns(instances, names, model.guards.ignored)
-    outcome = await run_predict(gateway, model, columns, deadline)
-    return _encode(
-        {"model_name": model.name, "model_version": str(model.version), "predictions": v1_predictions(outcome)}
-    )
+    return columns
+
+
+def encode_v1(model: LoadedModel, outcome: Outcome) -> bytes:
+    return _encode({"model_name": model.name, "model_version": str(model.version), "predictions": v1_predictions(outcome)})
+
+
+async def answer_v1(gateway: Gateway, model: LoadedModel, body: bytes, deadline: float | None = None) -> bytes:
+    """The V1 answer to a prediction request body (raises ``GatewayError``s)."""
+    columns = decode_v1(gateway, model, body)
+    return encode_v1(model, await run_predict(gateway, model, columns, deadline))
+
+
+def answer_v1_now(gateway: Gateway, model: LoadedModel, body: bytes) -> bytes | None:
+    """``answer_v1`` computed now, or None if the prediction cannot run inline (batched or
+    slow; the caller then takes ``answer_v1``, which decodes the body again)."""
+    if gateway.batcher(model) is not None:
+        return None  # known before decoding
+    columns = decode_v1(gateway, model, body)
+    if not inline(gateway, model, columns.n_rows):
+        return None
+    return encode_v1(model, predict_inline(gateway, model, columns))
 
 
 def v1_target(path_rest: str) -> tuple[str, int | None]:

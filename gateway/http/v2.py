@@ -19,7 +19,7 @@ from litestar import Request, Response, get, post
 from gateway import __version__
 from gateway.errors import ModelNotFoundError, PayloadError, PayloadTooLargeError
 from gateway.http.admin import require_admin
-from gateway.http.v1 import _version, gateway_of, run_predict
+from gateway.http.v1 import _version, gateway_of, inline, predict_inline, run_predict
 from gateway.lifecycle import Gateway
 from gateway.protocol.v2 import (
     InferenceResponse,
@@ -266,18 +266,14 @@ def _output_arrays(outcome: Any) -> dict[str, tuple[str, Any]]:
     return arrays
 
 
-async def answer_v2(
-    gateway: Gateway, model: LoadedModel, body: bytes, header_length: str | None, deadline: float | None = None
+def _encode_outputs(
+    model: LoadedModel, v2_request: Any, wanted: list[tuple[str, bool]], outcome: Any
 ) -> tuple[bytes, int | None]:
-    """The V2 answer to an inference body: (content, JSON header length when binary
-    outputs follow it). Raises ``GatewayError``s."""
-    columns, v2_request = columns_from_tensors(model, body, header_length, gateway.settings.max_batch_rows)
-    wanted = _wanted(v2_request, [name for name, _, _ in _outputs_of(model)])
-    outcome = await run_predict(gateway, model, columns, deadline)
+    """The V2 response: the ``wanted`` outputs, JSON or binary, of ``outcome``."""
     arrays = _output_arrays(outcome)
     outputs: list[ResponseOutput] = []
     binaries: list[bytes] = []
-    n = columns.n_rows
+    n = len(outcome.ids)
     for name, binary in wanted:
         datatype, values = arrays[name]
         shape = [n, values.shape[1]] if isinstance(values, np.ndarray) and values.ndim == 2 else [n]
@@ -298,6 +294,31 @@ async def answer_v2(
         model_name=model.name, model_version=str(model.version), id=v2_request.id, outputs=outputs
     )
     return encode_response(response, binaries)
+
+
+async def answer_v2(
+    gateway: Gateway, model: LoadedModel, body: bytes, header_length: str | None, deadline: float | None = None
+) -> tuple[bytes, int | None]:
+    """The V2 answer to an inference body: (content, JSON header length when binary
+    outputs follow it). Raises ``GatewayError``s."""
+    columns, v2_request = columns_from_tensors(model, body, header_length, gateway.settings.max_batch_rows)
+    wanted = _wanted(v2_request, [name for name, _, _ in _outputs_of(model)])
+    outcome = await run_predict(gateway, model, columns, deadline)
+    return _encode_outputs(model, v2_request, wanted, outcome)
+
+
+def answer_v2_now(
+    gateway: Gateway, model: LoadedModel, body: bytes, header_length: str | None
+) -> tuple[bytes, int | None] | None:
+    """``answer_v2`` computed now, or None if the prediction cannot run inline (batched or
+    slow; the caller then takes ``answer_v2``, which decodes the body again)."""
+    if gateway.batcher(model) is not None:
+        return None  # known before decoding
+    columns, v2_request = columns_from_tensors(model, body, header_length, gateway.settings.max_batch_rows)
+    wanted = _wanted(v2_request, [name for name, _, _ in _outputs_of(model)])
+    if not inline(gateway, model, columns.n_rows):
+        return None
+    return _encode_outputs(model, v2_request, wanted, predict_inline(gateway, model, columns))
 
 
 def v2_target(path_middle: str) -> tuple[str, int | None]:
