@@ -16,6 +16,11 @@ These 2-core machines are noisy: compare ratios, not absolute numbers.
     python bench/http_bench.py                       # full run (~2 min)
     python bench/http_bench.py --smoke               # seconds; what CI runs
 
+``--reference mlserver`` loads Seldon MLServer first (from the shared peer harness, serving
+the same ``lr``/``gbt`` models) with a V2 JSON ``[N, F]`` body at the same cells, and adds a
+column: each driftgate cell's rows/s ÷ MLServer's at the same rows and connections, in this
+one run (MLServer speaks V2 JSON only over REST, so that is what it gets).
+
 ``--workers N`` serves with N worker processes (``driftgate serve --workers N``); to compare
 1 and 2 workers, unpin both sides (``--server-cpu '' --client-cpu ''``) so the workers can
 use every core, and run it once per worker count.
@@ -63,20 +68,43 @@ def pinned(cpu: str | None, cmd: list[str]) -> list[str]:
 
 
 class Server:
-    def __init__(self, repository: Path, env: dict[str, str], cpu: str | None, workdir: Path) -> None:
+    """One server process pinned to ``cpu``, ready once ``ready`` answers 200. By default
+    ``driftgate serve`` on ``repository`` (``env`` added); ``command`` runs anything else."""
+
+    def __init__(
+        self,
+        repository: Path,
+        env: dict[str, str],
+        cpu: str | None,
+        workdir: Path,
+        command: list[str] | None = None,
+        cwd: Path = ROOT,
+        ready: str = "/v2/health/ready",
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTGATE_")}
         full_env.update(env, DRIFTGATE_LOG_LEVEL="warning")
         self.log = open(workdir / f"server-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--repository", str(repository), "--port", str(self.port)]
+        cmd = command or [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--repository",
+            str(repository),
+            "--port",
+            str(self.port),
+        ]
+        cmd = [part.replace("{port}", str(self.port)) for part in cmd]
+        full_env = {k: v.replace("{port}", str(self.port)) for k, v in full_env.items()}
         self.process = subprocess.Popen(
-            pinned(cpu, cmd), env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT
+            pinned(cpu, cmd), env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
+                with urllib.request.urlopen(f"{self.url}{ready}", timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -92,6 +120,27 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+def mlserver(peers: Path, venvs: Path, cpu: str | None, workdir: Path) -> Server:
+    """Seldon MLServer as the shared peer harness (``../shared/bench-peers``) runs it: its
+    own environment (made by the harness's ``setup.sh``), its server folder serving the
+    harness's ``lr`` and ``gbt`` models, inference in the HTTP process."""
+    binary = venvs / "mlserver" / "bin" / "mlserver"
+    folder = peers / "servers" / "mlserver"
+    if not binary.exists() or not folder.is_dir():
+        raise SystemExit(
+            f"--reference mlserver needs {binary} and {folder}: run the harness's setup.sh first "
+            "(BENCH_VENVS=/tmp/bench-venvs bash ../shared/bench-peers/setup.sh)"
+        )
+    env = {
+        "MLSERVER_HTTP_PORT": "{port}",
+        "MLSERVER_GRPC_PORT": str(free_port()),
+        "MLSERVER_METRICS_PORT": str(free_port()),
+        "MLSERVER_PARALLEL_WORKERS": "0",
+        "PYTHONPATH": str(folder),
+    }
+    return Server(Path(), env, cpu, workdir, command=[str(binary), "start", "."], cwd=folder)
 
 
 def wait_for_workers(url: str, spec: Any, workers: int, timeout: float = 60) -> None:
@@ -248,7 +297,23 @@ def main() -> int:
         help="server worker processes (DRIFTGATE_WORKERS); a list such as 1,2 runs each mode with each count "
         "and reports N workers ÷ 1 in the same run",
     )
+    parser.add_argument(
+        "--reference",
+        choices=["mlserver"],
+        help="also load Seldon MLServer (from the shared peer harness) with the same V2 JSON [N, F] body at "
+        "the same cells, first, and report every driftgate cell's rows/s ÷ MLServer's in this one run; "
+        "needs --repository /tmp/driftgate-peer-repository (bench/peers.sh builds it) and --model lr or gbt",
+    )
+    parser.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench-peers", help="the peer harness")
+    parser.add_argument(
+        "--venvs",
+        type=Path,
+        default=Path(os.environ.get("BENCH_VENVS", "/tmp/bench-venvs")),
+        help="the harness's environments ($BENCH_VENVS)",
+    )
     args = parser.parse_args()
+    if args.reference and args.model not in ("lr", "gbt"):
+        parser.error("--reference serves the harness's models: --model lr or gbt")
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -267,22 +332,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         bodies = {}
-        for protocol in protocols:
+        for protocol in protocols + (["v2-matrix"] if args.reference and "v2-matrix" not in protocols else []):
             for batch in batches:
                 path = workdir / f"{protocol}-{batch}.body"
                 content, headers = PROTOCOLS[protocol][1](spec, sample_records(spec, batch, seed=batch))
                 path.write_bytes(content)
                 bodies[protocol, batch] = (path, headers)
         counts = [int(w) for w in args.workers.split(",")]
-        for mode, workers in [(m, w) for m in args.modes.split(",") for w in counts]:
-            label = mode if len(counts) == 1 else f"{mode} w{workers}"
-            server = Server(
-                args.repository, {**MODES[mode], "DRIFTGATE_WORKERS": str(workers)}, args.server_cpu, workdir
-            )
+        runs: list[tuple[str, int]] = [(m, w) for m in args.modes.split(",") for w in counts]
+        if args.reference:
+            runs.insert(0, (args.reference, 1))
+        for mode, workers in runs:
+            label = mode if len(counts) == 1 or mode == args.reference else f"{mode} w{workers}"
+            if mode == "mlserver":
+                server = mlserver(args.peers, args.venvs, args.server_cpu, workdir)
+            else:
+                server = Server(
+                    args.repository, {**MODES[mode], "DRIFTGATE_WORKERS": str(workers)}, args.server_cpu, workdir
+                )
             try:
                 if workers > 1:
                     wait_for_workers(server.url + PROTOCOLS["v1"][0](args.model), spec, workers)
-                for protocol in protocols:
+                for protocol in ["v2-matrix"] if mode == args.reference else protocols:
                     url = server.url + PROTOCOLS[protocol][0](args.model)
                     for batch in batches:
                         path, headers = bodies[protocol, batch]
@@ -313,8 +384,9 @@ def main() -> int:
             f"wrk on CPU {args.client_cpu or 'any'}, {args.duration:g} s per cell"
         ),
         "",
-        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched ÷ guarded, N workers ÷ 1 |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched ÷ guarded, N workers ÷ 1 |"
+        + (f" rows/s ÷ {args.reference} |" if args.reference else ""),
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.reference else ""),
     ]
     failed = False
     for (mode, protocol, batch, c), r in sorted(
@@ -329,9 +401,11 @@ def main() -> int:
         ratio = f"{r['rps'] / base['rps']:.2f}" if base else ""
         errors = r["errors"] + r["status_errors"]
         failed |= errors > 0 or r["requests"] == 0
-        lines.append(
-            f"| {protocol} | {batch} | {c} | {mode} | {r['rps']:,.0f} | {r['rps'] * batch:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {errors} | {ratio} |"
-        )
+        line = f"| {protocol} | {batch} | {c} | {mode} | {r['rps']:,.0f} | {r['rps'] * batch:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {errors} | {ratio} |"
+        if args.reference:
+            reference = results.get((args.reference, "v2-matrix", batch, c))
+            line += f" {r['rps'] / reference['rps']:.2f} |" if reference and mode != args.reference else " |"
+        lines.append(line)
     table = "\n".join(lines)
     print(table)
     if args.out:
