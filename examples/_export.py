@@ -75,6 +75,13 @@ def export_onnx(model: Any, width: int, name: str) -> bytes:
     # version a converter stamps depends on its release. Stamp the lowest IR version that
     # can carry the pinned opsets (8 for opset 17), so any runtime implementing them loads it.
     onx.ir_version = onnx.helper.find_min_ir_version_for(list(onx.opset_import))
+    # skl2onnx lists the opset imports in set order, which hash randomisation changes from
+    # one run to the next (and a pipeline may list one twice): sorted and unique, the file
+    # is the same bytes every time.
+    imports = sorted({(o.domain, o.version) for o in onx.opset_import})
+    del onx.opset_import[:]
+    for domain, version in imports:
+        onx.opset_import.add(domain=domain, version=version)
     # skl2onnx names the graph with a random UUID; a fixed name makes the file reproducible.
     onx.graph.name = name
     onnx.checker.check_model(onx, full_check=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,14 +148,19 @@ def test_training_and_serving_inputs_are_the_same_bits(name: str) -> None:
 
 
 @pytest.mark.slow
-def test_penguins_training_reproduces_the_committed_spec(tmp_path: Path) -> None:
-    script = ROOT / "examples" / "train_penguins.py"
+@pytest.mark.parametrize("name", ["penguins", "diabetes"])
+def test_training_reproduces_the_committed_spec_and_model(name: str, tmp_path: Path) -> None:
+    """Byte for byte, whatever the hash seed (skl2onnx lists opset imports in set order)."""
+    script = ROOT / "examples" / f"train_{name}.py"
     command = [sys.executable, str(script), "--out-dir", str(tmp_path)]
-    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr
-    committed_spec = (ROOT / "feature_specs" / "penguins.yaml").read_bytes()
-    assert (tmp_path / "feature_specs" / "penguins.yaml").read_bytes() == committed_spec
-    assert (tmp_path / "models" / "penguins" / "1" / "spec.yaml").read_bytes() == committed_spec
+    committed_spec = (ROOT / "feature_specs" / f"{name}.yaml").read_bytes()
+    assert (tmp_path / "feature_specs" / f"{name}.yaml").read_bytes() == committed_spec
+    assert (tmp_path / "models" / name / "1" / "spec.yaml").read_bytes() == committed_spec
+    committed_model = (ROOT / "models" / name / "1" / "model.onnx").read_bytes()
+    assert (tmp_path / "models" / name / "1" / "model.onnx").read_bytes() == committed_model
 
 
 @pytest.mark.slow
