@@ -184,6 +184,8 @@ class _DeadlineProtocol(HttpToolsProtocol):
         """The path of a request for the direct path (see the module docstring), else None."""
         if self.direct is None or self.parser.get_method() != b"POST" or self.expect_100_continue:
             return None
+        if self.parser.should_upgrade():  # uvicorn's own handling (websocket, or a warning)
+            return None
         if self.parser.get_http_version() != "1.1" or self.pipeline or self.flow.write_paused:
             return None
         if self.transport.is_closing():

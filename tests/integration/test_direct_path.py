@@ -225,3 +225,22 @@ def test_a_batched_model_answers_through_the_asgi_route(start_server: StartServe
     for t in threads:
         t.join()
     assert got == expected
+
+
+@pytest.mark.parametrize("upgrade", ["h2c", "websocket"])
+def test_an_upgrade_request_is_left_to_uvicorn_and_breaks_nothing(server: ServerProcess, upgrade: str) -> None:
+    """A prediction request asking to upgrade the connection is not taken by the direct
+    path (uvicorn decides what an upgrade means); whatever it answers, nothing is logged
+    as an error and the server goes on serving."""
+    with connect(server) as sock:
+        sock.settimeout(1.0)
+        sock.sendall(request(PREDICT, rows_body(penguin()), {"Connection": "Upgrade", "Upgrade": upgrade}))
+        try:
+            answer = sock.recv(200)
+        except TimeoutError:
+            answer = b""
+    assert not answer.startswith(b"HTTP/1.1 5"), answer
+    with server.client() as client:
+        assert predict(client, "penguins", [penguin()]).status_code == 200
+    logged = server.stderr
+    assert "Traceback" not in logged and " ERROR " not in logged, logged[-2000:]
