@@ -76,6 +76,13 @@ class FastPath:
         so their next request goes elsewhere instead of meeting a reset."""
         return [*headers, (b"connection", b"close")] if self.gateway.draining else headers
 
+    @staticmethod
+    def predicts(path: str) -> bool:
+        """True for a V1 predict or V2 infer path (the requests ``answer_now`` answers)."""
+        return (path.startswith(V1_PREFIX) and path.endswith(":predict")) or (
+            path.startswith(V2_PREFIX) and path.endswith("/infer")
+        )
+
     def answer_now(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Reply | None:
         """The whole answer to a prediction request (``POST`` to a predict or infer path)
         whose body has arrived, computed now on the event loop's thread, or None when the

@@ -196,7 +196,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
             path = httptools.parse_url(self.url).path.decode("ascii")
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
             return None
-        if "%" in path or not path.endswith((":predict", "/infer")):
+        if "%" in path or not self.direct.predicts(path):
             return None
         length = None
         for name, value in self.headers:

@@ -244,3 +244,27 @@ def test_an_upgrade_request_is_left_to_uvicorn_and_breaks_nothing(server: Server
         assert predict(client, "penguins", [penguin()]).status_code == 200
     logged = server.stderr
     assert "Traceback" not in logged and " ERROR " not in logged, logged[-2000:]
+
+
+def test_a_request_abandoned_mid_body_is_counted_once_and_only_if_it_is_a_prediction(server: ServerProcess) -> None:
+    def total(metrics: dict[Any, float]) -> float:
+        return sum(v for (name, _), v in metrics.items() if name == "driftgate_requests_total")
+
+    with server.client() as client:
+        before = scrape(client)
+    for path in (PREDICT, "/elsewhere:predict"):
+        with connect(server) as sock:
+            sock.sendall(request(path, b"", {"Content-Length": "100"}) + b'{"instances": [')
+    with server.client() as client:
+        deadline = time.monotonic() + 5
+        while total(after := scrape(client)) < total(before) + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the second abandonment, if it were counted, has been by now
+        after = scrape(client)
+    assert total(after) - total(before) == 1
+    name = "driftgate_requests_total"
+    assert (
+        sample(after, name, model="penguins", reason="canceled")
+        - sample(before, name, model="penguins", reason="canceled")
+        == 1
+    )
