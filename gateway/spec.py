@@ -13,6 +13,7 @@ training code and the server run the very same code.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 from functools import cached_property
 from pathlib import Path
@@ -526,9 +527,20 @@ def save_spec(spec: FeatureSpec, path: str | Path) -> None:
     write_atomic(path, encode_spec(spec, _format_of(Path(path))))
 
 
+def _clean_descriptions(node: Any) -> Any:
+    """Docstrings as ``inspect.cleandoc`` leaves them: msgspec 0.23 dedents the class
+    docstrings it puts in ``description``, older releases keep their indentation, and the
+    published schema must not depend on which one is installed."""
+    if isinstance(node, dict):
+        return {k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _clean_descriptions(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
+
+
 def feature_spec_schema() -> dict[str, Any]:
     """The JSON Schema of the spec file, as published in ``feature_specs/``."""
-    schema: dict[str, Any] = msgspec.json.schema(FeatureSpec)
+    schema: dict[str, Any] = _clean_descriptions(msgspec.json.schema(FeatureSpec))
     schema["$id"] = "https://driftgate.dev/schema/feature-spec-1.json"
     schema["title"] = "driftgate feature spec"
     return schema
