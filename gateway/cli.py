@@ -123,6 +123,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         admin_token=args.admin_token,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
         max_batch_rows=args.max_batch_rows,
         max_body_bytes=args.max_body_bytes,
         max_concurrency=args.max_concurrency,
@@ -275,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", help="address to listen on (default: 127.0.0.1; DRIFTGATE_HOST)")
     srv.add_argument("--port", type=int, help="port (default: 8080; DRIFTGATE_PORT)")
     srv.add_argument("--admin-token", help="bearer token enabling the admin endpoints (DRIFTGATE_ADMIN_TOKEN)")
+    srv.add_argument(
+        "--admin-port",
+        type=int,
+        help="serve the admin endpoints only on a listener of their own, on this port (default: off; DRIFTGATE_ADMIN_PORT)",
+    )
+    srv.add_argument("--admin-host", help="address of the admin listener (default: --host; DRIFTGATE_ADMIN_HOST)")
     srv.add_argument("--max-batch-rows", type=_positive_int, help="rows per request (default: 4096; DRIFTGATE_MAX_BATCH_ROWS)")
     srv.add_argument("--max-body-bytes", type=_positive_int, help="request body limit (default: 16 MiB; DRIFTGATE_MAX_BODY_BYTES)")
     srv.add_argument(

@@ -34,6 +34,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     process, no supervisor."""
     admin_token: str | None = None
     """Bearer token of the admin endpoints (registration, load, unload). Unset: they are off."""
+    admin_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
+    """Port of a separate admin listener (``gateway.listeners``): the admin endpoints are then
+    answered only there, and the data-plane port answers them 404. Unset: one listener."""
+    admin_host: str | None = None
+    """Address of the admin listener (default: the same as ``host``)."""
     max_batch_rows: Annotated[int, Meta(ge=1)] = 4096
     """Rows per request above which the request is refused with 413."""
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 16 * 1024 * 1024
@@ -106,6 +111,17 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         field = str(exc).rsplit("$.", 1)[-1].strip("`") if "$." in str(exc) else ""
         where = f" ({_FIELDS.get(field, field)})" if field else ""
         raise ConfigError(f"invalid setting{where}: {exc}") from None
+    if settings.admin_port is not None:
+        if not settings.admin_token:
+            raise ConfigError(
+                f"invalid setting ({_FIELDS['admin_port']} / --admin-port): an admin listener needs an admin token "
+                f"({_FIELDS['admin_token']} / --admin-token); without one the admin endpoints are off"
+            )
+        if settings.admin_port != 0 and settings.admin_port == settings.port:
+            raise ConfigError(
+                f"invalid setting ({_FIELDS['admin_port']} / --admin-port): the admin listener needs a port of its own, "
+                f"not the data plane's {settings.port}"
+            )
     from gateway.batching import parse_batching  # onnxruntime is imported only by commands that serve
 
     try:

@@ -14,6 +14,7 @@ Every failure that driftgate reports to a caller is a ``GatewayError``. The tree
     ├── UnauthorizedError    401    admin endpoint without the right bearer token
     ├── AdminDisabledError   403    admin endpoint called on a server without a token
     ├── ModelNotFoundError   404    no such model or version
+    ├── NotOnThisListenerError 404  an admin endpoint off the admin listener, or the reverse
     ├── ModelConflictError   409    the version exists already
     ├── ModelNotReadyError   503    the model is loading or unloading
     ├── OverloadedError      503    too many inference requests in progress; retry later
@@ -47,6 +48,7 @@ __all__ = [
     "ModelInvalidError",
     "ModelNotFoundError",
     "ModelNotReadyError",
+    "NotOnThisListenerError",
     "OverloadedError",
     "PayloadError",
     "PayloadTooLargeError",
@@ -204,6 +206,16 @@ class ModelNotFoundError(GatewayError):
 
     code = "model-not-found"
     title = "Model not found"
+    status_hint = 404
+
+
+class NotOnThisListenerError(GatewayError):
+    """The endpoint is served on the other listener: with an admin listener
+    (``--admin-port``), the admin endpoints are answered only there, and the admin
+    listener answers nothing else but the health probes."""
+
+    code = "not-found"
+    title = "Not found"
     status_hint = 404
 
 

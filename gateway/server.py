@@ -25,6 +25,7 @@ from gateway.config import Settings
 from gateway.http.app import create_app
 from gateway.http.protocol import deadline_protocol
 from gateway.lifecycle import Gateway
+from gateway.listeners import open_listeners
 
 if TYPE_CHECKING:
     from gateway.monitoring.fleet import WorkerContext
@@ -33,13 +34,21 @@ __all__ = ["serve"]
 
 
 class _DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, gateway: Gateway, on_started: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        gateway: Gateway,
+        on_started: Callable[[], None] | None = None,
+        *,
+        wait_for_models: bool = False,
+    ) -> None:
         super().__init__(config)
         self.gateway = gateway
         self.on_started = on_started
+        self.wait_for_models = wait_for_models
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        if sockets is not None:
+        if self.wait_for_models:
             # A worker of several takes no connection before its models are loaded: its
             # siblings serve meanwhile, where it would answer 404 (a single server answers
             # its readiness probe 503 instead, and gets no traffic until ready).
@@ -76,13 +85,14 @@ def startup_line(settings: Settings) -> str:
     from gateway import __version__
 
     s = settings
+    admin = "off" if not s.admin_token else "on" if s.admin_port is None else f"on, listener port {s.admin_port}"
     return (
         f"driftgate {__version__}: max_body_bytes={s.max_body_bytes} max_batch_rows={s.max_batch_rows} "
         f"max_concurrency={s.max_concurrency} request_timeout={s.request_timeout_seconds:g}s "
         f"header_timeout={s.header_timeout_seconds:g}s body_timeout={s.body_timeout_seconds:g}s "
         f"drain={s.drain_seconds:g}s batching={s.batching or 'off'} workers={s.workers} "
         f"guards={'on' if s.guards else 'OFF'} monitoring={'on' if s.monitoring else 'OFF'} "
-        f"admin={'on' if s.admin_token else 'off'}; onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}, "
+        f"admin={admin}; onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}, "
         f"litestar {version('litestar')}, msgspec {msgspec.__version__}, uvicorn {uvicorn.__version__}"
     )
 
@@ -107,6 +117,15 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if sockets is None and settings.admin_port is not None:
+        try:  # two listeners: bound here, as the supervisor binds them for its workers
+            settings, sockets = open_listeners(settings)
+        except OSError as exc:
+            logging.getLogger("driftgate").error("cannot listen: %s", exc)
+            return 3
+        # uvicorn logs its "running on" line only for sockets it binds itself; scripts read it
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        logging.getLogger("driftgate").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, settings.port)
     if worker is None or worker.index == 0:
         logging.getLogger("driftgate").info("%s", startup_line(settings))
     gateway = Gateway(settings, worker)
@@ -124,6 +143,6 @@ def serve(
         server_header=False,
         http=deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds, direct=app),
     )
-    server = _DrainingServer(config, gateway, on_started)
+    server = _DrainingServer(config, gateway, on_started, wait_for_models=worker is not None)
     server.run(sockets=sockets)
     return 0 if server.started else 3

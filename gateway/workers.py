@@ -36,6 +36,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.listeners import open_listeners
 from gateway.monitoring.feedback import ring_file_bytes
 from gateway.monitoring.fleet import WorkerContext
 
@@ -77,16 +78,6 @@ def create_state_folder(settings: Settings, base: str | Path | None = None) -> P
     return folder
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)  # connections queue from now on, even before the first worker accepts
-    sock.set_inheritable(True)
-    return sock
-
-
 def _worker_main(settings: Settings, sockets: list[socket.socket], context: WorkerContext, started: Event) -> None:
     """A worker process: the ordinary server on the supervisor's socket."""
     from gateway.server import serve
@@ -116,14 +107,11 @@ def supervise(settings: Settings) -> int:
         level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        sock = _bind(settings.host, settings.port)
+        settings, sockets = open_listeners(settings)
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+        log.error("cannot listen: %s", exc)
         return 3
-    port = sock.getsockname()[1]
-    import msgspec
-
-    settings = msgspec.structs.replace(settings, port=port)
+    port = settings.port
     folder = create_state_folder(settings)
     server = os.urandom(3).hex()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -137,7 +125,7 @@ def supervise(settings: Settings) -> int:
         context = WorkerContext(str(folder), server, slot.index, settings.workers)
         slot.started = _spawn.Event()
         slot.process = _spawn.Process(
-            target=_worker_main, args=(settings, [sock], context, slot.started), name=f"driftgate-worker-{slot.index}"
+            target=_worker_main, args=(settings, sockets, context, slot.started), name=f"driftgate-worker-{slot.index}"
         )
         slot.process.start()
 
@@ -147,7 +135,8 @@ def supervise(settings: Settings) -> int:
             return
         stopping = True
         log.info("%s: draining %d workers", signal.Signals(sig).name, settings.workers)
-        sock.close()  # the workers hold their own copies until each has drained
+        for sock in sockets:  # the workers hold their own copies until each has drained
+            sock.close()
         for slot in slots:
             if slot.process is not None and slot.process.pid is not None and slot.process.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -208,6 +197,7 @@ def supervise(settings: Settings) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        sock.close()
+        for sock in sockets:
+            sock.close()
         shutil.rmtree(folder, ignore_errors=True)
     return code

@@ -21,12 +21,13 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.errors import OverloadedError, PayloadTooLargeError
+from gateway.errors import NotOnThisListenerError, OverloadedError, PayloadTooLargeError
 from gateway.http.health import LIVE, NOT_READY, READY
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_parts
 from gateway.http.v1 import answer_v1, answer_v1_now, v1_target
 from gateway.http.v2 import answer_v2, answer_v2_now, v2_target
 from gateway.lifecycle import Gateway
+from gateway.listeners import is_admin_route
 from gateway.monitoring.requests import UNKNOWN_MODEL, reason_of
 
 __all__ = ["FastPath", "Reply"]
@@ -51,10 +52,26 @@ class FastPath:
         self.request_timeout = gateway.settings.request_timeout_seconds
         self.in_flight = 0
         """Prediction requests being served now (admission counts them; see ``_serve``)."""
+        self.admin_port = gateway.settings.admin_port
+        """The admin listener's port (``gateway.listeners``), or None: one listener for all."""
+
+    def on_admin_listener(self, local: tuple[Any, ...] | None) -> bool:
+        """True if a connection's local address (``scope["server"]``, the socket's name) is
+        the admin listener's."""
+        return self.admin_port is not None and local is not None and local[1] == self.admin_port
+
+    def _on_its_listener(self, scope: dict[str, Any], method: str, path: str) -> bool:
+        """With an admin listener, the admin endpoints are served only there, and there
+        nothing else but the health probes."""
+        if self.on_admin_listener(scope.get("server")):
+            return is_admin_route(method, path) or path in ("/v2/health/live", "/v2/health/ready")
+        return not is_admin_route(method, path)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             method, path = scope["method"], scope["path"]
+            if self.admin_port is not None and not self._on_its_listener(scope, method, path):
+                return await _problem(send, NotOnThisListenerError("no such endpoint on this listener"), path)
             if method == "POST":
                 if path.startswith(V1_PREFIX) and path.endswith(":predict"):
                     return await self._predict(scope, receive, send, path)

@@ -119,6 +119,8 @@ class _DeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.direct is not None and self.direct.on_admin_listener(transport.get_extra_info("sockname")):
+            self.direct = None  # the admin listener answers no prediction: the ASGI route refuses them
         self._arm(self.header_timeout, "head")
 
     def connection_lost(self, exc: Exception | None) -> None:
