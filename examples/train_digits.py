@@ -17,14 +17,25 @@ four) calls of one row; ``bench/batch_cost.py`` measures that. The exported mode
 confidence on the held-out rows is recorded as the output baseline.
 
 Writes ``feature_specs/digits.yaml`` and ``models/digits/1/{model.onnx,spec.yaml}``.
-Deterministic: re-running rewrites byte-identical spec and model files.
+Deterministic: re-running rewrites byte-identical spec and model files. The MLP's weights
+depend on OpenBLAS's kernels, which it picks by CPU (AVX2, AVX-512...): the same fit gives
+weights that differ in the last bits on an AVX-512 machine and on an AVX2 one, and so a
+different model file. On x86-64 the script therefore asks OpenBLAS for its AVX2 (Haswell)
+kernels, which every x86-64 server CPU of the last decade runs, unless
+``OPENBLAS_CORETYPE`` is set already.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-from _export import (
+import os
+import platform
+
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")  # before numpy loads OpenBLAS
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from _export import (  # noqa: E402
     CONFIDENCE_EDGES,
     INPUT_NAME,
     SEED,
@@ -36,16 +47,16 @@ from _export import (
     summary,
     write_version,
 )
-from msgspec.structs import replace
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import make_pipeline
-from threadpoolctl import threadpool_limits
+from msgspec.structs import replace  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.neural_network import MLPClassifier  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
-from gateway import FeatureSpec
-from gateway.estimator import SpecTransformer
-from gateway.spec import MinMax
+from gateway import FeatureSpec  # noqa: E402
+from gateway.estimator import SpecTransformer  # noqa: E402
+from gateway.spec import MinMax  # noqa: E402
 
 TARGET = "digit"
 SIDE = 8
