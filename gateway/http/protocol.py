@@ -13,6 +13,12 @@ When one passes, the client gets ``408`` (problem+json, ``Connection: close``) i
 answer has started yet, and the connection is closed. The application sees the request
 as disconnected, as if the client had gone away.
 
+The head is bounded in size too (``MAX_HEAD_BYTES``, ``MAX_HEADERS``): one over is
+answered ``431``, and whatever the parser cannot read ``400``, both problem+json (uvicorn
+answers plain text). Such an answer is followed by a lingering close: the client's
+remaining bytes are read and dropped for a moment, so that it reads the answer instead of
+a connection reset.
+
 The **direct path**: a prediction request (``POST`` to a V1 predict or V2 infer path,
 HTTP/1.1, a declared ``Content-Length`` within the body limit, no ``Expect``) is answered
 from the parser's own callback once its body has arrived: ``FastPath.answer_now`` computes
@@ -44,15 +50,39 @@ __all__ = ["deadline_protocol"]
 _CLOSE = (b"connection", b"close")
 
 
+MAX_HEAD_BYTES = 64 * 1024
+"""Largest request head (request line and header fields, as the parser delivers them);
+one more byte is answered 431. nginx allows 32 KiB by default, Node.js 16 KiB: no client
+of a model server sends more, and without a cap a head is buffered (and its fragments
+concatenated) for as long as the head deadline lets it grow."""
+MAX_HEADERS = 256
+"""Most header fields in one request; one more is answered 431."""
+_RAW_SLACK = 512 * 1024
+"""Bytes received while a head is incomplete are counted per read, not per parsed byte,
+so that count may include the end of the previous request (pipelining) and one read of
+up to 256 KiB: a head is refused on it only past ``MAX_HEAD_BYTES`` plus this slack. It
+stops a single endless header line, which the parser buffers before any callback sees it."""
+
+
+LINGER_SECONDS = 2.0
+"""How long a refused request's remaining bytes are read and dropped before the close."""
+
+
+def _error_response(status: int, code: str, title: str, detail: str) -> bytes:
+    """A whole problem+json answer that closes the connection."""
+    body = problem_body(status, code, title, detail, "")
+    head = STATUS_LINE[status] + (
+        f"content-type: {PROBLEM_MEDIA_TYPE}\r\nconnection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode("latin-1")
+    return head + body
+
+
 def _timeout_response(detail: str) -> bytes:
-    body = problem_body(408, "request-timeout", "Request timeout", detail, "")
-    head = (
-        "HTTP/1.1 408 Request Timeout\r\n"
-        f"content-type: {PROBLEM_MEDIA_TYPE}\r\n"
-        "connection: close\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
+    return _error_response(408, "request-timeout", "Request timeout", detail)
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head over the limits."""
 
 
 class _DeadlineProtocol(HttpToolsProtocol):
@@ -72,6 +102,15 @@ class _DeadlineProtocol(HttpToolsProtocol):
     # cancelled (measured: about 3 us of a one-row prediction).
     _due: float | None = None
     _what: str = "head"
+
+    # the request head being read: its size as parsed, its header count, the bytes received
+    # since it began (see _RAW_SLACK), and why it was refused (None: it was not)
+    _in_head: bool = True
+    _head_bytes: int = 0
+    _head_fields: int = 0
+    _head_raw: int = 0
+    _head_refused: str | None = None
+    _lingering: bool = False
     _timer: asyncio.TimerHandle | None = None
     _timer_at: float = 0.0
 
@@ -132,12 +171,75 @@ class _DeadlineProtocol(HttpToolsProtocol):
             self._timer = None
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the rest of a refused request: read and dropped (see _close_lingering)
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            self._head_raw += len(data)
+            if self._head_raw > MAX_HEAD_BYTES + _RAW_SLACK:
+                self._head_refused = f"the request head is over {MAX_HEAD_BYTES} bytes"
+                self._refuse_head()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to anything the parser refuses (plain text there): problem+json
+        here, as every error, and 431 for a head over the limits."""
+        self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        if self._head_refused is not None:
+            answer = _error_response(431, "header-fields-too-large", "Request header fields too large", self._head_refused)
+        else:
+            answer = _error_response(400, "malformed-request", "Malformed request", "the request is not valid HTTP/1.1")
+        if self._direct_path is not None:  # a direct-path body the parser refused mid-way
+            self._abandon()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the application, if it waits for the body, sees the client gone
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.close()  # an answer is under way: no second one on this connection
+                return
+        self.transport.write(answer)
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Close after an answer sent while the client may still be sending: a close with
+        unread data makes the kernel reset the connection, and the client would see the
+        reset, not the answer. So the answer goes, the sending side is shut, and what the
+        client still sends is read and dropped until it closes or ``LINGER_SECONDS`` pass."""
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def _count_head(self, size: int, fields: int) -> None:
+        self._head_bytes += size
+        self._head_fields += fields
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._head_refused = f"the request head is over {MAX_HEAD_BYTES} bytes"
+        elif self._head_fields > MAX_HEADERS:
+            self._head_refused = f"the request has over {MAX_HEADERS} header fields"
+        else:
+            return
+        raise _HeadTooLarge(self._head_refused)  # the parser stops; uvicorn calls send_400_response
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_head, self._head_bytes, self._head_fields, self._head_raw = True, 0, 0, 0
         if self._due is None or self._what == "idle":
             self._arm(self.header_timeout, "head")
 
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url), 0)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4, 1)
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._arm(self.body_timeout, "body")
         path = self._direct_target()
         if path is None:
@@ -153,6 +255,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._in_head, self._head_raw = True, 0  # what arrives next is the next request's head
         path = self._direct_path
         if path is None:
             super().on_message_complete()
