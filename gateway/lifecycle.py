@@ -14,7 +14,10 @@ a shared repository must not take the models beside it out of service.
 As one worker of several (``driftgate serve --workers N``, given a ``WorkerContext``), the
 gateway keeps its prediction ring in the server's state folder (``SharedPredictionLog``)
 and publishes its monitoring state there, so that any worker reads the fleet's
-(``gateway.monitoring.fleet``).
+(``gateway.monitoring.fleet``). The repository extension's ``unload`` and ``load`` act on
+the whole fleet: the worker that takes one records it there (``gateway.unloads``), and
+every other follows the record within ``POLL_INTERVAL`` (``_follow``), unloading the model,
+or loading it again from the repository.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.batching import Batcher, parse_batching
-from gateway.errors import ModelNotFoundError, ModelNotReadyError
+from gateway.errors import GatewayError, ModelNotFoundError, ModelNotReadyError
 from gateway.monitoring.feedback import PredictionLog, SharedPredictionLog
 from gateway.monitoring.fleet import Fleet, FleetRequestCounts, WorkerContext
 from gateway.monitoring.metrics import new_metrics_registry
 from gateway.monitoring.requests import RequestCounts
 from gateway.registry import ModelRegistry
 from gateway.repository import MODEL_FILE, SPEC_FILE, ModelRepository, VersionEntry
+from gateway.unloads import POLL_INTERVAL, UnloadedModels
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -92,8 +96,17 @@ class Gateway:
         self.draining = False
         self.unloaded: set[str] = set()
         """Models unloaded through the repository API: the watcher leaves them alone."""
+        self.fleet_unloads = UnloadedModels(worker.folder) if worker is not None else None
+        """The fleet's record of ``unloaded``, as one worker of several."""
+        self._unload_lock = threading.Lock()
+        """Orders the changes of ``unloaded`` (and of its record) with the removals they
+        bring; held only briefly (no model is loaded under it)."""
+        self._load_lock = threading.Lock()
+        """Serialises loading: the watcher, the ``load`` call and a reload after another
+        worker's ``load`` never load one version twice."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._follower: threading.Thread | None = None
         self._failed_files: dict[tuple[str, int], tuple[int, int, int, int] | None] = {}
         """(mtime, size) of the files of versions that failed to load: a change retries them."""
         self.batching = parse_batching(settings.batching)
@@ -129,6 +142,12 @@ class Gateway:
         """Load the repository in the background, then watch it (once: later calls do nothing)."""
         if self._thread is not None:
             return
+        if self.fleet_unloads is not None:  # before any load: a new worker never serves what the fleet unloaded
+            self.unloaded = self.fleet_unloads.names() or set()
+            if self.unloaded:
+                log.info("unloaded across the workers, not loaded here: %s", ", ".join(sorted(self.unloaded)))
+            self._follower = threading.Thread(target=self._follow, name="driftgate-unloads", daemon=True)
+            self._follower.start()
         self._thread = threading.Thread(target=self._run, name="driftgate-loader", daemon=True)
         self._thread.start()
         if self.fleet is not None:
@@ -136,8 +155,9 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._follower):
+            if thread is not None:
+                thread.join(timeout=5)
         if self.fleet is not None:
             self.fleet.stop()  # the last publication: everything this worker counted
 
@@ -158,24 +178,39 @@ class Gateway:
         for entry in entries:
             if self._stop.is_set():
                 break
-            if entry.name in self.unloaded:
-                continue
-            if self.model_registry.known(entry.name, entry.version):
-                failed = self._failed_files.get(entry.key)
-                if failed is None or failed == _files_of(entry):
-                    continue
-                self.model_registry.forget_failure(entry.name, entry.version)  # its files changed: try again
-            files = _files_of(entry)
-            if files is None:
-                continue
-            if self.loaded.is_set() and time.time() - max(files[0], files[2]) / 1e9 < SETTLE_SECONDS:
-                continue  # written moments ago, perhaps still being copied: look again next scan
-            if self.model_registry.load_entry(entry, self.settings.intra_op_threads) is not None:
-                loaded += 1
-                self._failed_files.pop(entry.key, None)
-            else:
-                self._failed_files[entry.key] = files
+            with self._load_lock:
+                loaded += self._scan_entry(entry)
         return loaded
+
+    def _scan_entry(self, entry: VersionEntry) -> int:
+        """Load one version the watcher found, if it is new (or its files changed since it
+        failed); 1 if it was loaded."""
+        if entry.name in self.unloaded:
+            return 0
+        if self.model_registry.known(entry.name, entry.version):
+            failed = self._failed_files.get(entry.key)
+            if failed is None or failed == _files_of(entry):
+                return 0
+            self.model_registry.forget_failure(entry.name, entry.version)  # its files changed: try again
+        files = _files_of(entry)
+        if files is None:
+            return 0
+        if self.loaded.is_set() and time.time() - max(files[0], files[2]) / 1e9 < SETTLE_SECONDS:
+            return 0  # written moments ago, perhaps still being copied: look again next scan
+        if self._load_entry(entry) is not None:
+            self._failed_files.pop(entry.key, None)
+            return 1
+        self._failed_files[entry.key] = files
+        return 0
+
+    def _load_entry(self, entry: VersionEntry) -> LoadedModel | None:
+        """Load and serve a version (the caller holds ``_load_lock``); None if it failed.
+        ``unload`` marks a model before it removes its versions, so a version of it that
+        finishes loading after that removal is taken out again here."""
+        model = self.model_registry.load_entry(entry, self.settings.intra_op_threads)
+        if model is not None and entry.name in self.unloaded:
+            self.model_registry.remove(entry.name, entry.version)
+        return model
 
     def load(self, name: str) -> list[int]:
         """Serve every version of ``name`` found in the repository (after an unload, too).
@@ -186,14 +221,21 @@ class Gateway:
         entries = [e for e in self.repository.scan() if e.name == name]
         if not entries:
             raise ModelNotFoundError(f"the repository has no model named {name[:80]!r}")
-        self.unloaded.discard(name)
+        with self._unload_lock:
+            if self.fleet_unloads is not None:
+                self.fleet_unloads.lift(name)  # the other workers load it too (``_follow``)
+            self.unloaded.discard(name)
+        return self._serve(name, entries)
+
+    def _serve(self, name: str, entries: list[VersionEntry]) -> list[int]:
+        """Serve every version in ``entries`` (of ``name``); raise as ``load`` does."""
         loaded = []
-        for entry in entries:
-            self.model_registry.forget_failure(entry.name, entry.version)
-            if self.model_registry.state(entry.name, entry.version) == "READY":
-                loaded.append(entry.version)
-            elif self.model_registry.load_entry(entry, self.settings.intra_op_threads) is not None:
-                loaded.append(entry.version)
+        with self._load_lock:
+            for entry in entries:
+                self.model_registry.forget_failure(entry.name, entry.version)
+                served = self.model_registry.state(entry.name, entry.version) == "READY"
+                if served or self._load_entry(entry) is not None:
+                    loaded.append(entry.version)
         if not loaded:
             failure = {f.version: f.reason for f in self.model_registry.failures() if f.name == name}
             raise ModelNotReadyError(
@@ -203,11 +245,50 @@ class Gateway:
 
     def unload(self, name: str) -> list[int]:
         """Stop serving every version of ``name``; the watcher will not load it again."""
-        removed = self.model_registry.remove(name)
-        if not removed:
-            raise ModelNotFoundError(f"no model named {name[:80]!r} is served")
-        self.unloaded.add(name)
-        return removed
+        with self._unload_lock:
+            if name not in self.model_registry.defaults():
+                raise ModelNotFoundError(f"no model named {name[:80]!r} is served")
+            if self.fleet_unloads is not None:
+                self.fleet_unloads.mark(name)  # first: should this fail, nothing has changed
+            self.unloaded.add(name)  # before the removal (``_load_entry``)
+            return self.model_registry.remove(name)
+
+    def _follow(self) -> None:
+        """As one worker of several: follow the fleet's record of unloaded models."""
+        while not self._stop.wait(POLL_INTERVAL):
+            try:
+                self.follow_unloads()
+            except Exception:  # never let the thread die; the next round retries
+                log.exception("cannot follow the unloaded models recorded in the state folder")
+
+    def follow_unloads(self) -> None:
+        """Unload what another worker unloaded; load again, on a thread of its own (this
+        one keeps following meanwhile), what another worker loaded."""
+        assert self.fleet_unloads is not None
+        with self._unload_lock:
+            marked = self.fleet_unloads.names()
+            if marked is None:
+                return
+            lifted = sorted(self.unloaded - marked)
+            self.unloaded -= set(lifted)
+            for name in sorted(marked - self.unloaded):
+                self.unloaded.add(name)
+                removed = self.model_registry.remove(name)
+                log.info("%s unloaded by another worker (versions here: %s)", name, removed or "none")
+        if lifted:
+            threading.Thread(target=self._reload, args=(lifted,), name="driftgate-reload", daemon=True).start()
+
+    def _reload(self, names: list[str]) -> None:
+        for name in names:
+            if name in self.unloaded:
+                continue  # unloaded again meanwhile
+            log.info("%s loaded by another worker: loading it here", name)
+            try:
+                entries = [e for e in self.repository.scan() if e.name == name]
+                if entries:
+                    self._serve(name, entries)
+            except (GatewayError, OSError) as exc:
+                log.error("%s: cannot load it again here: %s", name, exc)
 
     def _run(self) -> None:
         count = self.scan()

@@ -17,7 +17,9 @@ one of them. The supervisor itself never serves a request.
 - A worker whose supervisor disappears drains and ends by itself (``gateway.monitoring.fleet``).
 
 The state folder (under ``/dev/shm`` when it has room, else the temporary folder) holds each
-worker's published monitoring state and prediction ring; it is removed at exit.
+worker's published monitoring state and prediction ring, and the models unloaded through the
+repository extension (``gateway.unloads``: an unload or load at one worker reaches every
+worker, replacements included); it is removed at exit.
 """
 
 from __future__ import annotations

@@ -160,10 +160,10 @@ def columns_from_tensors(
     model: LoadedModel, body: bytes, header_length: str | None, max_rows: int
 ) -> tuple[Columns, Any]:
     """Decode a V2 request into the guards' columns. Returns (columns, request)."""
-    request, binary = decode_request(body, header_length)
+    limit = len(model.guards.names) + EXTRA_INPUTS
+    request, binary = decode_request(body, header_length, max_inputs=limit, max_rows=max_rows)
     if not request.inputs:
         raise PayloadError("the request has no inputs")
-    limit = len(model.guards.names) + EXTRA_INPUTS
     if len(request.inputs) > limit:
         raise PayloadError(
             f"the request has {len(request.inputs)} inputs; {model.name!r} takes one per feature "
@@ -391,7 +391,7 @@ async def repository_load(request: Request[Any, Any, Any], name: str) -> Respons
 async def repository_unload(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
     """Stop serving every version of a model (the files stay in the repository)."""
     require_admin(request)
-    removed = gateway_of(request).unload(name)
+    removed = await anyio.to_thread.run_sync(gateway_of(request).unload, name)
     return _json({"name": name, "versions": [str(v) for v in removed]})
 
 

@@ -11,12 +11,16 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import ServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS = REPO_ROOT / "models"
@@ -71,6 +75,16 @@ def penguin(**changes: Any) -> dict[str, Any]:
     """A valid penguins row with ``changes``; a change to ``...`` drops the field."""
     row = {**PENGUIN, **changes}
     return {k: v for k, v in row.items() if v is not ...}
+
+
+def v2_body(row: dict[str, Any]) -> dict[str, Any]:
+    """A V2 JSON inference request of one row: a ``[1]`` tensor per feature."""
+    return {
+        "inputs": [
+            {"name": k, "shape": [1], "datatype": "BYTES" if isinstance(v, str) else "FP64", "data": [v]}
+            for k, v in row.items()
+        ]
+    }
 
 
 def predict(client: httpx.Client, model: str, instances: list[Any], version: str | None = None) -> httpx.Response:
@@ -135,3 +149,35 @@ def cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[s
         cwd=REPO_ROOT,
         check=False,
     )
+
+
+# --- ``serve --workers N`` ----------------------------------------------------------------
+
+
+def serving_workers(proc: ServerProcess) -> int:
+    """Workers that have started serving so far (a worker takes connections only once its
+    models are loaded, and then logs uvicorn's start-up line)."""
+    return proc.stderr.count("Application startup complete")
+
+
+def wait_serving(proc: ServerProcess, count: int, timeout: float = 30) -> None:
+    """Wait until ``count`` workers have started serving (replacements count too)."""
+    deadline = time.monotonic() + timeout
+    while serving_workers(proc) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} workers serving:\n{proc.stderr[-2000:]}"
+        time.sleep(0.05)
+
+
+def worker_pids(proc: ServerProcess) -> set[int]:
+    """The supervisor's worker processes (multiprocessing's resource tracker is not one)."""
+    assert proc.process is not None
+    pid = proc.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    out = set()
+    for child in children:
+        try:
+            if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
+                out.add(int(child))
+        except OSError:
+            pass
+    return out

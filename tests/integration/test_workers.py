@@ -18,14 +18,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.integration.conftest import ServerProcess, StartServer
-from tests.integration.support import copy_models, penguin, sample, scrape
+from tests.integration.support import copy_models, penguin, sample, scrape, wait_serving, worker_pids
 
 CONVERGE_SECONDS = 3.0
 """A worker publishes every 0.5 s; every other worker's view is complete within this."""
@@ -68,34 +67,6 @@ def prefixes(responses: list[httpx.Response]) -> dict[str, list[str]]:
         for p in r.json()["predictions"]:
             by_prefix.setdefault(p["id"].split("-")[0], []).append(p["id"])
     return by_prefix
-
-
-def serving_workers(proc: ServerProcess) -> int:
-    """Workers that have started serving so far (a worker takes connections only once its
-    models are loaded, and then logs uvicorn's start-up line)."""
-    return proc.stderr.count("Application startup complete")
-
-
-def wait_serving(proc: ServerProcess, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while serving_workers(proc) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} workers serving:\n{proc.stderr[-2000:]}"
-        time.sleep(0.05)
-
-
-def worker_pids(proc: ServerProcess) -> set[int]:
-    """The supervisor's worker processes (multiprocessing's resource tracker is not one)."""
-    assert proc.process is not None
-    pid = proc.process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    out = set()
-    for child in children:
-        try:
-            if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
-                out.add(int(child))
-        except OSError:
-            pass
-    return out
 
 
 @pytest.fixture(scope="module")
