@@ -168,9 +168,17 @@ class Gateway:
         self.draining = True
 
     def scan(self) -> int:
-        """Load every repository version not seen before. Returns how many were loaded."""
+        """Load every repository version not seen before. Returns how many were loaded.
+        Staging folders left by registrations killed mid-write are removed first."""
         loaded = 0
         try:
+            abandoned = self.repository.clean_staging()
+            if abandoned:
+                log.warning(
+                    "removed %d staging folders abandoned by registrations that never finished: %s",
+                    len(abandoned),
+                    ", ".join(abandoned),
+                )
             entries = self.repository.scan()
         except OSError as exc:
             log.error("cannot scan the model repository %s: %s", self.repository.root, exc)

@@ -8,6 +8,8 @@ Layout (one folder per model version; versions are positive integers)::
 A version folder is written whole under ``<root>/.staging/`` and then renamed into place,
 which is atomic on one file system: a scanner sees a version complete or not at all, and
 never a half-written file. Versions are immutable: adding an existing one is refused.
+A staging folder's name carries its writer's process id, so one left by a writer that was
+killed mid-write is recognised and removed (``clean_staging``, run by the server's watcher).
 
 This module knows files only; loading a model is ``gateway.registry``'s job.
 """
@@ -18,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from gateway.errors import ConfigError, ModelConflictError, UsageError
@@ -32,6 +35,13 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 """Model names: letters, digits, ``_`` and ``-``, 1-64 characters, not starting with a
 symbol. No dots or slashes, so a name is always one safe path segment and a URL segment."""
 VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,8}$")
+_STAGED_BY = re.compile(r"-p([0-9]+)-[a-z0-9_]+$")
+"""The writer's process id in a staging folder's name (``<name>-<version>-p<pid>-<random>``)."""
+STAGING_GRACE_SECONDS = 10.0
+"""A staging folder younger than this is never removed: its writer may be in another PID
+namespace (a registration from another container on a shared volume)."""
+STAGING_STALE_SECONDS = 3600.0
+"""A staging folder older than this is removed whoever wrote it: no registration takes an hour."""
 
 
 def check_name(name: str) -> str:
@@ -117,7 +127,7 @@ class ModelRepository:
             raise ModelConflictError(f"{name} version {number} exists already; versions are immutable, register a new one")
         staging = self.root / STAGING
         staging.mkdir(exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f"{name}-{number}-", dir=staging))
+        folder = Path(tempfile.mkdtemp(prefix=f"{name}-{number}-p{os.getpid()}-", dir=staging))
         try:
             for filename, data in ((MODEL_FILE, model), (SPEC_FILE, spec)):
                 with open(folder / filename, "wb") as fh:
@@ -129,11 +139,58 @@ class ModelRepository:
                 os.rename(folder, target)  # atomic; fails if another writer got there first
             except OSError:
                 raise ModelConflictError(f"{name} version {number} exists already; versions are immutable") from None
+            _fsync_folder(target.parent)  # the rename itself survives a power cut
         finally:
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
         return VersionEntry(name, number, target, target.stat().st_mtime_ns)
 
+    def clean_staging(self, now: float | None = None) -> list[str]:
+        """Remove staging folders abandoned by a writer that died mid-write (its process is
+        gone and the folder is older than ``STAGING_GRACE_SECONDS``, or the folder is older
+        than ``STAGING_STALE_SECONDS``). Returns the names removed."""
+        now = time.time() if now is None else now
+        removed: list[str] = []
+        try:
+            entries = list((self.root / STAGING).iterdir())
+        except OSError:  # no staging folder (yet): nothing to clean
+            return removed
+        for entry in entries:
+            try:
+                age = now - entry.lstat().st_mtime
+            except OSError:  # renamed into place or removed meanwhile
+                continue
+            found = _STAGED_BY.search(entry.name)
+            abandoned = age > STAGING_GRACE_SECONDS and (found is None or not _alive(int(found.group(1))))
+            if abandoned or age > STAGING_STALE_SECONDS:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+        return removed
+
     def remove(self, name: str, version: int) -> None:
         """Delete a version folder (used to roll back a registration that failed late)."""
         shutil.rmtree(self.root / check_name(name) / str(check_version(version)), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """True if a process ``pid`` exists (in this PID namespace)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def _fsync_folder(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

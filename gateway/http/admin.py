@@ -56,6 +56,8 @@ async def register(request: Request[Any, Any, Any], name: str, target: str) -> R
     loaded = await anyio.to_thread.run_sync(
         register_model, gateway.model_registry, gateway.repository, name, target, model, spec, gateway.settings.intra_op_threads
     )
+    if name in gateway.unloaded:  # a new version of an unloaded model: serve the model again, on every worker
+        await anyio.to_thread.run_sync(gateway.load, name)
     body = {"name": loaded.name, "version": str(loaded.version), "spec_digest": loaded.spec.digest, "default": True}
     body["default"] = gateway.model_registry.get(loaded.name).version == loaded.version
     return Response(content=msgspec.json.encode(body), status_code=201, media_type="application/json")

@@ -31,7 +31,17 @@ import pytest
 
 from gateway.unloads import POLL_INTERVAL
 from tests.integration.conftest import ServerProcess, StartServer
-from tests.integration.support import ADMIN_TOKEN, admin, penguin, v2_body, wait_serving, worker_pids
+from tests.integration.support import (
+    ADMIN_TOKEN,
+    PENGUINS_MODEL,
+    PENGUINS_SPEC,
+    admin,
+    bundle,
+    penguin,
+    v2_body,
+    wait_serving,
+    worker_pids,
+)
 
 FOLLOW_LIMIT = POLL_INTERVAL + 2.75
 """Seconds after an unload returned from which every probe must answer 404 everywhere."""
@@ -171,4 +181,24 @@ def test_a_worker_replaced_after_an_unload_does_not_serve_the_model(fleet: Serve
     probes = probe_until_both(fleet.url, 404)
     assert all(p.all(404) for p in probes), [p for p in probes if not p.all(404)]
     load_everywhere(fleet)
+    assert fleet.stop().exit_code == 0
+
+
+def test_registering_a_version_of_an_unloaded_model_serves_it_on_every_worker(fleet: ServerProcess) -> None:
+    """A registration is a request to serve: a new version of an unloaded model brings the
+    model back on every worker (the new version and the old), as a ``load`` would."""
+    with fleet.client(headers={"connection": "close"}) as client:
+        since = unload(client)
+    assert_unloaded_everywhere(fleet.url, since)
+    with fleet.client(headers={"connection": "close"}) as client:
+        registered = client.put(
+            "/v1/models/penguins/versions/2",
+            files=bundle(PENGUINS_MODEL.read_bytes(), PENGUINS_SPEC.read_bytes()),
+            headers=admin(),
+        )
+    assert registered.status_code == 201, registered.text
+    probes = probe_until_both(fleet.url, 200)
+    for p in probes[-8:]:
+        assert p.all(200), p
+        assert [e["version"] for e in p.index if e["state"] == "READY"] == ["1", "2"], p
     assert fleet.stop().exit_code == 0

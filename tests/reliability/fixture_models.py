@@ -104,6 +104,14 @@ def linear_model(scale: float = 2.0, bias: float = 0.0, *, ir_version: int = IR_
     )
 
 
+def padded_model(scale: float, megabytes: int) -> bytes:
+    """``linear_model(scale)`` plus an unused initializer: a file of ``megabytes`` MiB,
+    big enough to take a while to write."""
+    model = onnx.load_from_string(linear_model(scale))
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(megabytes * 262144, dtype=np.float32), "padding"))
+    return model.SerializeToString()
+
+
 def slow_model(rounds: int = 8) -> bytes:
     """``Y = X + 0 * sum(M^rounds)`` with ``M`` a ``k x k`` zero matrix, ``k = clip(max(X), 1, 2048)``.
 

@@ -26,6 +26,7 @@ from tests.reliability.fixture_models import (
     knob_repository,
     knob_spec_bytes,
     linear_model,
+    padded_model,
     slow_model,
     write_version,
 )
@@ -195,17 +196,6 @@ def test_d3_unload_lets_the_request_in_flight_finish_then_404(start_server: Star
 # --- D4: a slow writer in the watched repository ------------------------------------------
 
 
-def _padded_model(scale: float, megabytes: int) -> bytes:
-    """``linear_model(scale)`` plus an unused initializer: a file big enough to write slowly."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load_from_string(linear_model(scale))
-    model.graph.initializer.append(numpy_helper.from_array(np.ones(megabytes * 262144, dtype=np.float32), "padding"))
-    return model.SerializeToString()
-
-
 def _slow_write(path: Path, data: bytes, seconds: float, chunks: int = 30) -> None:
     step = len(data) // chunks + 1
     with open(path, "wb") as fh:
@@ -246,7 +236,7 @@ def test_d4_model_written_slowly_before_its_spec_is_loaded_only_whole(
     answers: list[tuple[int, str | None]] = []
     watcher = threading.Thread(target=_watch_during, args=(proc.url, 2.5, answers))
     watcher.start()
-    _slow_write(folder / "model.onnx", _padded_model(3.0, 3), 2.0)
+    _slow_write(folder / "model.onnx", padded_model(3.0, 3), 2.0)
     (folder / "spec.yaml").write_bytes(knob_spec_bytes())
     watcher.join(timeout=20)
     with proc.client() as client:
@@ -272,7 +262,7 @@ def test_d4_half_written_model_is_never_loaded_and_loads_once_complete(
     answers: list[tuple[int, str | None]] = []
     watcher = threading.Thread(target=_watch_during, args=(proc.url, 2.5, answers))
     watcher.start()
-    _slow_write(folder / "model.onnx", _padded_model(3.0, 3), 2.0)
+    _slow_write(folder / "model.onnx", padded_model(3.0, 3), 2.0)
     watcher.join(timeout=20)
     assert answers and all(status == 200 for status, _ in answers), answers[:5]
     assert {v for _, v in answers} <= {"1", "2"}
