@@ -22,6 +22,7 @@ from gateway.batching import runs_long
 from gateway.errors import DeadlineExceededError, ModelNotFoundError, PayloadError, PayloadTooLargeError
 from gateway.lifecycle import Gateway
 from gateway.protocol.duplicate_keys import refuse_duplicate_keys
+from gateway.protocol.json_values import OBJECT, refuse_many_values
 from gateway.registry import LoadedModel
 from gateway.repository import VERSION_PATTERN
 from gateway.service import Outcome, Prepared, complete, predict, prepare, reject, v1_predictions
@@ -209,12 +210,32 @@ def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns
 _astuple = msgspec.structs.astuple
 
 
+EXTRA_FIELDS = 64
+"""Fields a row may carry beyond the features, on average, before the body's values are
+too many to decode (V2 reads as many inputs beyond the features)."""
+
+
+def value_limit(width: int, max_rows: int) -> int:
+    """The most JSON values (``gateway.protocol.json_values``) a V1 body is decoded with:
+    ``max_rows`` rows, each an object of ``width`` features and ``EXTRA_FIELDS`` more
+    values (unknown fields, or fields the spec ignores), in the body's object and list."""
+    return max_rows * (width + EXTRA_FIELDS + OBJECT) + OBJECT + 1
+
+
 def decode_v1(gateway: Gateway, model: LoadedModel, body: bytes) -> Columns:
-    """A V1 prediction request body as the guards' columns (raises ``GatewayError``s)."""
+    """A V1 prediction request body as the guards' columns (raises ``GatewayError``s).
+
+    A body of more values than ``value_limit`` is refused (413) before the general decoder
+    builds them: values cost memory, not bytes (``gateway.protocol.json_values``). The
+    all-numeric decoder needs no such count: it builds a float per cell and stops at the
+    first value that is not a number."""
     names = model.guards.names
-    columns = numeric_columns(body, names, gateway.settings.max_batch_rows) if model.guards.numeric else None
+    max_rows = gateway.settings.max_batch_rows
+    columns = numeric_columns(body, names, max_rows) if model.guards.numeric else None
     if columns is None:
-        instances = decode_instances(body, gateway.settings.max_batch_rows)
+        if len(body) > max_rows:  # a shorter body is far under the limit
+            refuse_many_values(body, value_limit(len(names), max_rows), "rows cap × (features + 68) + 5")
+        instances = decode_instances(body, max_rows)
         columns = records_to_columns(instances, names, model.guards.ignored)
     return columns
 

@@ -21,8 +21,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from gateway.errors import PayloadError
+from gateway.errors import PayloadError, PayloadTooLargeError
 from gateway.protocol.duplicate_keys import refuse_duplicate_keys
+from gateway.protocol.json_values import refuse_many_values
 
 __all__ = [
     "DATATYPES",
@@ -97,9 +98,20 @@ _decode_header = msgspec.json.Decoder(InferenceRequest).decode
 _encode = msgspec.json.Encoder().encode
 
 
-def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, memoryview]:
-    """Split and decode a request body. Returns the request and the binary part."""
+def decode_request(
+    body: bytes, header_length: str | None, max_inputs: int | None = None, max_rows: int | None = None
+) -> tuple[InferenceRequest, memoryview]:
+    """Split and decode a request body. Returns the request and the binary part.
+
+    Given the model's ``max_inputs`` (tensors read) and ``max_rows`` (rows per request),
+    what would cost far more memory than its bytes is refused (413) before it is built: a
+    JSON header of more values than ``max_inputs`` tensors of ``max_rows`` rows can hold
+    (``value_limit``), and a binary BYTES tensor of more than ``max_rows`` rows whose data
+    is long enough to hold them (each element would become a Python string: 6 bytes of
+    body, about 60 of memory).
+    """
     view = memoryview(body)
+    header: bytes | memoryview
     if header_length is not None:
         try:
             length = int(header_length)
@@ -109,7 +121,9 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
             raise PayloadError(f"Inference-Header-Content-Length {length} does not fit a body of {len(body)} bytes")
         header, binary = view[:length], view[length:]
     else:
-        header, binary = view, view[len(body) :]
+        header, binary = body, view[len(body) :]  # the body itself: no copy for the checks below
+    if max_inputs is not None and max_rows is not None and len(header) > max_rows:  # shorter: far under the limit
+        refuse_many_values(header, value_limit(max_inputs, max_rows), "(features + 64) × (2 × rows cap + 32) + 64")
     try:
         request = _decode_header(header)
     except msgspec.ValidationError as exc:
@@ -121,7 +135,31 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
     except UnicodeDecodeError:
         raise PayloadError("the inference request is not valid UTF-8 (JSON text must be)") from None
     refuse_duplicate_keys(header, _key_count(request))
+    if max_rows is not None and len(binary) > 4 * max_rows:  # shorter: no BYTES tensor over the cap fits
+        _refuse_long_bytes(request, max_rows)
     return request, binary
+
+
+def value_limit(max_inputs: int, max_rows: int) -> int:
+    """The most JSON values (``gateway.protocol.json_values``) a request's header is decoded
+    with: ``max_inputs`` tensors of ``max_rows`` rows, each row's value in a list of its own
+    (``[N, 1]``: 2 values a row), plus 32 for a tensor's object, name, shape, datatype and
+    parameters, plus 64 for the request's own fields and outputs."""
+    return max_inputs * (2 * max_rows + 32) + 64
+
+
+def _refuse_long_bytes(request: InferenceRequest, max_rows: int) -> None:
+    """413 for a binary BYTES tensor over the rows cap, unless its data is too short for
+    its shape (4 bytes an element at least): that stays the 400 it always was."""
+    for tensor in request.inputs:
+        if tensor.datatype != "BYTES" or not tensor.shape or tensor.shape[0] <= max_rows:
+            continue
+        size = (tensor.parameters or {}).get("binary_data_size")
+        count = math.prod(tensor.shape)
+        if type(size) is int and count >= 0 and size >= 4 * count:
+            raise PayloadTooLargeError(
+                f"{tensor.shape[0]} rows in one request; the limit is {max_rows}", max_rows=max_rows
+            )
 
 
 def _key_count(request: InferenceRequest) -> int:
