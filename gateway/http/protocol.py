@@ -81,8 +81,19 @@ def _timeout_response(detail: str) -> bytes:
     return _error_response(408, "request-timeout", "Request timeout", detail)
 
 
+MAX_PIPELINED = 16
+"""Requests queued on one connection behind the one being answered. Each costs uvicorn a
+request cycle (about 2.4 KB), and one read of 256 KiB can hold thousands of small pipelined
+requests: past the limit the queued ones are answered and the connection then closed,
+which HTTP/1.1 lets a server do (the client sends the rest again on a new connection)."""
+
+
 class _HeadTooLarge(Exception):
     """Raised from a parser callback to stop parsing a head over the limits."""
+
+
+class _PipelineFull(Exception):
+    """Raised from a parser callback to stop parsing past ``MAX_PIPELINED`` queued requests."""
 
 
 class _DeadlineProtocol(HttpToolsProtocol):
@@ -111,6 +122,12 @@ class _DeadlineProtocol(HttpToolsProtocol):
     _head_raw: int = 0
     _head_refused: str | None = None
     _lingering: bool = False
+    _input_closed: bool = False
+    """Past the pipelining limit: what the client sends next is dropped."""
+    _cycles: list[Any]
+    """uvicorn's request cycles of this connection not known to be complete."""
+    _write_timer: asyncio.TimerHandle | None = None
+    write_timeout: float = 30.0
     _timer: asyncio.TimerHandle | None = None
     _timer_at: float = 0.0
 
@@ -141,23 +158,58 @@ class _DeadlineProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if what == "idle":  # keep-alive: nothing was asked for; close quietly, as uvicorn does
-            self.transport.close()
+            self._close_or_abort()
             return
+        # answers already waiting in the write buffer: the client is not reading them, and a
+        # close would wait for them for ever (it flushes first); drop them with the connection
+        stalled = self.transport.get_write_buffer_size() > 0
         if self._direct_path is not None:  # nothing of it has been answered
             self._abandon()
-            self.transport.write(_timeout_response(f"the request {what} did not arrive in time"))
-            self.transport.close()
+        elif self.cycle is not None and self.cycle.response_started:
+            stalled = True  # an answer is under way: no 408 in the middle of it
+        if stalled:
+            self._disconnect_cycles()
+            self.transport.abort()
             return
-        cycle = self.cycle
-        if cycle is None or not cycle.response_started:
-            self.transport.write(_timeout_response(f"the request {what} did not arrive in time"))
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True
-            cycle.message_event.set()
-        self.transport.close()
+        self.transport.write(_timeout_response(f"the request {what} did not arrive in time"))
+        self._disconnect_cycles()
+        self._close_or_abort()  # should even the 408 not go out at once, nobody is reading
+
+    def _disconnect_cycles(self) -> None:
+        """Every request of this connection still being answered or queued sees its client
+        gone (uvicorn marks only the newest, so the one being answered would write to a
+        closed transport and log an error)."""
+        for cycle in self._cycles:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self._cycles.clear()
+
+    def pause_writing(self) -> None:
+        """The client takes its answers slower than they are written: it has ``write_timeout``
+        to take the buffered part, or the connection is dropped (a reader that stops reading
+        would otherwise hold it, and the answers, for ever)."""
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        super().resume_writing()
+
+    def _write_stalled(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing() or self.transport.get_write_buffer_size() > 0:
+            if self._direct_path is not None:
+                self._abandon()
+            self._disconnect_cycles()
+            self.transport.abort()
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._cycles = []
         if self.direct is not None and self.direct.on_admin_listener(transport.get_extra_info("sockname")):
             self.direct = None  # the admin listener answers no prediction: the ASGI route refuses them
         self._arm(self.header_timeout, "head")
@@ -169,12 +221,34 @@ class _DeadlineProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        self._disconnect_cycles()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return  # the rest of a refused request: read and dropped (see _close_lingering)
-        super().data_received(data)
+        if self._lingering or self._input_closed:
+            return  # the rest of a refused request, or past the pipelining limit: dropped
+        # uvicorn's data_received, but telling the parser's stops that are this class's own
+        # (a head over the limits, too many pipelined requests) from malformed input
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _PipelineFull):
+                self._input_closed = True  # the queued requests are answered, then the close
+                return
+            if not isinstance(exc.__context__, _HeadTooLarge):
+                self.logger.warning("Invalid HTTP request received.")
+            self._refuse_head()
+            return
         if self._in_head and not self.transport.is_closing():
             self._head_raw += len(data)
             if self._head_raw > MAX_HEAD_BYTES + _RAW_SLACK:
@@ -184,7 +258,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to anything the parser refuses (plain text there): problem+json
         here, as every error, and 431 for a head over the limits."""
-        self._refuse_head()
+        self._refuse_head()  # pragma: no cover - data_received above answers instead
 
     def _refuse_head(self) -> None:
         if self._head_refused is not None:
@@ -211,7 +285,22 @@ class _DeadlineProtocol(HttpToolsProtocol):
         self._lingering = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self.loop.call_later(LINGER_SECONDS, self._close_or_abort)
+
+    def timeout_keep_alive_handler(self) -> None:
+        """uvicorn's keep-alive expiry (after an answer on the ASGI route), with the same
+        care for answers the client never took."""
+        if not self.transport.is_closing():
+            self._close_or_abort()
+
+    def _close_or_abort(self) -> None:
+        """Close; but with answers still unsent (the client does not read), drop them: a
+        close would wait for them to be taken."""
+        if self.transport.get_write_buffer_size() > 0:
+            self._disconnect_cycles()
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def _count_head(self, size: int, fields: int) -> None:
         self._head_bytes += size
@@ -243,9 +332,21 @@ class _DeadlineProtocol(HttpToolsProtocol):
         self._arm(self.body_timeout, "body")
         path = self._direct_target()
         if path is None:
-            super().on_headers_complete()
+            self._start_cycle()
             return
         self._direct_path, self._direct_chunks = path, []
+
+    def _start_cycle(self) -> None:
+        """uvicorn's request cycle for the ASGI route; at most ``MAX_PIPELINED`` queued
+        behind the one being answered (see ``MAX_PIPELINED``)."""
+        if len(self.pipeline) >= MAX_PIPELINED:
+            if self.cycle is not None:
+                self.cycle.keep_alive = False  # the last queued answer closes the connection
+            raise _PipelineFull
+        super().on_headers_complete()
+        if self.cycle is not None:
+            self._cycles = [c for c in self._cycles if not c.response_complete]
+            self._cycles.append(self.cycle)
 
     def on_body(self, body: bytes) -> None:
         if self._direct_path is None:
@@ -266,7 +367,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
         assert self.direct is not None
         reply = self.direct.answer_now(path, self.headers, body)
         if reply is None:  # it has to wait for something: the ASGI route, body in hand
-            super().on_headers_complete()
+            self._start_cycle()
             self.cycle.body, self.cycle.more_body = body, False
             self.cycle.keep_alive = self.cycle.keep_alive and not self._close_after
             self.cycle.message_event.set()
@@ -343,5 +444,5 @@ def deadline_protocol(
     return type(
         "DeadlineProtocol",
         (_DeadlineProtocol,),
-        {"header_timeout": header_timeout, "body_timeout": body_timeout, "direct": direct},
+        {"header_timeout": header_timeout, "body_timeout": body_timeout, "write_timeout": body_timeout, "direct": direct},
     )

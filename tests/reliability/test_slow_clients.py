@@ -7,16 +7,18 @@ three modes do:
 - ``-H`` slow heads: a request line, then one header byte every 0.2 s, never finished;
 - ``-B`` stalled bodies: a complete head declaring ``Content-Length: 1000`` and a few bytes;
 - ``-X`` slow readers: a small receive window, a run of pipelined large answers, no reading
-  (here as much as the sockets buffer: more is what the xfail tests at the end show).
+  (here as much as the sockets buffer; the tests at the end take it further).
 
 One thread drives every attack connection through a selector (non-blocking sockets), and
 opens a new one each time the server closes one, so the attack stays at its size until it
 stops. Meanwhile a ``Prober`` polls liveness and a client keeps predicting; both are
 compared with what they measured just before, on the same machine.
 
-The strict ``xfail`` tests at the end are the part of ``-X`` the server does not handle yet:
-a reader whose answers stall is never let go, the requests it pipelined cost memory out of
-proportion, and its leaving is logged as an ERROR with a traceback.
+The tests at the end take ``-X`` further; each was a bug when it was written: a reader whose
+answers stall is let go at the deadline (a write deadline, and an abort rather than a close
+that would wait for the unsent answers for ever), what it pipelines costs memory in
+proportion (at most ``MAX_PIPELINED`` requests queued per connection), and its leaving logs
+no error (every unfinished request of the connection sees the client gone).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.http.protocol import MAX_PIPELINED
 from tests.integration.conftest import ServerProcess, StartServer
 from tests.reliability.conftest import Prober, server_pid
 from tests.reliability.fixture_models import assert_alive, knob_predict, knob_repository
@@ -57,9 +60,10 @@ STALLED_BODY = HEAD + b'{"instances": ['  # HEAD declares 1,000 bytes of body
 SCHEMA = b"GET /schema HTTP/1.1\r\nHost: t\r\n\r\n"  # about 25 KB answered
 READER_WINDOW = 4096
 """SO_RCVBUF of a slow reader (slowhttptest's ``-w``): its window stays that small."""
-READER_PIPELINE = 20
-"""Pipelined requests per slow reader in the at-scale test: about 0.5 MB of answers, which
-the server's kernel send buffer takes whole, so the server can finish and let go of them."""
+READER_PIPELINE = MAX_PIPELINED + 1
+"""Pipelined requests per slow reader in the at-scale test (as many as the server takes on
+one connection): about 0.4 MB of answers, which the server's kernel send buffer takes
+whole, so the server can finish and let go of them."""
 
 
 @pytest.fixture
@@ -350,12 +354,19 @@ def test_c2_hundreds_of_slow_heads_bodies_and_readers_are_cut_while_live_and_pre
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
-# --- the part of -X not handled yet ----------------------------------------------------------
+# --- -X: readers that stop reading, and pipelining ------------------------------------------
 
-STALL_PIPELINE = 300
-"""Pipelined ``GET /schema`` per reader below: about 7.7 MB of answers, more than a loopback
-socket buffers for a reader that does not read (about 3 MB here), so the server's own write
-stalls with answers still to send."""
+_ROWS = b'{"instances": [' + b", ".join([b'{"x": 0.5}'] * 4096) + b"]}"
+BIG_ANSWER = (
+    b"POST /v1/models/knob:predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    + b"Content-Length: %d\r\n\r\n" % len(_ROWS)
+    + _ROWS
+)
+"""A 4,096-row prediction: about 250 KB of answer."""
+STALL_PIPELINE = MAX_PIPELINED + 1
+"""Pipelined ``BIG_ANSWER`` requests per reader below (as many as the server takes on one
+connection): over 4 MB of answers, more than a loopback socket buffers for a reader that
+does not read (about 3 MB here), so the server's own write stalls with answers to send."""
 STALLED_READERS = 4
 
 
@@ -372,7 +383,7 @@ def _send_queues(port: int) -> list[int]:
 def _stalled_readers(proc: ServerProcess, data: bytes) -> tuple[int, list[socket.socket]]:
     """``STALLED_READERS`` connections with a small window that send ``data`` and never read.
     Returns the server's descriptor count before them, and the sockets, once the server's
-    answers to every one have stalled (over 1 MiB queued to send and not moving)."""
+    answers to every one have stalled (over 1 MiB queued to send)."""
     baseline = _fds(server_pid(proc))
     socks = []
     for _ in range(STALLED_READERS):
@@ -385,69 +396,58 @@ def _stalled_readers(proc: ServerProcess, data: bytes) -> tuple[int, list[socket
     queues, stalled_by = _send_queues(proc.port), time.monotonic() + 10
     while time.monotonic() < stalled_by:
         time.sleep(0.1)
-        queues, last = _send_queues(proc.port), queues
-        if len(queues) == STALLED_READERS and min(queues) > MIB and sorted(queues) == sorted(last):
+        queues = _send_queues(proc.port)
+        if len(queues) == STALLED_READERS and min(queues) > MIB:
             return baseline, socks
     for sock in socks:
         sock.close()
     raise AssertionError(f"the answers to the readers did not stall: queued {queues}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a client that stops reading holds its connection for ever. With a request head or "
-        "body pending its deadline fires, but _DeadlineProtocol._expire calls transport.close(), "
-        "which waits until the write buffer has drained, and it never drains; with nothing "
-        "pending no deadline runs at all while an answer waits in uvicorn's flow.drain(). "
-        "protocol.py wants transport.abort() when the write buffer is not empty, and a write "
-        "deadline while writing is paused"
-    ),
-)
 @pytest.mark.parametrize("pending", ["head", "body", "nothing"])
 def test_c2_a_reader_that_stops_reading_is_let_go_at_the_deadline(
     start_server: StartServer, tmp_path: Path, pending: str
 ) -> None:
-    """C2 ``-X``: 4 connections with a 4 KiB window pipeline 300 ``GET /schema`` each (more
-    answer than the sockets buffer) and never read, followed by an unfinished head, a
-    stalled body, or nothing. With 1 s deadlines the server lets go of every one within
-    3 s (its descriptors back to the baseline + 1), as it does of a slow head or body."""
+    """C2 ``-X``: 4 connections with a 4 KiB window pipeline 16 4,096-row predictions each
+    (more answer than the sockets buffer) and never read, followed by an unfinished head,
+    a stalled body, or nothing. With 1 s deadlines (the write deadline is the body's) the
+    server lets go of every one within 3 s (its descriptors back to the baseline + 1), as
+    it does of a slow head or body."""
     tail = {"head": b"GET /schema HTTP/1.1\r\nHo", "body": STALLED_BODY, "nothing": b""}[pending]
     proc = start_server(repository=knob_repository(tmp_path / "repo"), args=DEADLINE_ARGS)
     pid = server_pid(proc)
-    baseline, readers = _stalled_readers(proc, SCHEMA * STALL_PIPELINE + tail)
-    let_go_by = time.monotonic() + DEADLINE + 2.0
+    baseline, readers = _stalled_readers(proc, BIG_ANSWER * (STALL_PIPELINE - 1) + tail)
+    # with nothing pending, what is left to send may all fit in the kernel's buffer: then the
+    # server has answered, and the connection ends as an idle one does, at keep-alive
+    wait = (KEEP_ALIVE if pending == "nothing" else DEADLINE) + 2.0
+    let_go_by = time.monotonic() + wait
     while _fds(pid) > baseline + 2 and time.monotonic() < let_go_by:
         time.sleep(0.05)
     held = _fds(pid) - baseline
     for sock in readers:
         sock.close()
     assert_alive(proc.url, proc.process, pid)
-    assert held <= 1, f"{held} of {STALLED_READERS} readers that stopped reading still held after {DEADLINE + 2:.0f} s"
+    assert held <= 1, f"{held} of {STALLED_READERS} readers that stopped reading still held after {wait:.0f} s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: every request pipelined in one read (up to 256 KiB) is parsed into its own queued "
-        "uvicorn RequestResponseCycle before the first is answered, about 2.4 KB of server memory "
-        "per 33-byte GET; behind a reader that does not read they are never answered, so 4 "
-        "readers sending 0.9 MB hold over 60 MiB. protocol.py wants to stop parsing (keeping "
-        "the bytes) while a request is queued, as h11 does"
-    ),
-)
 def test_c2_pipelined_requests_behind_a_stalled_reader_cost_memory_in_proportion(
     start_server: StartServer, tmp_path: Path
 ) -> None:
     """C2 ``-X`` with slowhttptest's pipelining factor: 4 readers that never read pipeline
-    7,000 ``GET /schema`` each (231 KB, 0.9 MB in all). Server RSS grows less than 16 MiB."""
+    7,000 ``GET /schema`` each (231 KB, 0.9 MB in all). Server RSS grows less than 16 MiB
+    (it was 65 MiB when every pipelined request became a queued request cycle)."""
     proc = start_server(repository=knob_repository(tmp_path / "repo"), args=DEADLINE_ARGS)
     pid = server_pid(proc)
     with proc.client() as client:
         for _ in range(20):
             assert client.get("/schema").status_code == 200
     before = _rss_bytes(pid)
-    _, readers = _stalled_readers(proc, SCHEMA * 7000)
+    readers = []
+    for _ in range(STALLED_READERS):
+        sock = socket.create_connection((proc.host, proc.port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, READER_WINDOW)
+        sock.sendall(SCHEMA * 7000)
+        readers.append(sock)
     peak, until = before, time.monotonic() + DEADLINE + 0.5
     while time.monotonic() < until:
         peak = max(peak, _rss_bytes(pid))
@@ -459,17 +459,6 @@ def test_c2_pipelined_requests_behind_a_stalled_reader_cost_memory_in_proportion
     assert growth < 16 * MIB, f"server RSS grew {growth / MIB:.1f} MiB for 0.9 MB of pipelined requests"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a client that leaves with pipelined requests unanswered makes the server log "
-        "'ERROR: Exception in ASGI application' with a traceback (RuntimeError: unable to "
-        "perform operation on TCPTransport closed=True): uvicorn's connection_lost marks only "
-        "the newest queued cycle disconnected, not the one being answered, which then writes "
-        "to the closed uvloop transport. protocol.py wants to mark every unfinished cycle "
-        "(also two pipelined predictions, the client gone during the first, do it)"
-    ),
-)
 def test_c2_a_stalled_reader_that_gives_up_leaves_no_error_in_the_log(
     start_server: StartServer, tmp_path: Path
 ) -> None:
@@ -477,7 +466,7 @@ def test_c2_a_stalled_reader_that_gives_up_leaves_no_error_in_the_log(
     The server logs no ERROR and no traceback for it, and serves on."""
     proc = start_server(repository=knob_repository(tmp_path / "repo"), args=DEADLINE_ARGS)
     pid = server_pid(proc)
-    baseline, readers = _stalled_readers(proc, SCHEMA * STALL_PIPELINE)
+    baseline, readers = _stalled_readers(proc, BIG_ANSWER * STALL_PIPELINE)
     for sock in readers:
         sock.close()
     gone_by = time.monotonic() + 3
@@ -487,3 +476,23 @@ def test_c2_a_stalled_reader_that_gives_up_leaves_no_error_in_the_log(
     assert_alive(proc.url, proc.process, pid)
     log = proc.stderr
     assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_pipelining_past_the_limit_answers_the_queued_requests_then_closes(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """A client that pipelines 100 requests in one write gets the first ``MAX_PIPELINED``
+    + 1 answered in order, the last of them with ``connection: close``, then the end of
+    the connection (HTTP/1.1 lets a server close; the client sends the rest again)."""
+    proc = start_server(repository=knob_repository(tmp_path / "repo"), args=DEADLINE_ARGS)
+    live = b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+    with socket.create_connection((proc.host, proc.port), timeout=10) as sock:
+        sock.sendall(live * 100)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    answers = received.count(b"HTTP/1.1 200 OK")
+    assert answers == MAX_PIPELINED + 1, answers
+    assert received.rsplit(b"HTTP/1.1 200 OK", 1)[1].lower().count(b"connection: close") == 1
+    assert_alive(proc.url, proc.process)
+    assert "ERROR" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
