@@ -30,3 +30,20 @@ def test_http_bench_smoke_run_has_no_errors(tmp_path: Path) -> None:
     table = out.read_text()
     for protocol in ("v1", "v2", "v2-binary"):  # each protocol: 2 batch sizes x 2 concurrencies x 2 modes
         assert sum(1 for line in table.splitlines() if line.startswith(f"| {protocol} |")) == 8, table
+
+
+def test_memory_amplification_quick_run_reports_each_kind_with_its_status() -> None:
+    script = str(BENCH / "memory_amplification.py")
+    usage = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert usage.returncode == 0 and "--max-body-bytes" in usage.stdout, usage.stderr
+    result = subprocess.run(
+        [sys.executable, script, "--quick"], capture_output=True, text=True, timeout=120, check=False, cwd=BENCH.parent
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    statuses = {}
+    for line in result.stdout.splitlines():  # table rows: kind | body | status | ...
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) > 2 and cells[2].isdigit():
+            statuses[cells[0]] = cells[2]
+    expected = {"v1-penguins-max-rows": "200", "v1-empty-rows": "413", "v2-binary": "413", "2 × v2-binary": "413"}
+    assert statuses == expected, result.stdout
