@@ -118,7 +118,6 @@ class _DeadlineProtocol(HttpToolsProtocol):
     # since it began (see _RAW_SLACK), and why it was refused (None: it was not)
     _in_head: bool = True
     _head_bytes: int = 0
-    _head_fields: int = 0
     _head_raw: int = 0
     _head_refused: str | None = None
     _lingering: bool = False
@@ -302,30 +301,35 @@ class _DeadlineProtocol(HttpToolsProtocol):
         else:
             self.transport.close()
 
-    def _count_head(self, size: int, fields: int) -> None:
-        self._head_bytes += size
-        self._head_fields += fields
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self._head_refused = f"the request head is over {MAX_HEAD_BYTES} bytes"
-        elif self._head_fields > MAX_HEADERS:
+    def _head_too_large(self) -> None:
+        if len(self.headers) > MAX_HEADERS:
             self._head_refused = f"the request has over {MAX_HEADERS} header fields"
         else:
-            return
-        raise _HeadTooLarge(self._head_refused)  # the parser stops; uvicorn calls send_400_response
+            self._head_refused = f"the request head is over {MAX_HEAD_BYTES} bytes"
+        raise _HeadTooLarge(self._head_refused)  # the parser stops; data_received answers 431
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_bytes, self._head_fields, self._head_raw = True, 0, 0, 0
+        self._in_head, self._head_bytes, self._head_raw = True, 0, 0
         if self._due is None or self._what == "idle":
             self._arm(self.header_timeout, "head")
 
+    # on_url and on_header are uvicorn's own (inlined: they run for every header of every
+    # request), plus the head's size and field count checked as it grows
     def on_url(self, url: bytes) -> None:
-        self._count_head(len(url), 0)
-        super().on_url(url)
+        self.url += url
+        if len(self.url) + self._head_bytes > MAX_HEAD_BYTES:
+            self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4, 1)
-        super().on_header(name, value)
+        self._head_bytes += len(name) + len(value) + 4
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which RFC 9110 excludes
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+        if self._head_bytes + len(self.url) > MAX_HEAD_BYTES or len(self.headers) > MAX_HEADERS:
+            self._head_too_large()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
