@@ -292,6 +292,13 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, help="write the Markdown table here too")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every server and cell this many times, the modes interleaved in each round, and report "
+        "each cell's median round (by req/s): on a noisy machine one 3-s cell can be 15%% off",
+    )
+    parser.add_argument(
         "--workers",
         default="1",
         help="server worker processes (DRIFTGATE_WORKERS); a list such as 1,2 runs each mode with each count "
@@ -328,7 +335,7 @@ def main() -> int:
     batches = [int(b) for b in args.batches.split(",")]
     conns = [int(c) for c in args.concurrency.split(",")]
     protocols = args.protocols.split(",")
-    results: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+    rounds: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         bodies = {}
@@ -342,8 +349,10 @@ def main() -> int:
         runs: list[tuple[str, int]] = [(m, w) for m in args.modes.split(",") for w in counts]
         if args.reference:
             runs.insert(0, (args.reference, 1))
-        for mode, workers in runs:
+        for round_, (mode, workers) in ((n, run) for n in range(args.rounds) for run in runs):
             label = mode if len(counts) == 1 or mode == args.reference else f"{mode} w{workers}"
+            if args.rounds > 1:
+                print(f"round {round_ + 1}/{args.rounds}: {label}", file=sys.stderr)
             if mode == "mlserver":
                 server = mlserver(args.peers, args.venvs, args.server_cpu, workdir)
             else:
@@ -368,20 +377,21 @@ def main() -> int:
                             assert r.status == 200, r.status
                         run_wrk(url, path, headers, 8, 1.0, args.client_cpu)  # warm-up
                         for c in conns:
-                            results[label, protocol, batch, c] = run_wrk(
-                                url, path, headers, c, args.duration, args.client_cpu
-                            )
-                            r = results[label, protocol, batch, c]
+                            r = run_wrk(url, path, headers, c, args.duration, args.client_cpu)
+                            rounds.setdefault((label, protocol, batch, c), []).append(r)
                             print(
                                 f"  {label:12} {protocol} rows={batch:<3} c={c:<3} {r['rps']:>9,.0f} req/s  p50 {r['p50_us'] / 1000:.2f} ms  p99 {r['p99_us'] / 1000:.2f} ms",
                                 file=sys.stderr,
                             )
             finally:
                 server.stop()
+    # each cell's median round by req/s (its latencies are that round's)
+    results = {key: sorted(runs_, key=lambda r: r["rps"])[len(runs_) // 2] for key, runs_ in rounds.items()}
     lines = [
         (
             f"model `{args.model}`, {args.workers} server worker(s) on CPU {args.server_cpu or 'any'}, "
             f"wrk on CPU {args.client_cpu or 'any'}, {args.duration:g} s per cell"
+            + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
         ),
         "",
         "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched ÷ guarded, N workers ÷ 1 |"
@@ -400,7 +410,7 @@ def main() -> int:
             base = results.get((other + (f" w{workers}" if workers else ""), protocol, batch, c))
         ratio = f"{r['rps'] / base['rps']:.2f}" if base else ""
         errors = r["errors"] + r["status_errors"]
-        failed |= errors > 0 or r["requests"] == 0
+        failed |= any(x["errors"] + x["status_errors"] > 0 or x["requests"] == 0 for x in rounds[mode, protocol, batch, c])
         line = f"| {protocol} | {batch} | {c} | {mode} | {r['rps']:,.0f} | {r['rps'] * batch:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {errors} | {ratio} |"
         if args.reference:
             reference = results.get((args.reference, "v2-matrix", batch, c))
