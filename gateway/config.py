@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Rows per request above which the request is refused with 413."""
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 16 * 1024 * 1024
     """Request bodies above this are refused with 413 before they are read whole."""
+    max_body_bytes_in_flight: Annotated[int, Meta(ge=1024)] | None = None
+    """Bytes of request bodies (``POST``, by their ``Content-Length``) received at once per
+    process; a body that does not fit is answered 503 with ``Retry-After`` before it is read.
+    Default: 4 x ``max_body_bytes`` (64 MiB)."""
     watch_interval: Annotated[float, Meta(ge=0)] = 2.0
     """Seconds between scans of the repository for new versions (0 turns watching off)."""
     intra_op_threads: Annotated[int, Meta(ge=1)] = 1

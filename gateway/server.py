@@ -88,6 +88,7 @@ def startup_line(settings: Settings) -> str:
     admin = "off" if not s.admin_token else "on" if s.admin_port is None else f"on, listener port {s.admin_port}"
     return (
         f"driftgate {__version__}: max_body_bytes={s.max_body_bytes} max_batch_rows={s.max_batch_rows} "
+        f"max_body_bytes_in_flight={s.max_body_bytes_in_flight or 4 * s.max_body_bytes} "
         f"max_concurrency={s.max_concurrency} request_timeout={s.request_timeout_seconds:g}s "
         f"header_timeout={s.header_timeout_seconds:g}s body_timeout={s.body_timeout_seconds:g}s "
         f"drain={s.drain_seconds:g}s batching={s.batching or 'off'} workers={s.workers} "
@@ -141,7 +142,12 @@ def serve(
         # float; 0 must still be a bound (uvicorn reads a falsy value as "wait forever").
         timeout_graceful_shutdown=max(settings.drain_seconds, 0.001),  # type: ignore[arg-type]
         server_header=False,
-        http=deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds, direct=app),
+        http=deadline_protocol(
+            settings.header_timeout_seconds,
+            settings.body_timeout_seconds,
+            direct=app,
+            body_budget=settings.max_body_bytes_in_flight or 4 * settings.max_body_bytes,
+        ),
     )
     server = _DrainingServer(config, gateway, on_started, wait_for_models=worker is not None)
     server.run(sockets=sockets)

@@ -138,13 +138,20 @@ class FastPath:
     def abandoned(self, path: str) -> None:
         """Count a direct-path request whose body never arrived in full (the client went
         away, or its body deadline passed) as the ASGI route counts such a request."""
+        self.refused(path, ConnectionError())
+
+    def refused(self, path: str, exc: Exception) -> None:
+        """Count a prediction request the HTTP protocol answered (or dropped) itself, with
+        the reason ``exc`` gives, as the ASGI route counts it; other paths are not counted."""
+        if not self.predicts(path):
+            return
         label = UNKNOWN_MODEL
         target = _v1_target if path.startswith(V1_PREFIX) else _v2_target
         try:
             label = self.gateway.model_registry.get(*target(path)).name
         except Exception:  # noqa: BLE001, S110 - not a served model: counted under the unknown label
             pass
-        self.gateway.requests.add(label, reason_of(ConnectionError()))
+        self.gateway.requests.add(label, reason_of(exc))
 
     def _v1_now(
         self, headers: list[tuple[bytes, bytes]], model: Any, body: bytes

@@ -40,12 +40,13 @@ from typing import TYPE_CHECKING, Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from gateway.errors import OverloadedError
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_body
 
 if TYPE_CHECKING:
     from gateway.http.fastpath import FastPath
 
-__all__ = ["deadline_protocol"]
+__all__ = ["BodyBudget", "deadline_protocol"]
 
 _CLOSE = (b"connection", b"close")
 
@@ -68,13 +69,29 @@ LINGER_SECONDS = 2.0
 """How long a refused request's remaining bytes are read and dropped before the close."""
 
 
-def _error_response(status: int, code: str, title: str, detail: str) -> bytes:
-    """A whole problem+json answer that closes the connection."""
+def _error_response(status: int, code: str, title: str, detail: str, extra: str = "") -> bytes:
+    """A whole problem+json answer that closes the connection (``extra``: more header lines)."""
     body = problem_body(status, code, title, detail, "")
     head = STATUS_LINE[status] + (
-        f"content-type: {PROBLEM_MEDIA_TYPE}\r\nconnection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+        f"content-type: {PROBLEM_MEDIA_TYPE}\r\nconnection: close\r\n{extra}content-length: {len(body)}\r\n\r\n"
     ).encode("latin-1")
     return head + body
+
+
+class BodyBudget:
+    """Bytes of request bodies being received at once, over every connection of the process.
+
+    A body is read whole before it is decoded, and the concurrency cap counts a request only
+    from then on: without a budget, N clients uploading N bodies at once cost N bodies of
+    memory whatever the cap. A ``POST`` whose declared ``Content-Length`` does not fit is
+    answered 503 with ``Retry-After`` at once, its body never read; the bytes are given
+    back when the body is in (or the connection ends)."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
 
 
 def _timeout_response(detail: str) -> bytes:
@@ -96,11 +113,19 @@ class _PipelineFull(Exception):
     """Raised from a parser callback to stop parsing past ``MAX_PIPELINED`` queued requests."""
 
 
+class _OverBudget(Exception):
+    """Raised from a parser callback to stop a request whose body does not fit the budget."""
+
+
 class _DeadlineProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     direct: FastPath | None = None
     """Where direct-path requests are answered (None: every request takes the ASGI route)."""
+    budget: BodyBudget | None = None
+    """The process's budget of body bytes being received (None: unbounded)."""
+    _reserved: int = 0
+    """Bytes of ``budget`` this connection's request body holds now."""
 
     # the request on the direct path now: its path and the body read so far
     _direct_path: str | None = None
@@ -223,6 +248,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
+        self._release()
         self._disconnect_cycles()
         super().connection_lost(exc)
 
@@ -243,6 +269,9 @@ class _DeadlineProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _PipelineFull):
                 self._input_closed = True  # the queued requests are answered, then the close
+                return
+            if isinstance(exc.__context__, _OverBudget):
+                self._refuse_over_budget()
                 return
             if not isinstance(exc.__context__, _HeadTooLarge):
                 self.logger.warning("Invalid HTTP request received.")
@@ -334,11 +363,41 @@ class _DeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm(self.body_timeout, "body")
+        if self.budget is not None and self.parser.get_method() == b"POST":
+            self._reserve(self.budget)
         path = self._direct_target()
         if path is None:
             self._start_cycle()
             return
         self._direct_path, self._direct_chunks = path, []
+
+    def _reserve(self, budget: BodyBudget) -> None:
+        """Take the declared body's bytes from the budget, or stop the request (503)."""
+        declared = 0
+        for name, value in self.headers:
+            if name == b"content-length":
+                declared = int(value) if value.isdigit() else 0
+                break
+        if declared <= 0 or (self.direct is not None and declared > self.direct.max_body):
+            return  # no body, chunked (read under flow control), or refused at once as too large
+        if budget.used + declared > budget.limit:
+            raise _OverBudget
+        budget.used += declared
+        self._reserved = declared
+
+    def _release(self) -> None:
+        if self._reserved and self.budget is not None:
+            self.budget.used -= self._reserved
+            self._reserved = 0
+
+    def _refuse_over_budget(self) -> None:
+        assert self.budget is not None
+        detail = f"the server is receiving {self.budget.limit} bytes of request bodies already; retry shortly"
+        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        if self.direct is not None:
+            self.direct.refused(path, OverloadedError(detail))
+        self.transport.write(_error_response(503, "overloaded", "Server overloaded", detail, "retry-after: 1\r\n"))
+        self._close_lingering()
 
     def _start_cycle(self) -> None:
         """uvicorn's request cycle for the ASGI route; at most ``MAX_PIPELINED`` queued
@@ -360,6 +419,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._release()  # the body is in: from here the concurrency cap and the deadline bound it
         self._in_head, self._head_raw = True, 0  # what arrives next is the next request's head
         path = self._direct_path
         if path is None:
@@ -441,12 +501,22 @@ class _DeadlineProtocol(HttpToolsProtocol):
 
 
 def deadline_protocol(
-    header_timeout: float, body_timeout: float, direct: FastPath | None = None
+    header_timeout: float,
+    body_timeout: float,
+    direct: FastPath | None = None,
+    body_budget: int | None = None,
 ) -> type[HttpToolsProtocol]:
     """The protocol class to pass as ``uvicorn.Config(http=...)``; ``direct`` answers the
-    direct path's requests (None: all take the ASGI route)."""
+    direct path's requests (None: all take the ASGI route); ``body_budget``: the bytes of
+    request bodies this process receives at once (``BodyBudget``; None: unbounded)."""
     return type(
         "DeadlineProtocol",
         (_DeadlineProtocol,),
-        {"header_timeout": header_timeout, "body_timeout": body_timeout, "write_timeout": body_timeout, "direct": direct},
+        {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "write_timeout": body_timeout,
+            "direct": direct,
+            "budget": BodyBudget(body_budget) if body_budget is not None else None,
+        },
     )
