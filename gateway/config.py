@@ -91,6 +91,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     Empty: off for every model."""
 
 
+    @property
+    def body_budget(self) -> int:
+        """``max_body_bytes_in_flight``, or its default: 4 x ``max_body_bytes``."""
+        return self.max_body_bytes_in_flight or 4 * self.max_body_bytes
+
+
 _FIELDS = {name: ENV_PREFIX + name.upper() for name in Settings.__struct_fields__}
 
 

@@ -20,7 +20,7 @@ import msgspec
 
 from gateway.config import Settings
 
-__all__ = ["ADMIN_LISTENING", "bind", "is_admin_route", "open_listeners"]
+__all__ = ["ADMIN_LISTENING", "bind", "is_admin_route", "open_listeners", "url_host"]
 
 ADMIN_LISTENING = "driftgate admin listener on http://%s:%d"
 """The log line naming the admin listener's address (scripts and tests read the port)."""
@@ -55,8 +55,13 @@ def open_listeners(settings: Settings) -> tuple[Settings, list[socket.socket]]:
     if len(sockets) > 1:
         ports["admin_port"] = sockets[1].getsockname()[1]
         host = settings.admin_host or settings.host
-        log.info(ADMIN_LISTENING, f"[{host}]" if ":" in host else host, ports["admin_port"])
+        log.info(ADMIN_LISTENING, url_host(host), ports["admin_port"])
     return msgspec.structs.replace(settings, **ports), sockets
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL writes it (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def is_admin_route(method: str, path: str) -> bool:

@@ -25,7 +25,7 @@ from gateway.config import Settings
 from gateway.http.app import create_app
 from gateway.http.protocol import deadline_protocol
 from gateway.lifecycle import Gateway
-from gateway.listeners import open_listeners
+from gateway.listeners import open_listeners, url_host
 
 if TYPE_CHECKING:
     from gateway.monitoring.fleet import WorkerContext
@@ -88,7 +88,7 @@ def startup_line(settings: Settings) -> str:
     admin = "off" if not s.admin_token else "on" if s.admin_port is None else f"on, listener port {s.admin_port}"
     return (
         f"driftgate {__version__}: max_body_bytes={s.max_body_bytes} max_batch_rows={s.max_batch_rows} "
-        f"max_body_bytes_in_flight={s.max_body_bytes_in_flight or 4 * s.max_body_bytes} "
+        f"max_body_bytes_in_flight={s.body_budget} "
         f"max_concurrency={s.max_concurrency} request_timeout={s.request_timeout_seconds:g}s "
         f"header_timeout={s.header_timeout_seconds:g}s body_timeout={s.body_timeout_seconds:g}s "
         f"drain={s.drain_seconds:g}s batching={s.batching or 'off'} workers={s.workers} "
@@ -125,8 +125,9 @@ def serve(
             logging.getLogger("driftgate").error("cannot listen: %s", exc)
             return 3
         # uvicorn logs its "running on" line only for sockets it binds itself; scripts read it
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        logging.getLogger("driftgate").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, settings.port)
+        logging.getLogger("driftgate").info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", url_host(settings.host), settings.port
+        )
     if worker is None or worker.index == 0:
         logging.getLogger("driftgate").info("%s", startup_line(settings))
     gateway = Gateway(settings, worker)
@@ -146,7 +147,7 @@ def serve(
             settings.header_timeout_seconds,
             settings.body_timeout_seconds,
             direct=app,
-            body_budget=settings.max_body_bytes_in_flight or 4 * settings.max_body_bytes,
+            body_budget=settings.body_budget,
         ),
     )
     server = _DrainingServer(config, gateway, on_started, wait_for_models=worker is not None)

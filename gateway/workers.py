@@ -38,7 +38,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.listeners import open_listeners
+from gateway.listeners import open_listeners, url_host
 from gateway.monitoring.feedback import ring_file_bytes
 from gateway.monitoring.fleet import WorkerContext
 
@@ -113,12 +113,15 @@ def supervise(settings: Settings) -> int:
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         return 3
-    port = settings.port
     folder = create_state_folder(settings)
     server = os.urandom(3).hex()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
     # the same line a single server logs: scripts and tests learn the port from it
-    log.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit); %d workers", host, port, settings.workers)
+    log.info(
+        "Uvicorn running on http://%s:%d (Press CTRL+C to quit); %d workers",
+        url_host(settings.host),
+        settings.port,
+        settings.workers,
+    )
     log.info("monitoring state of the workers in %s", folder)
     slots = [_Slot(i) for i in range(settings.workers)]
     stopping = False

@@ -283,11 +283,6 @@ class _DeadlineProtocol(HttpToolsProtocol):
                 self._head_refused = f"the request head is over {MAX_HEAD_BYTES} bytes"
                 self._refuse_head()
 
-    def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to anything the parser refuses (plain text there): problem+json
-        here, as every error, and 431 for a head over the limits."""
-        self._refuse_head()  # pragma: no cover - data_received above answers instead
-
     def _refuse_head(self) -> None:
         if self._head_refused is not None:
             answer = _error_response(431, "header-fields-too-large", "Request header fields too large", self._head_refused)
@@ -295,13 +290,11 @@ class _DeadlineProtocol(HttpToolsProtocol):
             answer = _error_response(400, "malformed-request", "Malformed request", "the request is not valid HTTP/1.1")
         if self._direct_path is not None:  # a direct-path body the parser refused mid-way
             self._abandon()
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            cycle.disconnected = True  # the application, if it waits for the body, sees the client gone
-            cycle.message_event.set()
-            if cycle.response_started:
-                self.transport.close()  # an answer is under way: no second one on this connection
-                return
+        under_way = self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete
+        self._disconnect_cycles()  # an application waiting for a body sees the client gone
+        if under_way:
+            self._close_or_abort()  # an answer is under way: no second one on this connection
+            return
         self.transport.write(answer)
         self._close_lingering()
 
@@ -363,23 +356,32 @@ class _DeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm(self.body_timeout, "body")
-        if self.budget is not None and self.parser.get_method() == b"POST":
-            self._reserve(self.budget)
-        path = self._direct_target()
+        length = self._body_length() if self.parser.get_method() == b"POST" else None
+        if self.budget is not None and length:
+            self._reserve(self.budget, length)
+        path = self._direct_target(length)
         if path is None:
             self._start_cycle()
             return
         self._direct_path, self._direct_chunks = path, []
 
-    def _reserve(self, budget: BodyBudget) -> None:
-        """Take the declared body's bytes from the budget, or stop the request (503)."""
-        declared = 0
+    def _body_length(self) -> int | None:
+        """The request's one declared ``Content-Length``; None with none, several, a bad one,
+        or a chunked body."""
+        length = None
         for name, value in self.headers:
             if name == b"content-length":
-                declared = int(value) if value.isdigit() else 0
-                break
-        if declared <= 0 or (self.direct is not None and declared > self.direct.max_body):
-            return  # no body, chunked (read under flow control), or refused at once as too large
+                if length is not None or not value.isdigit():
+                    return None
+                length = int(value)
+            elif name == b"transfer-encoding":
+                return None
+        return length
+
+    def _reserve(self, budget: BodyBudget, declared: int) -> None:
+        """Take the declared body's bytes from the budget, or stop the request (503)."""
+        if self.direct is not None and declared > self.direct.max_body:
+            return  # refused at once as too large, never read
         if budget.used + declared > budget.limit:
             raise _OverBudget
         budget.used += declared
@@ -420,7 +422,6 @@ class _DeadlineProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         self._release()  # the body is in: from here the concurrency cap and the deadline bound it
-        self._in_head, self._head_raw = True, 0  # what arrives next is the next request's head
         path = self._direct_path
         if path is None:
             super().on_message_complete()
@@ -450,8 +451,9 @@ class _DeadlineProtocol(HttpToolsProtocol):
         else:  # a request is arriving: answer it, then close
             self._close_after = True
 
-    def _direct_target(self) -> str | None:
-        """The path of a request for the direct path (see the module docstring), else None."""
+    def _direct_target(self, length: int | None) -> str | None:
+        """The path of a request for the direct path (see the module docstring), else None;
+        ``length``: its declared body length (``_body_length``)."""
         if self.direct is None or self.parser.get_method() != b"POST" or self.expect_100_continue:
             return None
         if self.parser.should_upgrade():  # uvicorn's own handling (websocket, or a warning)
@@ -468,14 +470,6 @@ class _DeadlineProtocol(HttpToolsProtocol):
             return None
         if "%" in path or not self.direct.predicts(path):
             return None
-        length = None
-        for name, value in self.headers:
-            if name == b"content-length":
-                if length is not None or not value.isdigit():
-                    return None
-                length = int(value)
-            elif name == b"transfer-encoding":
-                return None
         if length is None or length > self.direct.max_body:
             return None
         return path
