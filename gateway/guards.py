@@ -23,6 +23,7 @@ This module must not know about HTTP, the model or metrics.
 from __future__ import annotations
 
 import math
+from operator import le
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
@@ -124,7 +125,7 @@ class Checked:
             only for features where a cell was imputed; monitoring counts them as missing.
     """
 
-    __slots__ = ("clipped", "columns", "flagged", "imputed", "matrix", "n_rows", "rejected", "violations")
+    __slots__ = ("clipped", "columns", "flagged", "imputed", "matrix", "n_rows", "rejected", "row", "violations")
 
     def __init__(
         self,
@@ -139,6 +140,8 @@ class Checked:
         self.imputed = imputed or {}
         self.matrix: NDArray[np.float64] | None = None
         """All columns as one float64 matrix in feature order, when they came as one."""
+        self.row: tuple[float, ...] | None = None
+        """A clean one-row ``matrix``'s cells as Python floats, when they came so (``Columns.row``)."""
         self.n_rows = n_rows
         self.columns = columns
         self.violations = violations
@@ -377,11 +380,16 @@ class Guards:
         self._lo = np.maximum(np.array([g.lo for g in numbers], dtype=np.float64), -biggest)
         self._hi = np.minimum(np.array([g.hi for g in numbers], dtype=np.float64), biggest)
         self._integral = np.array([i for i, g in enumerate(numbers) if g.integral], dtype=np.intp)
+        self._lo_row, self._hi_row = self._lo.tolist(), self._hi.tolist()
+        self._integral_row = self._integral.tolist()
 
     def check(self, columns: Columns) -> Checked:
         """Check every cell; never raises for bad input. See ``Checked``."""
         if columns.matrix is not None and self.numeric and not columns.unknown:
-            verdict = self._check_matrix(columns.matrix)
+            if columns.row is not None:
+                verdict = self._check_row(columns.row, columns.matrix)
+            else:
+                verdict = self._check_matrix(columns.matrix)
             if verdict is not None:
                 return verdict
         if columns.n_rows == 1 and not columns.missing:
@@ -402,6 +410,17 @@ class Guards:
                 return None
         checked = Checked(len(x), MatrixColumns(x, self._index), [], None, None, None)  # type: ignore[arg-type]
         checked.matrix = x
+        return checked
+
+    def _check_row(self, row: tuple[float, ...], x: NDArray[np.float64]) -> Checked | None:
+        """``_check_matrix`` for one row (``x``) given as Python floats (``Columns.row``):
+        the same comparisons, a C loop over the cells instead of numpy calls."""
+        if not (all(map(le, self._lo_row, row)) and all(map(le, row, self._hi_row))):
+            return None  # NaN fails both comparisons, and +-inf lies beyond the stand-ins
+        if self._integral_row and not all(row[j].is_integer() for j in self._integral_row):
+            return None
+        checked = Checked(1, MatrixColumns(x, self._index), [], None, None, None)  # type: ignore[arg-type]
+        checked.matrix, checked.row = x, row
         return checked
 
     def trust(self, columns: Columns) -> Checked:

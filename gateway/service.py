@@ -7,6 +7,7 @@ HTTP layer decodes a request into columns, calls ``predict``, and encodes the
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -92,7 +93,7 @@ def prepare(model: LoadedModel, columns: Columns, *, guarded: bool = True) -> Pr
     t1 = time.perf_counter()
     if checked.rejected is not None:
         return Prepared(checked, None, t0, t1, t1)
-    matrix = model.transform.apply(checked.columns, checked.n_rows, checked.matrix)
+    matrix = model.transform.apply(checked.columns, checked.n_rows, checked.matrix, checked.row)
     return Prepared(checked, matrix, t0, t1, time.perf_counter())
 
 
@@ -134,13 +135,22 @@ def complete(
     if inference.probabilities is not None:
         probabilities = inference.probabilities
         outcome.probabilities = probabilities
-        outcome.label_index = probabilities.argmax(axis=1)
-        outcome.confidence = probabilities.max(axis=1)
-        finite = np.isfinite(probabilities.sum())
-        output = model.spec.output
-        if output is not None and output.review_threshold is not None:
-            review = outcome.confidence < output.review_threshold
-            outcome.review = review if review.any() else None
+        threshold = model.spec.output.review_threshold if model.spec.output is not None else None
+        if n == 1:  # the common request: a few Python floats, not four numpy reductions
+            top = probabilities[0].tolist()
+            finite = all(map(math.isfinite, top))
+            confidence = max(top)
+            outcome.label_index = np.array([top.index(confidence)])  # the first maximum, as argmax
+            outcome.confidence = np.array([confidence], dtype=np.float32)
+            if threshold is not None and confidence < threshold:
+                outcome.review = np.ones(1, dtype=np.bool_)
+        else:
+            outcome.label_index = probabilities.argmax(axis=1)
+            outcome.confidence = probabilities.max(axis=1)
+            finite = bool(np.isfinite(probabilities).all())
+            if threshold is not None:
+                review = outcome.confidence < threshold
+                outcome.review = review if review.any() else None
     else:
         outcome.values = inference.values
         finite = np.isfinite(inference.values.sum())  # type: ignore[union-attr]

@@ -42,9 +42,12 @@ class Columns:
             ``(n_rows, n_features)`` float64 array in feature order, when the decoder could
             build it (every cell a JSON number, no other field); ``data`` then holds its
             column views. The guards check it in a few whole-matrix operations.
+        row: for a one-row batch with ``matrix``, the same cells as a tuple of Python
+            floats, when the decoder had them: the guards and the transform then check
+            and scale one row with no numpy call (each costs about as much as the work).
     """
 
-    __slots__ = ("data", "matrix", "missing", "n_rows", "unknown")
+    __slots__ = ("data", "matrix", "missing", "n_rows", "row", "unknown")
 
     def __init__(
         self,
@@ -53,12 +56,14 @@ class Columns:
         missing: dict[str, np.ndarray] | None = None,
         unknown: list[tuple[int, str, Any]] | None = None,
         matrix: np.ndarray | None = None,
+        row: tuple[float, ...] | None = None,
     ) -> None:
         self.n_rows = n_rows
         self.data = data
         self.missing = missing or {}
         self.unknown = unknown or []
         self.matrix = matrix
+        self.row = row
 
 
 class MatrixColumns(Mapping[str, np.ndarray]):
@@ -94,10 +99,11 @@ def column_index(names: tuple[str, ...]) -> Mapping[str, int]:
     return {name: j for j, name in enumerate(names)}
 
 
-def matrix_to_columns(matrix: np.ndarray, names: Sequence[str]) -> Columns:
-    """An ``(n, len(names))`` numeric matrix, columns in ``names`` order, as ``Columns``."""
+def matrix_to_columns(matrix: np.ndarray, names: Sequence[str], row: tuple[float, ...] | None = None) -> Columns:
+    """An ``(n, len(names))`` numeric matrix, columns in ``names`` order, as ``Columns``;
+    ``row``: a one-row matrix's cells as Python floats (``Columns.row``)."""
     x = np.asarray(matrix, dtype=np.float64)
-    return Columns(len(x), MatrixColumns(x, column_index(tuple(names))), matrix=x)  # type: ignore[arg-type]
+    return Columns(len(x), MatrixColumns(x, column_index(tuple(names))), matrix=x, row=row)  # type: ignore[arg-type]
 
 
 def records_to_columns(

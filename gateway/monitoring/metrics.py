@@ -84,12 +84,13 @@ than prometheus_client's default 5 ms."""
 STAGES = ("validate", "transform", "infer", "monitor")
 LATENCY_BOUNDS = np.asarray(LATENCY_BUCKETS, dtype=np.float64)
 FEEDBACK_OUTCOMES = ("matched", "unknown_id", "expired", "duplicate", "invalid")
-PENDING_REQUESTS = 64
+PENDING_REQUESTS = 512
 PENDING_ROWS = 512
-"""Predicted requests are folded into the histograms and drift windows together, once 64
+"""Predicted requests are folded into the histograms and drift windows together, once 512
 requests or 512 rows are waiting (or sooner, when anything reads the metrics): a numpy call
 costs about the same on 1 row as on 512, so batching the bookkeeping across requests is
-what keeps monitoring cheap per row."""
+what keeps monitoring cheap per row (at 64 requests a fold still cost about 5 us of every
+one-row request)."""
 OUTCOMES = ("predicted", "rejected")
 UNKNOWN_FEATURE_LABEL = "_unknown"
 """The ``feature`` label of ``unknown_feature`` violations: the field's own name is
