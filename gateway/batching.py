@@ -40,10 +40,10 @@ a thread hop costs more than a small inference."""
 
 def runs_long(runtime: Runtime, rows: int) -> bool:
     """True if a call of ``rows`` rows is expected to take longer than ``OFFLOAD_SECONDS``
-    (from the one-row time measured at warm-up), or may take any time at all because the
-    model's work depends on input values (``Runtime.variable_cost``): such a call goes to a
-    worker thread, under the request's deadline."""
-    return runtime.variable_cost or runtime.seconds_per_row * rows > OFFLOAD_SECONDS
+    (from the cost per call and per row fitted at warm-up), or may take any time at all
+    because the model's work depends on input values (``Runtime.variable_cost``): such a
+    call goes to a worker thread, under the request's deadline."""
+    return runtime.variable_cost or runtime.seconds_per_call + runtime.seconds_per_row * rows > OFFLOAD_SECONDS
 
 
 _ENTRY = re.compile(r"^\s*([A-Za-z0-9_][A-Za-z0-9_.-]*|\*)\s*=\s*(\d+)\s*:\s*(\d+(?:\.\d+)?)\s*$")

@@ -60,7 +60,10 @@ class Runtime(Protocol):
     """A loaded, warmed model. ``run`` may be called from several threads at once."""
 
     input_width: int
+    seconds_per_call: float
     seconds_per_row: float
+    """A call of ``n`` rows is expected to take ``seconds_per_call + n * seconds_per_row``
+    (fitted at warm-up, where ``variable_cost`` is false)."""
     variable_cost: bool
     """Its work may depend on input values (``gateway.model_check.variable_cost``)."""
 
@@ -88,6 +91,12 @@ def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
 
 def _is_float_tensor(arg: Any) -> bool:
     return bool(arg.type == "tensor(float)")
+
+
+def _timed(run: Any, matrix: NDArray[np.float32]) -> float:
+    t0 = time.perf_counter()
+    run(matrix)
+    return time.perf_counter() - t0
 
 
 class OnnxRuntime:
@@ -124,7 +133,7 @@ class OnnxRuntime:
         self._run_options = ort.RunOptions()
         """One for every call: without it, each ``run`` builds a default one (about 1.5 us of a
         10 us one-row call). onnxruntime only reads it during a run, so threads may share it."""
-        self.seconds_per_row = 0.0
+        self.seconds_per_call = self.seconds_per_row = 0.0
         self.variable_cost = False
         self._warm_up()
 
@@ -216,18 +225,23 @@ class OnnxRuntime:
         return np.array([[m[k] for k in order] for m in maps], dtype=np.float32)
 
     def _warm_up(self) -> None:
-        """Run every warm-up batch size, check classifier labels, time one row."""
-        records = sample_records(self.spec, max(WARMUP_BATCHES), seed=7)
+        """Run every warm-up batch size, check classifier labels, and fit the cost of a
+        call to its rows (``Runtime.seconds_per_call``, ``seconds_per_row``) from the
+        fastest of several calls of one row and of the largest warm-up batch: a model of
+        many small operators costs nearly as much for one row as for 64 (the bundled
+        digits ensemble: 0.35 ms and 0.9 ms), a wide one nearly 64 times as much."""
+        largest = max(WARMUP_BATCHES)
+        records = sample_records(self.spec, largest, seed=7)
         matrix = self.spec.transform(records)
         for _ in range(WARMUP_ROUNDS):
             for n in WARMUP_BATCHES:
                 self.run(matrix[:n])
         if self._labels:
             self._check_labels(matrix)
-        t0 = time.perf_counter()
-        for _ in range(10):
-            self.run(matrix[:1])
-        self.seconds_per_row = (time.perf_counter() - t0) / 10
+        one = min(_timed(self.run, matrix[:1]) for _ in range(10))
+        many = min(_timed(self.run, matrix) for _ in range(3))
+        self.seconds_per_row = max(0.0, (many - one) / (largest - 1))
+        self.seconds_per_call = max(0.0, one - self.seconds_per_row)
 
     def _check_labels(self, matrix: NDArray[np.float32]) -> None:
         probabilities = self.run(matrix).probabilities

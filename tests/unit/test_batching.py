@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from gateway.batching import BatchPolicy, Batcher, parse_batching
+from gateway.batching import OFFLOAD_SECONDS, Batcher, BatchPolicy, parse_batching, runs_long
 from gateway.errors import ConfigError
 from gateway.registry import load_model
 
@@ -92,3 +93,23 @@ def test_a_caller_that_gives_up_does_not_break_the_others(penguins) -> None:  # 
 
     answers = asyncio.run(main())
     assert [a.probabilities.shape for a in answers] == [(1, 3), (1, 3)]
+
+
+def test_a_call_is_offloaded_by_its_fixed_cost_plus_its_rows() -> None:
+    runtime = SimpleNamespace(
+        variable_cost=False, seconds_per_call=0.75 * OFFLOAD_SECONDS, seconds_per_row=0.05 * OFFLOAD_SECONDS
+    )
+    assert not runs_long(runtime, 4)  # type: ignore[arg-type]  # 0.95 of the limit
+    assert runs_long(runtime, 6)  # type: ignore[arg-type]  # 1.05
+    runtime.variable_cost = True
+    assert runs_long(runtime, 1)  # type: ignore[arg-type]
+
+
+def test_the_digits_ensemble_is_fitted_as_mostly_fixed_cost_and_a_batch_runs_inline() -> None:
+    """The warm-up fit: one call of many small operators costs nearly the same for 1 row
+    as for 32, so a 32-row batch is not sent to a thread as 32 one-row costs would be."""
+    folder = MODELS / "digits" / "1"
+    digits = load_model("digits", 1, (folder / "model.onnx").read_bytes(), (folder / "spec.yaml").read_bytes(), 1, None)
+    runtime = digits.runtime
+    assert runtime.seconds_per_call > 5 * runtime.seconds_per_row > 0
+    assert not runs_long(runtime, 32)
