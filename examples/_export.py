@@ -1,4 +1,4 @@
-"""Steps shared by the example training scripts (``train_penguins.py``, ``train_diabetes.py``).
+"""Steps shared by the example training scripts (``train_penguins.py``, ``train_diabetes.py``, ``train_digits.py``).
 
 Every example ends the same way: convert the fitted scikit-learn model to an ONNX file
 that onnxruntime loads, turn model outputs into the histograms a spec's output baseline
@@ -84,8 +84,27 @@ def export_onnx(model: Any, width: int, name: str) -> bytes:
         onx.opset_import.add(domain=domain, version=version)
     # skl2onnx names the graph with a random UUID; a fixed name makes the file reproducible.
     onx.graph.name = name
+    # skl2onnx's VotingClassifier converter leaves an initializer no node reads
+    # (``classes_ind``), and onnxruntime warns about it on every load: drop such leftovers.
+    read = _names_read(onx.graph)
+    unread = [init for init in onx.graph.initializer if init.name not in read]
+    for init in unread:
+        onx.graph.initializer.remove(init)
     onnx.checker.check_model(onx, full_check=True)
     return onx.SerializeToString()
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node of ``graph`` reads, or a graph output is, subgraphs included (a
+    subgraph may read a name of its outer graph)."""
+    names = {output.name for output in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            single = [attribute.g] if attribute.HasField("g") else []
+            for sub in [*single, *attribute.graphs]:
+                names |= _names_read(sub)
+    return names
 
 
 def session(model_bytes: bytes) -> ort.InferenceSession:
