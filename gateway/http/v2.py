@@ -226,6 +226,9 @@ def _matrix_columns(model: LoadedModel, tensor: Any, binary: Any, max_rows: int)
         raise PayloadTooLargeError(f"{n} rows in one request; the limit is {max_rows}", max_rows=max_rows)
     names = model.guards.names
     if isinstance(column, np.ndarray) and column.dtype.kind in "fiu":
+        if n == 1:  # the guards' and the transform's one-row lane (``Columns.row``)
+            x = np.asarray(column.reshape(1, width), dtype=np.float64)
+            return matrix_to_columns(x, names, tuple(x[0].tolist()))
         return matrix_to_columns(column.reshape(n, width), names)
     cells = list(column)  # JSON data with nulls (missing cells) or booleans: one column per feature
     return Columns(n, {name: cells[j::width] for j, name in enumerate(names)})
