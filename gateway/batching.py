@@ -10,7 +10,11 @@ per request, and a request larger than ``max_rows`` runs alone at once.
 
 So batching adds at most ``max_wait`` to a request's latency (the p99 bound the
 benchmarks check), and under load it raises throughput because the queue fills before
-the wait is up. It is off by default and configured per model (``Settings.batching``).
+the wait is up. It does not wait for requests that are not coming: once the requests that
+arrived together have joined (the next turn of the event loop), a queue that holds every
+prediction request in progress runs at once, so a lone request (one client, light
+traffic) is not held for ``max_wait``. It is off by default and configured per model
+(``Settings.batching``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from gateway.errors import ConfigError
 from gateway.runtime import Inference
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from numpy.typing import NDArray
 
     from gateway.runtime import Runtime
@@ -80,12 +86,16 @@ class Batcher:
     """The queue of one model version (see the module docstring). Lives on the event loop
     of the server process; ``run`` is awaited by the request handlers."""
 
-    def __init__(self, runtime: Runtime, policy: BatchPolicy) -> None:
+    def __init__(self, runtime: Runtime, policy: BatchPolicy, in_progress: Callable[[], int] | None = None) -> None:
+        """``in_progress``: how many prediction requests this process is serving now (each
+        joins some queue or is answered without one); None: always wait up to ``max_wait``."""
         self.runtime = runtime
         self.policy = policy
+        self.in_progress = in_progress
         self._queue: list[tuple[NDArray[np.float32], asyncio.Future[Inference]]] = []
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._look: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls = 0
         """onnxruntime calls made so far (for tests and benchmarks)."""
@@ -105,14 +115,28 @@ class Batcher:
         self._rows += n
         if self._rows >= self.policy.max_rows:
             self._dispatch()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.policy.max_wait, self._dispatch)
+        else:
+            if self._timer is None:
+                self._timer = loop.call_later(self.policy.max_wait, self._dispatch)
+            if self._look is None and self.in_progress is not None:
+                # requests that arrived with this one join in this turn of the loop: look after it
+                self._look = loop.call_soon(self._dispatch_if_alone)
         return await future
+
+    def _dispatch_if_alone(self) -> None:
+        """Run the queue now if it holds every prediction request in progress."""
+        self._look = None
+        assert self.in_progress is not None
+        if self._queue and len(self._queue) >= self.in_progress():
+            self._dispatch()
 
     def _dispatch(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._look is not None:
+            self._look.cancel()
+            self._look = None
         queue, self._queue, self._rows = self._queue, [], 0
         queue = [(m, f) for m, f in queue if not f.done()]  # callers that gave up
         if queue:

@@ -50,8 +50,6 @@ class FastPath:
         self.max_body = gateway.settings.max_body_bytes
         self.max_concurrency = gateway.settings.max_concurrency
         self.request_timeout = gateway.settings.request_timeout_seconds
-        self.in_flight = 0
-        """Prediction requests being served now (admission counts them; see ``_serve``)."""
         self.admin_port = gateway.settings.admin_port
         """The admin listener's port (``gateway.listeners``), or None: one listener for all."""
 
@@ -119,7 +117,7 @@ class FastPath:
         try:
             model = self.gateway.model_registry.get(*target(path))
             label = model.name
-            if self.in_flight >= self.max_concurrency:
+            if self.gateway.in_flight >= self.max_concurrency:
                 raise OverloadedError(
                     f"the server is at its limit of {self.max_concurrency} prediction requests in progress; retry shortly"
                 )
@@ -178,12 +176,12 @@ class FastPath:
         The deadline runs from here: reading the body and predicting both count."""
         counts = self.gateway.requests
         label = UNKNOWN_MODEL
-        self.in_flight += 1
+        self.gateway.in_flight += 1
         try:
             deadline = time.monotonic() + self.request_timeout
             model = self.gateway.model_registry.get(*target(path))
             label = model.name
-            if self.in_flight > self.max_concurrency:
+            if self.gateway.in_flight > self.max_concurrency:
                 raise OverloadedError(
                     f"the server is at its limit of {self.max_concurrency} prediction requests in progress; retry shortly"
                 )
@@ -193,7 +191,7 @@ class FastPath:
             counts.add(label, reason_of(exc))
             return await _problem(send, exc, path)
         finally:
-            self.in_flight -= 1
+            self.gateway.in_flight -= 1
         counts.add(label, "ok")
         await _send(send, 200, self._closing(headers), content)
 

@@ -95,6 +95,42 @@ def test_a_caller_that_gives_up_does_not_break_the_others(penguins) -> None:  # 
     assert [a.probabilities.shape for a in answers] == [(1, 3), (1, 3)]
 
 
+def test_a_queue_holding_every_request_in_progress_runs_without_waiting(penguins) -> None:  # type: ignore[no-untyped-def]
+    """Requests that arrive together join first (the same turn of the event loop); then a
+    queue holding every request in progress runs at once, not after ``max_wait``."""
+    in_progress = [3]
+    batcher = Batcher(penguins.runtime, BatchPolicy(max_rows=64, max_wait=10.0), lambda: in_progress[0])
+
+    async def main() -> None:
+        together = [asyncio.ensure_future(batcher.run(m)) for m in _matrices(penguins, 3)]
+        answers = await asyncio.wait_for(asyncio.gather(*together), timeout=5)
+        assert [a.probabilities.shape for a in answers] == [(1, 3)] * 3
+        assert batcher.calls == 1, "the three joined before the queue ran"
+        in_progress[0] = 1
+        await asyncio.wait_for(batcher.run(_matrices(penguins, 1)[0]), timeout=5)  # alone: no wait
+
+    asyncio.run(main())
+    assert batcher.calls == 2
+
+
+def test_a_queue_waits_while_other_requests_are_in_progress(penguins) -> None:  # type: ignore[no-untyped-def]
+    """Another request in progress may still join: the queue waits for it, up to ``max_wait``."""
+    batcher = Batcher(penguins.runtime, BatchPolicy(max_rows=64, max_wait=0.05), lambda: 2)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        first = asyncio.ensure_future(batcher.run(_matrices(penguins, 1)[0]))
+        await asyncio.sleep(0.01)
+        assert not first.done(), "ran before the wait, with another request in progress"
+        await asyncio.gather(first, batcher.run(_matrices(penguins, 1)[0]))  # the second arrives
+        return loop.time() - start
+
+    waited = asyncio.run(main())
+    assert batcher.calls == 1
+    assert waited < 0.05, "the two requests in progress were all there: no wait for the rest of max_wait"
+
+
 def test_a_call_is_offloaded_by_its_fixed_cost_plus_its_rows() -> None:
     runtime = SimpleNamespace(
         variable_cost=False, seconds_per_call=0.75 * OFFLOAD_SECONDS, seconds_per_row=0.05 * OFFLOAD_SECONDS
