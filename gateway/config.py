@@ -87,7 +87,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     batching: str = ""
     """Dynamic batching, per model: ``NAME=MAX_ROWS:MAX_WAIT_MS`` entries separated by commas
     (``*`` for every model), e.g. ``digits=32:2``. Concurrent requests to that model are run
-    as one onnxruntime call of up to MAX_ROWS rows, the first waiting at most MAX_WAIT_MS.
+    as one onnxruntime call of up to MAX_ROWS rows, the first waiting at most MAX_WAIT_MS, and
+    not at all once every prediction request in progress has joined (``gateway.batching``).
+    Pays for models whose one-row call is mostly fixed cost (``bench/batch_cost.py``).
     Empty: off for every model."""
 
 
