@@ -239,7 +239,7 @@ class OnnxRuntime:
         if self._labels:
             self._check_labels(matrix)
         one = min(_timed(self.run, matrix[:1]) for _ in range(10))
-        many = min(_timed(self.run, matrix) for _ in range(3))
+        many = min(_timed(self.run, matrix) for _ in range(5))
         self.seconds_per_row = max(0.0, (many - one) / (largest - 1))
         self.seconds_per_call = max(0.0, one - self.seconds_per_row)
 

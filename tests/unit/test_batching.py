@@ -141,11 +141,16 @@ def test_a_call_is_offloaded_by_its_fixed_cost_plus_its_rows() -> None:
     assert runs_long(runtime, 1)  # type: ignore[arg-type]
 
 
-def test_the_digits_ensemble_is_fitted_as_mostly_fixed_cost_and_a_batch_runs_inline() -> None:
+def test_the_digits_ensemble_is_fitted_as_mostly_fixed_cost() -> None:
     """The warm-up fit: one call of many small operators costs nearly the same for 1 row
-    as for 32, so a 32-row batch is not sent to a thread as 32 one-row costs would be."""
+    as for 32, so a 32-row batch is not sent to a thread as 32 one-row costs would be
+    (0.64 ms, not 11 ms, on the machine of bench/README.md)."""
     folder = MODELS / "digits" / "1"
     digits = load_model("digits", 1, (folder / "model.onnx").read_bytes(), (folder / "spec.yaml").read_bytes(), 1, None)
     runtime = digits.runtime
     assert runtime.seconds_per_call > 5 * runtime.seconds_per_row > 0
-    assert not runs_long(runtime, 32)
+
+    def expected(rows: int) -> float:
+        return runtime.seconds_per_call + rows * runtime.seconds_per_row
+
+    assert expected(32) < 3 * expected(1), "32 rows fitted as nearly 32 one-row calls"
