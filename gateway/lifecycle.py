@@ -304,6 +304,8 @@ class Gateway:
 
     def _run(self) -> None:
         count = self.scan()
+        if self._stop.is_set():  # stopped while loading (the listener never bound, SIGTERM):
+            return  # neither ready nor empty, whatever the scan got to
         failed = len(self.model_registry.failures())
         log.info("loaded %d model versions from %s (%d failed); ready", count, self.repository.root, failed)
         if count == 0 and failed == 0:
