@@ -408,9 +408,7 @@ class Guards:
             part = x[:, self._integral]
             if (part != np.floor(part)).any():
                 return None
-        checked = Checked(len(x), MatrixColumns(x, self._index), [], None, None, None)  # type: ignore[arg-type]
-        checked.matrix = x
-        return checked
+        return self._clean(x)
 
     def _check_row(self, row: tuple[float, ...], x: NDArray[np.float64]) -> Checked | None:
         """``_check_matrix`` for one row (``x``) given as Python floats (``Columns.row``):
@@ -419,7 +417,11 @@ class Guards:
             return None  # NaN fails both comparisons, and +-inf lies beyond the stand-ins
         if self._integral_row and not all(row[j].is_integer() for j in self._integral_row):
             return None
-        checked = Checked(1, MatrixColumns(x, self._index), [], None, None, None)  # type: ignore[arg-type]
+        return self._clean(x, row)
+
+    def _clean(self, x: NDArray[np.float64], row: tuple[float, ...] | None = None) -> Checked:
+        """The verdict on an all-numeric batch ``x`` that breaks nothing: the matrix itself."""
+        checked = Checked(len(x), MatrixColumns(x, self._index), [], None, None, None)  # type: ignore[arg-type]
         checked.matrix, checked.row = x, row
         return checked
 

@@ -192,8 +192,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
         elif self.cycle is not None and self.cycle.response_started:
             stalled = True  # an answer is under way: no 408 in the middle of it
         if stalled:
-            self._disconnect_cycles()
-            self.transport.abort()
+            self._abort()
             return
         self.transport.write(_timeout_response(f"the request {what} did not arrive in time"))
         self._disconnect_cycles()
@@ -228,8 +227,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
         if not self.transport.is_closing() or self.transport.get_write_buffer_size() > 0:
             if self._direct_path is not None:
                 self._abandon()
-            self._disconnect_cycles()
-            self.transport.abort()
+            self._abort()
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -318,10 +316,14 @@ class _DeadlineProtocol(HttpToolsProtocol):
         """Close; but with answers still unsent (the client does not read), drop them: a
         close would wait for them to be taken."""
         if self.transport.get_write_buffer_size() > 0:
-            self._disconnect_cycles()
-            self.transport.abort()
+            self._abort()
         else:
             self.transport.close()
+
+    def _abort(self) -> None:
+        """Drop the connection and whatever it has not sent; its requests see the client gone."""
+        self._disconnect_cycles()
+        self.transport.abort()
 
     def _head_too_large(self) -> None:
         if len(self.headers) > MAX_HEADERS:

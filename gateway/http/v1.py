@@ -200,14 +200,13 @@ def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return None
     n = len(instances)
-    if n == 1:  # the common request: its tuple of floats is the row the guards read
-        row = _astuple(instances[0])
-        refuse_duplicate_keys(body, 1 + width)
-        return matrix_to_columns(np.array((row,)), names, row)
     if not 0 < n <= max_rows:
         return None
-    flat = np.fromiter(chain.from_iterable(map(_astuple, instances)), dtype=np.float64, count=n * width)
     refuse_duplicate_keys(body, 1 + n * width)
+    if n == 1:  # the common request: its tuple of floats is the row the guards read
+        row = _astuple(instances[0])
+        return matrix_to_columns(np.array((row,)), names, row)
+    flat = np.fromiter(chain.from_iterable(map(_astuple, instances)), dtype=np.float64, count=n * width)
     return matrix_to_columns(flat.reshape(n, width), names)
 
 
@@ -237,8 +236,7 @@ def decode_v1(gateway: Gateway, model: LoadedModel, body: bytes) -> Columns:
     max_rows = gateway.settings.max_batch_rows
     columns = numeric_columns(body, names, max_rows) if model.guards.numeric else None
     if columns is None:
-        if len(body) > max_rows:  # a shorter body is far under the limit
-            refuse_many_values(body, value_limit(len(names), max_rows), "rows cap × (features + 68) + 5")
+        refuse_many_values(body, value_limit(len(names), max_rows), "rows cap × (features + 68) + 5")
         instances = decode_instances(body, max_rows)
         columns = records_to_columns(instances, names, model.guards.ignored)
     return columns

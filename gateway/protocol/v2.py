@@ -122,7 +122,7 @@ def decode_request(
         header, binary = view[:length], view[length:]
     else:
         header, binary = body, view[len(body) :]  # the body itself: no copy for the checks below
-    if max_inputs is not None and max_rows is not None and len(header) > max_rows:  # shorter: far under the limit
+    if max_inputs is not None and max_rows is not None:
         refuse_many_values(header, value_limit(max_inputs, max_rows), "(features + 64) × (2 × rows cap + 32) + 64")
     try:
         request = _decode_header(header)
