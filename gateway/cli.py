@@ -132,6 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         header_timeout_seconds=args.header_timeout,
         body_timeout_seconds=args.body_timeout,
         batching=",".join(args.batch) if args.batch else None,
+        metrics_detail=",".join(args.metrics_detail) if args.metrics_detail else None,
         log_level=args.log_level,
         workers=args.workers,
     )
@@ -302,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME=MAX_ROWS:MAX_WAIT_MS",
         help="dynamic batching for a model ('*' for all), repeatable, e.g. digits=32:2 (default: off; DRIFTGATE_BATCHING)",
+    )
+    srv.add_argument(
+        "--metrics-detail",
+        action="append",
+        metavar="LEVEL|NAME=LEVEL",
+        help="series /metrics exports: standard, detailed or full, per model ('*' for all), repeatable (default: standard; DRIFTGATE_METRICS_DETAIL)",
     )
     srv.add_argument(
         "--workers", type=_positive_int, help="server processes sharing the port; metrics are the fleet's (default: 1; DRIFTGATE_WORKERS)"

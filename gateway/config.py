@@ -91,7 +91,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     not at all once every prediction request in progress has joined (``gateway.batching``).
     Pays for models whose one-row call is mostly fixed cost (``bench/batch_cost.py``).
     Empty: off for every model."""
-
+    metrics_detail: str = "standard"
+    """Series ``/metrics`` exports per model: ``standard`` (what the alert rules and the
+    dashboard read; at most 100 samples for a 30-feature classifier), ``detailed`` (plus
+    per-feature distances and shares, margin and entropy, fine latency buckets) or ``full``
+    (plus the raw drift bins for the exact fleet-wide PSI rule); per model as
+    ``NAME=LEVEL`` entries separated by commas (``*`` for every other model), e.g.
+    ``fraud=full,*=standard`` (``gateway.monitoring.exposition``)."""
 
     @property
     def body_budget(self) -> int:
@@ -140,4 +146,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         parse_batching(settings.batching)
     except ConfigError as exc:
         raise ConfigError(f"invalid setting ({_FIELDS['batching']} / --batch): {exc}") from None
+    from gateway.monitoring.exposition import parse_metrics_detail
+
+    try:
+        parse_metrics_detail(settings.metrics_detail)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid setting ({_FIELDS['metrics_detail']} / --metrics-detail): {exc}") from None
     return settings

@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 
 from gateway.errors import GatewayError, InferenceFailedError, InputRejectedError, ModelConflictError, UsageError
+from gateway.monitoring.metrics import PredictedBatch
 from gateway.registry import LoadedModel, load_model
 from gateway.repository import check_name, check_version
 
@@ -168,17 +169,17 @@ def complete(
         for v in checked.violations:
             outcome.marks.setdefault(v.row, []).append(v)
     model.metrics.count_predicted(
-        n,
-        checked.violations,
-        int(checked.flagged.sum()) if checked.flagged is not None else 0,
-        int(checked.clipped.sum()) if checked.clipped is not None else 0,
-        outcome.confidence,
-        outcome.label_index,
-        outcome.values,
-        int(outcome.review.sum()) if outcome.review is not None else 0,
-        checked.columns,
-        checked.imputed,
-        outcome.probabilities,
+        PredictedBatch(
+            rows=n,
+            violations=checked.violations,
+            flagged=int(checked.flagged.sum()) if checked.flagged is not None else 0,
+            clipped=int(checked.clipped.sum()) if checked.clipped is not None else 0,
+            review=int(outcome.review.sum()) if outcome.review is not None else 0,
+            columns=checked.columns,
+            imputed=checked.imputed,
+            probabilities=outcome.probabilities,
+            values=outcome.values,
+        )
     )
     model.metrics.time_stages(
         prepared.t1 - prepared.t0, prepared.t2 - prepared.t1, t3 - prepared.t2, time.perf_counter() - t3

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.errors import NotOnThisListenerError, OverloadedError, PayloadTooLargeError
 from gateway.http.health import LIVE, NOT_READY, READY
@@ -28,6 +28,7 @@ from gateway.http.v1 import answer_v1, answer_v1_now, v1_target
 from gateway.http.v2 import answer_v2, answer_v2_now, v2_target
 from gateway.lifecycle import Gateway
 from gateway.listeners import is_admin_route
+from gateway.monitoring.exposition import render_metrics
 from gateway.monitoring.requests import UNKNOWN_MODEL, reason_of
 
 __all__ = ["FastPath", "Reply"]
@@ -83,7 +84,7 @@ class FastPath:
                         return await _send(send, 200, _JSON, READY)
                     return await _send(send, 503, [*_JSON, (b"retry-after", b"1")], NOT_READY)
                 if path == "/metrics":  # here, not in Litestar, which appends a second charset
-                    return await _send(send, 200, _METRICS, generate_latest(self.gateway.metrics_registry))
+                    return await _send(send, 200, _METRICS, await render_metrics(self.gateway))
         await self.app(scope, receive, send)
 
     def _closing(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

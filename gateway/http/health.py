@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.http.v1 import gateway_of
+from gateway.monitoring.exposition import render_metrics
 
 __all__ = ["ROUTES"]
 
@@ -38,8 +39,8 @@ async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Prometheus text format, from the gateway's own collector registry."""
-    body = generate_latest(gateway_of(request).metrics_registry)
+    """Prometheus text format (``gateway.monitoring.exposition``), built off the event loop."""
+    body = await render_metrics(gateway_of(request))
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)
 
 

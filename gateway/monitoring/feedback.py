@@ -28,11 +28,14 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
+
+from gateway.monitoring.instruments import check_shape
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -255,7 +258,7 @@ class SharedPredictionLog(PredictionLog):
         for name in ("counters", "models", "versions", "labels", "values", "times"):
             setattr(self, name, self._views[name])
 
-    @property  # type: ignore[override]
+    @property
     def issued(self) -> int:
         """The highest counter handed out so far, kept in the file's header for other workers."""
         return int(self._views["header"][0])
@@ -369,15 +372,21 @@ class FeedbackWindow:
     def export(self) -> FeedbackState:
         return FeedbackState(chunks=self.chunks.copy(), total=self.total.copy(), current=self.current)
 
+    def check(self, state: FeedbackState) -> None:
+        """Raise ``StateMismatchError`` unless ``state`` is a window of this layout."""
+        check_shape("feedback window chunks", state.chunks, self.chunks)
+        check_shape("feedback window total", state.total, self.total)
+
     def restore(self, state: FeedbackState) -> None:
-        """Continue from ``state`` (a restarted worker takes over its predecessor's window)."""
-        if np.shape(state.chunks) == self.chunks.shape:
-            self.chunks[:] = state.chunks
-            self.total[:] = state.total
-            self.current = int(state.current) % self.CHUNKS
+        """Continue from ``state`` (a restarted worker takes over its predecessor's window).
+        Raises ``StateMismatchError``, changing nothing, if it is another layout's."""
+        self.check(state)
+        self.chunks[:] = state.chunks
+        self.total[:] = state.total
+        self.current = int(state.current) % self.CHUNKS
 
     @classmethod
-    def merged(cls, states: list[FeedbackState]) -> FeedbackState:
+    def merge(cls, states: Sequence[FeedbackState]) -> FeedbackState:
         """Several workers' windows as one: their sums (only the totals are meaningful)."""
         return FeedbackState(chunks=sum(s.chunks for s in states), total=sum(s.total for s in states), current=0)
 

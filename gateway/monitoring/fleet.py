@@ -206,7 +206,7 @@ class Fleet:
     def states(self, model: str, version: str) -> list[MetricsState]:
         """Every other worker's last published state of a model version."""
         out = []
-        for publication in self._others():
+        for publication in self.others():
             found = publication.models.get((model, version))
             if found is not None:
                 out.append(found[0])
@@ -215,12 +215,13 @@ class Fleet:
     def request_counts(self) -> dict[tuple[str, str], int]:
         """The fleet's request counts: this worker's (published now) plus every other's."""
         total = dict(self.publish().requests)
-        for publication in self._others():
+        for publication in self.others():
             for key, count in publication.requests.items():
                 total[key] = total.get(key, 0) + count
         return total
 
-    def _others(self) -> list[Publication]:
+    def others(self) -> list[Publication]:
+        """Every other worker's last publication."""
         return [self._read(self.state_path(w)) for w in range(self.context.workers) if w != self.context.index]
 
     def _read(self, path: Path) -> Publication:

@@ -1,9 +1,11 @@
-"""Prometheus instruments of driftgate, updated in O(1) calls per batch.
+"""The monitoring state of every served model version, updated in O(1) calls per batch.
 
-Every per-model count lives in numpy arrays owned by a ``ModelMetrics`` (one per served
-model version); a batch of 64 rows updates a histogram with one ``searchsorted`` and one
-``bincount``, not 64 ``observe`` calls. ``GatewayCollector`` turns the arrays into metric
-families at scrape time, on the ``CollectorRegistry`` passed in (never the global one).
+Every per-model count lives in an instrument (``gateway.monitoring.instruments``, and the
+drift and feedback windows) owned by a ``ModelMetrics`` (one per served model version); a
+batch of 64 rows updates a histogram with one ``searchsorted`` and one ``bincount``, not
+64 ``observe`` calls. ``GatewayCollector`` holds the served versions' metrics;
+``gateway.monitoring.exposition`` writes them as ``/metrics`` text at scrape time, off the
+event loop.
 
 Labels come only from bounded sets: model and version names that are registered, the
 spec's feature names, the closed set of reasons, outcomes and stages. Anything a client
@@ -21,18 +23,25 @@ exactly one worker, so no row is counted twice, and a published state only ever 
 
 from __future__ import annotations
 
-import math
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from gateway.monitoring.drift import PSI_FLOOR, DriftState, DriftWindow, estimate_accuracy, window_statistics
+from gateway.monitoring.drift import DriftState, DriftWindow, estimate_accuracy
 from gateway.monitoring.feedback import FeedbackState, FeedbackWindow
+from gateway.monitoring.instruments import (
+    BatchHistogram,
+    CountArray,
+    HistogramSet,
+    HistogramState,
+    LabelledCounts,
+    StateMismatchError,
+)
 from gateway.table import MatrixColumns
 from gateway.violations import REASONS
 
@@ -54,8 +63,11 @@ __all__ = [
     "MetricsState",
     "MetricsView",
     "ModelMetrics",
+    "PredictedBatch",
     "merge_states",
 ]
+
+log = logging.getLogger("driftgate.metrics")
 
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 """Top-class probability buckets when the spec records no confidence baseline: tenths,
@@ -92,79 +104,42 @@ costs about the same on 1 row as on 512, so batching the bookkeeping across requ
 what keeps monitoring cheap per row (at 64 requests a fold still cost about 5 us of every
 one-row request)."""
 OUTCOMES = ("predicted", "rejected")
+MARKS = ("flagged", "clipped", "review")
 UNKNOWN_FEATURE_LABEL = "_unknown"
 """The ``feature`` label of ``unknown_feature`` violations: the field's own name is
 chosen by the client, so it must not become a label value."""
 
 
-class BatchHistogram:
-    """A Prometheus histogram updated a batch at a time (see the module docstring)."""
+class PredictedBatch(msgspec.Struct, kw_only=True, gc=False):
+    """What ``ModelMetrics.count_predicted`` counts of one predicted request (built by
+    ``gateway.service.complete``)."""
 
-    __slots__ = ("bounds", "counts", "nonfinite", "total")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = np.asarray(bounds, dtype=np.float64)
-        self.counts = np.zeros(len(bounds) + 1, dtype=np.int64)  # last bin: above every bound (+Inf)
-        self.total = 0.0
-        self.nonfinite = 0
-
-    def observe_many(self, values: NDArray[np.floating]) -> None:
-        if values.size == 0:
-            return
-        finite = np.isfinite(values)
-        if not finite.all():
-            self.nonfinite += int((~finite).sum())
-            values = values[finite]
-        self.counts += np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.counts))
-        self.total += float(values.sum())
-
-    def observe(self, value: float) -> None:
-        if not math.isfinite(value):
-            self.nonfinite += 1
-            return
-        self.counts[int(np.searchsorted(self.bounds, value, side="left"))] += 1
-        self.total += value
-
-    def buckets(self) -> list[tuple[str, float]]:
-        cumulative = np.cumsum(self.counts).tolist()
-        labels = [repr(float(b)) for b in self.bounds.tolist()] + ["+Inf"]
-        return list(zip(labels, cumulative, strict=True))
-
-    def export(self) -> HistogramState:
-        return HistogramState(self.counts.copy(), self.total, self.nonfinite)
-
-    def restore(self, state: HistogramState) -> None:
-        if np.shape(state.counts) == self.counts.shape:
-            self.counts[:] = state.counts
-            self.total = float(state.total)
-            self.nonfinite = int(state.nonfinite)
-
-    @classmethod
-    def of(cls, bounds: NDArray[np.float64], state: HistogramState) -> BatchHistogram:
-        """A histogram with ``bounds`` holding ``state`` (to read a merged state)."""
-        hist = cls.__new__(cls)
-        hist.bounds = bounds
-        hist.counts = np.asarray(state.counts, dtype=np.int64)
-        hist.total = float(state.total)
-        hist.nonfinite = int(state.nonfinite)
-        return hist
-
-
-class HistogramState(msgspec.Struct, array_like=True):
-    counts: Any
-    """int64 count per bucket, the last one above every bound."""
-    total: float
-    nonfinite: int
+    rows: int
+    violations: Any
+    """A sequence of ``Violation``: violations of the rows that were predicted anyway (flagged, clipped, imputed)."""
+    flagged: int = 0
+    clipped: int = 0
+    review: int = 0
+    """Rows below the spec's review threshold."""
+    columns: Any
+    """The clean feature columns (``gateway.guards.Checked.columns``)."""
+    imputed: Any
+    """Which cells were imputed, by feature (``gateway.guards.Checked.imputed``)."""
+    probabilities: Any = None
+    """A classifier's ``(rows, classes)`` float32 probabilities."""
+    values: Any = None
+    """A regressor's ``(rows,)`` float32 predictions."""
 
 
 class MetricsState(msgspec.Struct, kw_only=True):
-    """Everything a ``ModelMetrics`` has counted, as numbers: what one worker publishes,
-    what a restarted worker continues from, and (``merge_states``) the sum of several."""
+    """Everything a ``ModelMetrics`` has counted, as numbers, one field per instrument:
+    what one worker publishes, what a restarted worker continues from, and
+    (``merge_states``) the sum of several."""
 
     rows: dict[str, int]
-    flagged_rows: int
-    clipped_rows: int
-    review_rows: int
+    """Rows by outcome (``predicted``, ``rejected``)."""
+    marks: dict[str, int]
+    """Predicted rows flagged, clipped and sent for review."""
     violations: Any
     """``(features + 1, reasons)`` int64; the last row is ``unknown_feature``."""
     class_counts: Any
@@ -178,41 +153,32 @@ class MetricsState(msgspec.Struct, kw_only=True):
     feedback: FeedbackState
 
 
+INSTRUMENTS: dict[str, Any] = {
+    "rows": LabelledCounts,
+    "marks": LabelledCounts,
+    "violations": CountArray,
+    "class_counts": CountArray,
+    "confidence": BatchHistogram,
+    "margin": BatchHistogram,
+    "entropy": BatchHistogram,
+    "values": BatchHistogram,
+    "stages": HistogramSet,
+    "feedback_counts": LabelledCounts,
+    "drift": DriftWindow,
+    "feedback": FeedbackWindow,
+}
+"""The instrument class of every ``MetricsState`` field: ``ModelMetrics`` holds one of each
+under the field's name, and exports, restores and merges them all by this table."""
+if set(INSTRUMENTS) != set(MetricsState.__struct_fields__):  # pragma: no cover - caught at import
+    raise RuntimeError("every MetricsState field needs its instrument in INSTRUMENTS, and only those")
+
+
 def merge_states(states: Sequence[MetricsState]) -> MetricsState:
     """The sum of several workers' states of one model version (a view for reading: the
-    drift and feedback windows are summed totals, see ``DriftWindow.merged``)."""
+    drift and feedback windows are summed totals, see ``DriftWindow.merge``)."""
     if len(states) == 1:
         return states[0]
-
-    def hist(pick: Callable[[MetricsState], HistogramState]) -> HistogramState:
-        parts = [pick(s) for s in states]
-        return HistogramState(
-            sum(p.counts for p in parts), sum(p.total for p in parts), sum(p.nonfinite for p in parts)
-        )
-
-    def counts(pick: Callable[[MetricsState], dict[str, int]]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for s in states:
-            for key, value in pick(s).items():
-                out[key] = out.get(key, 0) + value
-        return out
-
-    return MetricsState(
-        rows=counts(lambda s: s.rows),
-        flagged_rows=sum(s.flagged_rows for s in states),
-        clipped_rows=sum(s.clipped_rows for s in states),
-        review_rows=sum(s.review_rows for s in states),
-        violations=sum(s.violations for s in states),
-        class_counts=sum(s.class_counts for s in states),
-        confidence=hist(lambda s: s.confidence),
-        margin=hist(lambda s: s.margin),
-        entropy=hist(lambda s: s.entropy),
-        values=hist(lambda s: s.values),
-        stages={stage: hist(lambda s, stage=stage: s.stages[stage]) for stage in states[0].stages},
-        feedback_counts=counts(lambda s: s.feedback_counts),
-        drift=DriftWindow.merged([s.drift for s in states]),
-        feedback=FeedbackWindow.merged([s.feedback for s in states]),
-    )
+    return MetricsState(**{name: kind.merge([getattr(s, name) for s in states]) for name, kind in INSTRUMENTS.items()})
 
 
 class ModelMetrics:
@@ -234,40 +200,51 @@ class ModelMetrics:
         self._feature_index = {name: i for i, name in enumerate(self.features)}
         self._reason_index = {reason: i for i, reason in enumerate(REASONS)}
         self.lock = threading.Lock()
-        self.rows = {outcome: 0 for outcome in OUTCOMES}
-        self.flagged_rows = 0
-        self.clipped_rows = 0
-        self.review_rows = 0
-        # one extra feature row for unknown_feature violations
-        self.violations = np.zeros((len(self.features) + 1, len(REASONS)), dtype=np.int64)
         self.classification = spec.output is not None and spec.output.task == "classification"
         self.labels = list(spec.output.labels) if spec.output is not None else []
+        # the instruments (``INSTRUMENTS``)
+        self.rows = LabelledCounts("rows", OUTCOMES)
+        self.marks = LabelledCounts("marks", MARKS)
+        # one extra feature row for unknown_feature violations
+        self.violations = CountArray("violations", (len(self.features) + 1, len(REASONS)))
+        self.class_counts = CountArray("class counts", (len(self.labels),))
         self.confidence = BatchHistogram(_confidence_bounds(spec))
         self.margin = BatchHistogram(CONFIDENCE_BUCKETS)
         self.entropy = BatchHistogram(CONFIDENCE_BUCKETS)
+        self.values = BatchHistogram(_value_bounds(spec))
+        self.stages = HistogramSet(STAGES, LATENCY_BUCKETS)
+        self.feedback_counts = LabelledCounts("feedback outcomes", FEEDBACK_OUTCOMES)
         self.drift = DriftWindow(
             spec, window_rows=None if window_seconds else window_rows, window_seconds=window_seconds
         )
-        self.class_counts = np.zeros(len(self.labels), dtype=np.int64)
-        self.values = BatchHistogram(_value_bounds(spec))
-        self.stages = {stage: BatchHistogram(LATENCY_BUCKETS) for stage in STAGES}
         self.feedback = FeedbackWindow(feedback_window)
         self.baseline_mean_confidence = _baseline_mean_confidence(spec)
-        self.feedback_counts = {outcome: 0 for outcome in FEEDBACK_OUTCOMES}
-        self._pending: list[tuple[int, Any, Any, dict[str, Any], dict[str, Any]]] = []
+        self._pending: list[PredictedBatch] = []
         self._pending_rows = 0
         self._pending_times: list[tuple[float, float, float, float]] = []
+        self.exposition: Any = None
+        """The scrape's cached text layout of this version (``gateway.monitoring.exposition``)."""
         self.fleet = fleet
         """With several workers, a ``gateway.monitoring.fleet.Fleet``: where the other workers'
         states are read, and this worker's predecessor's state is taken over from."""
         if fleet is not None:
             inherited = fleet.inherit(model, self.version)
             if inherited is not None:
-                self.restore(*inherited)
+                state, age = inherited
+                try:
+                    self.restore(state, age)
+                except StateMismatchError as exc:
+                    log.error(
+                        "%s version %s: the previous worker's monitoring state does not fit this spec (%s); "
+                        "its counts start from zero",
+                        model,
+                        self.version,
+                        exc,
+                    )
 
     def count_rejected(self, rejected_rows: int, violations: Sequence[Violation]) -> None:
         with self.lock:
-            self.rows["rejected"] += rejected_rows
+            self.rows.counts["rejected"] += rejected_rows
             self._count_violations(violations)
 
     def count_nonfinite_outputs(self, n_rows: int) -> None:
@@ -278,37 +255,27 @@ class ModelMetrics:
 
     def _count_violations(self, violations: Sequence[Violation]) -> None:
         unknown = len(self.features)
+        counts = self.violations.counts
         for v in violations:
-            self.violations[self._feature_index.get(v.feature, unknown), self._reason_index[v.reason]] += 1
+            counts[self._feature_index.get(v.feature, unknown), self._reason_index[v.reason]] += 1
 
-    def count_predicted(
-        self,
-        n_rows: int,
-        violations: Sequence[Violation],
-        flagged: int,
-        clipped: int,
-        confidence: NDArray[np.float32] | None,
-        classes: NDArray[np.intp] | None,
-        values: NDArray[np.float32] | None,
-        review: int,
-        columns: dict[str, Any],
-        imputed: dict[str, Any],
-        probabilities: NDArray[np.float32] | None = None,
-    ) -> None:
+    def count_predicted(self, batch: PredictedBatch) -> None:
         """Count a predicted batch. The scalar counts are added at once; the vectorised
         part (histograms, drift) is buffered and folded in for many requests together
         (see ``flush``), so numpy's cost per call is paid per ~512 rows, not per request."""
         with self.lock:
-            self.rows["predicted"] += n_rows
-            if violations:
-                self._count_violations(violations)
-            self.flagged_rows += flagged
-            self.clipped_rows += clipped
-            self.review_rows += review
+            self.rows.counts["predicted"] += batch.rows
+            if batch.violations:
+                self._count_violations(batch.violations)
+            if batch.flagged or batch.clipped or batch.review:
+                marks = self.marks.counts
+                marks["flagged"] += batch.flagged
+                marks["clipped"] += batch.clipped
+                marks["review"] += batch.review
             if self._pending and self.drift.due():
                 self._flush_rows()  # buffered rows belong to the time slice that just ended
-            self._pending.append((n_rows, probabilities, values, columns, imputed))
-            self._pending_rows += n_rows
+            self._pending.append(batch)
+            self._pending_rows += batch.rows
             if len(self._pending) >= PENDING_REQUESTS or self._pending_rows >= PENDING_ROWS:
                 self._flush_rows()
 
@@ -319,16 +286,15 @@ class ModelMetrics:
         imputed: dict[str, Any],
         probabilities: NDArray[np.float32] | None,
         values: NDArray[np.float32] | None,
-        advance: bool = True,
     ) -> None:
-        """The vectorised part of counting a batch: histograms, class counts, drift.
-        ``advance=False`` for buffered rows: they belong to the current time slice."""
+        """The vectorised part of counting a batch: histograms, class counts, drift (the
+        buffered rows belong to the current time slice: the window does not advance)."""
         confidence = classes = None
         if probabilities is not None:
             confidence = probabilities.max(axis=1)
             classes = probabilities.argmax(axis=1)
             self.confidence.observe_many(confidence)
-            self.class_counts += np.bincount(classes, minlength=len(self.labels))
+            self.class_counts.counts += np.bincount(classes, minlength=len(self.labels))
             if probabilities.shape[1] > 1:
                 top2 = np.partition(probabilities, -2, axis=1)[:, -2:]
                 self.margin.observe_many(top2[:, 1] - top2[:, 0])
@@ -336,35 +302,36 @@ class ModelMetrics:
                 self.entropy.observe_many(-(p * np.log(p)).sum(axis=1) / np.log(probabilities.shape[1]))
         if values is not None:
             self.values.observe_many(values)
-        self.drift.observe(columns, imputed, n_rows, classes, confidence, values, advance=advance)
+        self.drift.observe(columns, imputed, n_rows, classes, confidence, values, advance=False)
 
     def _flush_rows(self) -> None:
         """Count the buffered predictions as one batch (caller holds the lock)."""
         pending, self._pending, self._pending_rows = self._pending, [], 0
         if not pending:
             return
-        n = sum(p[0] for p in pending)
+        n = sum(p.rows for p in pending)
         first = pending[0]
-        if all(type(p[3]) is MatrixColumns and p[3].index is first[3].index for p in pending):
+        columns: Any
+        if all(type(p.columns) is MatrixColumns and p.columns.index is first.columns.index for p in pending):
             # all-numeric batches that came as matrices: one stack, column views on demand
-            columns = MatrixColumns(np.concatenate([p[3].matrix for p in pending]), first[3].index)
+            columns = MatrixColumns(np.concatenate([p.columns.matrix for p in pending]), first.columns.index)
             imputed = {}
-        elif all(p[0] == 1 and type(next(iter(p[3].values()), None)) is list for p in pending):
+        elif all(p.rows == 1 and type(next(iter(p.columns.values()), None)) is list for p in pending):
             # one-row requests: each column's values are Python scalars in one-item lists
-            columns = {name: np.array([p[3][name][0] for p in pending]) for name in first[3]}
+            columns = {name: np.array([p.columns[name][0] for p in pending]) for name in first.columns}
             imputed = {
-                name: np.array([name in p[4] for p in pending], dtype=np.bool_)
-                for name in {k for p in pending for k in p[4]}
+                name: np.array([name in p.imputed for p in pending], dtype=np.bool_)
+                for name in {k for p in pending for k in p.imputed}
             }
         else:
-            columns = {name: np.concatenate([np.asarray(p[3][name]) for p in pending]) for name in first[3]}
+            columns = {name: np.concatenate([np.asarray(p.columns[name]) for p in pending]) for name in first.columns}
             imputed = {
-                name: np.concatenate([_mask(p[4].get(name), p[0]) for p in pending])
-                for name in {k for p in pending for k in p[4]}
+                name: np.concatenate([_mask(p.imputed.get(name), p.rows) for p in pending])
+                for name in {k for p in pending for k in p.imputed}
             }
-        probabilities = np.concatenate([p[1] for p in pending]) if first[1] is not None else None
-        values = np.concatenate([p[2] for p in pending]) if first[2] is not None else None
-        self._observe_outputs(n, columns, imputed, probabilities, values, advance=False)
+        probabilities = np.concatenate([p.probabilities for p in pending]) if first.probabilities is not None else None
+        values = np.concatenate([p.values for p in pending]) if first.values is not None else None
+        self._observe_outputs(n, columns, imputed, probabilities, values)
 
     def time_stages(self, validate: float, transform: float, infer: float, monitor: float) -> None:
         """Record one request's stage timings (buffered; flushed with the rows)."""
@@ -380,9 +347,7 @@ class ModelMetrics:
     def _flush_times(self) -> None:
         pending, self._pending_times = self._pending_times, []
         if pending:
-            times = np.asarray(pending, dtype=np.float64)
-            for i, stage in enumerate(STAGES):
-                self.stages[stage].observe_many(times[:, i])
+            self.stages.observe_rows(pending)
 
     def flush(self) -> None:
         """Fold every buffered observation in. Every reader calls this (under the lock)
@@ -396,47 +361,20 @@ class ModelMetrics:
         """Everything counted so far, as numbers (copies). Takes the lock and flushes."""
         with self.lock:
             self.flush()
-            return MetricsState(
-                rows=dict(self.rows),
-                flagged_rows=self.flagged_rows,
-                clipped_rows=self.clipped_rows,
-                review_rows=self.review_rows,
-                violations=self.violations.copy(),
-                class_counts=self.class_counts.copy(),
-                confidence=self.confidence.export(),
-                margin=self.margin.export(),
-                entropy=self.entropy.export(),
-                values=self.values.export(),
-                stages={stage: hist.export() for stage, hist in self.stages.items()},
-                feedback_counts=dict(self.feedback_counts),
-                drift=self.drift.export(),
-                feedback=self.feedback.export(),
-            )
+            return MetricsState(**{name: getattr(self, name).export() for name in INSTRUMENTS})
 
     def restore(self, state: MetricsState, age: float = 0.0) -> None:
         """Continue from ``state``, exported ``age`` seconds ago: a worker restarted in the
-        same slot takes over its predecessor's counts, so the fleet's counters never go back."""
+        same slot takes over its predecessor's counts, so the fleet's counters never go back.
+
+        All or nothing: raises ``StateMismatchError``, changing nothing, if any instrument's
+        state does not fit (another spec's layout)."""
         with self.lock:
-            for outcome in self.rows:
-                self.rows[outcome] = int(state.rows.get(outcome, 0))
-            self.flagged_rows = int(state.flagged_rows)
-            self.clipped_rows = int(state.clipped_rows)
-            self.review_rows = int(state.review_rows)
-            if np.shape(state.violations) == self.violations.shape:
-                self.violations[:] = state.violations
-            if np.shape(state.class_counts) == self.class_counts.shape:
-                self.class_counts[:] = state.class_counts
-            self.confidence.restore(state.confidence)
-            self.margin.restore(state.margin)
-            self.entropy.restore(state.entropy)
-            self.values.restore(state.values)
-            for stage, hist in self.stages.items():
-                if stage in state.stages:
-                    hist.restore(state.stages[stage])
-            for outcome in self.feedback_counts:
-                self.feedback_counts[outcome] = int(state.feedback_counts.get(outcome, 0))
-            self.drift.restore(state.drift, age)
-            self.feedback.restore(state.feedback)
+            for name in INSTRUMENTS:
+                getattr(self, name).check(getattr(state, name))
+            for name in INSTRUMENTS:
+                getattr(self, name).restore(getattr(state, name))
+            self.drift.age(age)
 
     def view(self) -> MetricsView:
         """What every reader reads: this worker's state, plus every other worker's last
@@ -462,9 +400,9 @@ class MetricsView:
         self.state = state
         self.rows = state.rows
         self.flagged_rows, self.clipped_rows, self.review_rows = (
-            state.flagged_rows,
-            state.clipped_rows,
-            state.review_rows,
+            state.marks["flagged"],
+            state.marks["clipped"],
+            state.marks["review"],
         )
         self.violations = np.asarray(state.violations)
         self.class_counts = np.asarray(state.class_counts)
@@ -479,7 +417,7 @@ class MetricsView:
         """The local window: its segments, sizes and mode (its counts are not the view's)."""
         self.drift_total = np.asarray(state.drift.total)
         self.drift_rows = int(state.drift.total_rows)
-        self.statistics = window_statistics(m.drift.segments, self.drift_total, self.drift_rows)
+        self.statistics = m.drift.table.compute(self.drift_total, self.drift_rows)
         self.estimated_accuracy = estimate_accuracy(
             self.drift_rows, float(state.drift.total_confidence), "_confidence" in m.drift.by_name
         )
@@ -535,6 +473,12 @@ class GatewayCollector(Collector):
         """Set by the gateway: whether the server is ready (exported as ``driftgate_ready``)."""
         self.failures: Callable[[], list[tuple[str, int]]] | None = None
         """Set by the gateway: versions that failed to load."""
+        self.detail: dict[str, str] = {}
+        """Exposition level by model name (``gateway.monitoring.exposition.parse_metrics_detail``)."""
+        self.shared: Any = None
+        """The exposition's shared build (``gateway.monitoring.exposition.SharedBuild``)."""
+        self.stage_layouts: dict[tuple[str, int], list[str]] = {}
+        """The exposition's cached latency lines by model and level."""
 
     def attach(self, metrics: ModelMetrics) -> None:
         with self._lock:
@@ -544,191 +488,25 @@ class GatewayCollector(Collector):
         with self._lock:
             self._models = {k: v for k, v in self._models.items() if k != (model, str(version))}
 
+    def models(self) -> list[ModelMetrics]:
+        """The served versions' metrics, in the order they were attached."""
+        return list(self._models.values())
+
+    def failed(self) -> list[tuple[str, str]]:
+        """(model, version) of versions that failed to load and are not served."""
+        served = self._models
+        failures = self.failures() if self.failures is not None else []
+        return [(name, str(version)) for name, version in failures if (name, str(version)) not in served]
+
     def collect(self) -> Iterator[Metric]:
-        models = list(self._models.values())
-        rows = CounterMetricFamily(
-            "driftgate_rows", "Rows received, by outcome.", labels=["model", "version", "outcome"]
-        )
-        marked = CounterMetricFamily(
-            "driftgate_marked_rows",
-            "Predicted rows that were flagged, clipped or sent for review.",
-            labels=["model", "version", "mark"],
-        )
-        violations = CounterMetricFamily(
-            "driftgate_violations", "Violations of the feature spec.", labels=["model", "version", "feature", "reason"]
-        )
-        confidence = HistogramMetricFamily(
-            "driftgate_confidence", "Top-class probability of predicted rows.", labels=["model", "version"]
-        )
-        classes = CounterMetricFamily(
-            "driftgate_predicted_class", "Predicted rows by class.", labels=["model", "version", "class"]
-        )
-        values = HistogramMetricFamily(
-            "driftgate_prediction_value", "Predicted values of regressors.", labels=["model", "version"]
-        )
-        stages = HistogramMetricFamily(
-            "driftgate_request_seconds", "Seconds per request, by stage.", labels=["model", "stage"]
-        )
-        margin = HistogramMetricFamily(
-            "driftgate_confidence_margin",
-            "Top-class minus runner-up probability of predicted rows.",
-            labels=["model", "version"],
-        )
-        entropy = HistogramMetricFamily(
-            "driftgate_prediction_entropy",
-            "Entropy of the predicted class distribution, normalised to [0, 1].",
-            labels=["model", "version"],
-        )
-        drift = GaugeMetricFamily(
-            "driftgate_feature_drift",
-            "Population stability index of the live window against the training baseline.",
-            labels=["model", "version", "feature"],
-        )
-        distance = GaugeMetricFamily(
-            "driftgate_feature_drift_distance",
-            "Kolmogorov-Smirnov (numbers) or Jensen-Shannon (categories) distance of the live window to the baseline.",
-            labels=["model", "version", "feature", "statistic"],
-        )
-        unseen = GaugeMetricFamily(
-            "driftgate_unseen_category_share",
-            "Share of unseen categories in the live window.",
-            labels=["model", "version", "feature"],
-        )
-        missing = GaugeMetricFamily(
-            "driftgate_missing_share",
-            "Share of missing (imputed) values in the live window.",
-            labels=["model", "version", "feature"],
-        )
-        output_drift = GaugeMetricFamily(
-            "driftgate_output_drift",
-            "Population stability index of the model's outputs against the output baseline.",
-            labels=["model", "version", "output"],
-        )
-        estimated = GaugeMetricFamily(
-            "driftgate_estimated_accuracy",
-            "Accuracy estimated from confidence (CBPE) over the live window.",
-            labels=["model", "version"],
-        )
-        window_rows = GaugeMetricFamily(
-            "driftgate_drift_window_rows", "Rows in the live drift window.", labels=["model", "version"]
-        )
-        bin_count = GaugeMetricFamily(
-            "driftgate_drift_bin_count",
-            "Live window count per drift bin (sum across replicas for fleet-wide drift).",
-            labels=["model", "version", "feature", "bin"],
-        )
-        baseline_share = GaugeMetricFamily(
-            "driftgate_drift_baseline_share",
-            "Training baseline share per drift bin, floored as the PSI formula floors it.",
-            labels=["model", "version", "feature", "bin"],
-        )
-        feedback = CounterMetricFamily(
-            "driftgate_feedback", "Ground-truth feedback items, by outcome.", labels=["model", "version", "outcome"]
-        )
-        online = GaugeMetricFamily(
-            "driftgate_online_metric",
-            "Online accuracy (classifiers) or MAE and RMSE (regressors) over the feedback window.",
-            labels=["model", "version", "metric"],
-        )
-        feedback_rows = GaugeMetricFamily(
-            "driftgate_feedback_window_rows", "Feedback rows in the online-metric window.", labels=["model", "version"]
-        )
-        baseline_confidence = GaugeMetricFamily(
-            "driftgate_baseline_mean_confidence",
-            "Mean top-class probability on the reference data recorded in the spec (from the histogram's bin midpoints).",
-            labels=["model", "version"],
-        )
-        nonfinite = CounterMetricFamily(
-            "driftgate_nonfinite_observations",
-            "NaN or infinite values kept out of histograms.",
-            labels=["model", "version"],
-        )
-        by_model: dict[tuple[str, str], list[BatchHistogram]] = {}
-        for metrics in models:
-            m = metrics.view()
-            key = [m.model, m.version]
-            for outcome, count in m.rows.items():
-                rows.add_metric([*key, outcome], count)
-            marked.add_metric([*key, "flagged"], m.flagged_rows)
-            marked.add_metric([*key, "clipped"], m.clipped_rows)
-            marked.add_metric([*key, "review"], m.review_rows)
-            for fi, ri in zip(*np.nonzero(m.violations), strict=True):
-                name = m.features[fi] if fi < len(m.features) else UNKNOWN_FEATURE_LABEL
-                violations.add_metric([*key, name, REASONS[ri]], int(m.violations[fi, ri]))
-            if m.classification:
-                confidence.add_metric(key, m.confidence.buckets(), m.confidence.total)
-                for label, count in zip(m.labels, m.class_counts.tolist(), strict=True):
-                    classes.add_metric([*key, label], count)
-            else:
-                values.add_metric(key, m.values.buckets(), m.values.total)
-            nonfinite.add_metric(key, m.confidence.nonfinite + m.values.nonfinite)
-            if m.classification:
-                margin.add_metric(key, m.margin.buckets(), m.margin.total)
-                entropy.add_metric(key, m.entropy.buckets(), m.entropy.total)
-            stats = m.statistics
-            window_rows.add_metric(key, m.drift_rows)
-            for segment in m.drift.segments:
-                counts = m.live_counts(segment).tolist()
-                shares = np.maximum(segment.baseline, PSI_FLOOR).tolist()
-                for b, (count, share) in enumerate(zip(counts, shares, strict=True)):
-                    bin_count.add_metric([*key, segment.name, str(b)], count)
-                    baseline_share.add_metric([*key, segment.name, str(b)], share)
-                seg = stats.get(segment.name)
-                if seg is None:
-                    continue
-                if segment.name.startswith("_"):
-                    output_drift.add_metric([*key, segment.name[1:]], seg["psi"])
-                    continue
-                drift.add_metric([*key, segment.name], seg["psi"])
-                for statistic in ("ks", "js"):
-                    if statistic in seg:
-                        distance.add_metric([*key, segment.name, statistic], seg[statistic])
-                if "unseen_share" in seg:
-                    unseen.add_metric([*key, segment.name], seg["unseen_share"])
-                if "missing_share" in seg:
-                    missing.add_metric([*key, segment.name], seg["missing_share"])
-            for outcome, count in m.feedback_counts.items():
-                feedback.add_metric([*key, outcome], count)
-            feedback_rows.add_metric(key, m.feedback.rows)
-            online_metrics = (
-                (("accuracy", m.feedback.accuracy()),)
-                if m.classification
-                else (("mae", m.feedback.mae()), ("rmse", m.feedback.rmse()))
-            )
-            for name, value in online_metrics:
-                if value is not None:
-                    online.add_metric([*key, name], value)
-            if m.baseline_mean_confidence is not None:
-                baseline_confidence.add_metric(key, m.baseline_mean_confidence)
-            accuracy = m.estimated_accuracy if m.classification else None
-            if accuracy is not None:
-                estimated.add_metric(key, accuracy)
-            for stage, hist in m.stages.items():
-                by_model.setdefault((m.model, stage), []).append(hist)
-        for (model, stage), hists in by_model.items():  # the contract labels stages by model, not version
-            merged = BatchHistogram(LATENCY_BUCKETS)
-            for hist in hists:
-                merged.counts += hist.counts
-                merged.total += hist.total
-            stages.add_metric([model, stage], merged.buckets(), merged.total)
-        yield from (rows, marked, violations, confidence, classes, values, stages, nonfinite, margin, entropy)
-        yield from (drift, distance, unseen, missing, output_drift, estimated, window_rows, bin_count, baseline_share)
-        yield from (feedback, online, feedback_rows, baseline_confidence)
-        ready = GaugeMetricFamily(
-            "driftgate_ready", "1 when every model is loaded and warmed and the server is not draining."
-        )
-        ready.add_metric([], 1.0 if self.ready is not None and self.ready() else 0.0)
-        loaded = GaugeMetricFamily(
-            "driftgate_model_loaded",
-            "1 for a served model version, 0 for one that failed to load.",
-            labels=["model", "version"],
-        )
-        for m in models:
-            loaded.add_metric([m.model, m.version], 1.0)
-        for name, version in self.failures() if self.failures is not None else []:
-            if (name, str(version)) not in self._models:
-                loaded.add_metric([name, str(version)], 0.0)
-        yield from (ready, loaded)
+        """The same families as ``/metrics`` (less ``driftgate_requests_total``, which has a
+        collector of its own), through prometheus_client's generic path: for callers of
+        ``generate_latest``. ``/metrics`` itself is ``gateway.monitoring.exposition``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from gateway.monitoring.exposition import render_text
+
+        yield from text_string_to_metric_families(render_text(self, requests=None).decode())
 
 
 def new_metrics_registry() -> tuple[CollectorRegistry, GatewayCollector]:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from gateway.monitoring.drift import CHUNKS, MIN_ROWS, PSI_FLOOR, DriftWindow, psi
-from gateway.monitoring.metrics import ModelMetrics
+from gateway.monitoring.metrics import ModelMetrics, PredictedBatch
 from gateway.spec import (
     BooleanFeature,
     CategoryBaseline,
@@ -487,7 +487,13 @@ def _count(metrics: ModelMetrics, records: Sequence[dict[str, Any]], probabiliti
     assert checked.rejected is None
     p = np.asarray(probabilities, dtype=np.float32)
     metrics.count_predicted(
-        checked.n_rows, checked.violations, 0, 0, p.max(axis=1), p.argmax(axis=1), None, 0, checked.columns, checked.imputed, p
+        PredictedBatch(
+            rows=checked.n_rows,
+            violations=checked.violations,
+            columns=checked.columns,
+            imputed=checked.imputed,
+            probabilities=p,
+        )
     )
 
 
@@ -516,7 +522,7 @@ def test_one_row_requests_count_in_the_window_exactly_as_one_batch(seed: int) ->
     assert a.statistics() == b.statistics()
     assert single.rows["predicted"] == batched.rows["predicted"] == n
     assert single.confidence.counts.tolist() == batched.confidence.counts.tolist()
-    assert single.class_counts.tolist() == batched.class_counts.tolist()
+    assert single.class_counts.counts.tolist() == batched.class_counts.counts.tolist()
 
 
 def test_a_read_counts_every_one_row_request_predicted_so_far() -> None:
