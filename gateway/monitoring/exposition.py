@@ -11,10 +11,16 @@ on the event loop). Here:
   (``tolist`` then ``str``/``repr``), and the drift statistics of a version are a handful
   of numpy calls over its flat bin vector (``SegmentTable``), whatever its features.
 - **Never on the event loop**: ``render_metrics`` builds on a thread of its own, and
-  scrapes that arrive while a build runs share that build. While it runs the interpreter
-  hands the lock between threads every ``BUILD_SWITCH_SECONDS`` (0.5 ms) instead of the
-  default 5 ms, and the builder yields after each model version, so a prediction that
-  arrives meanwhile waits a fraction of a millisecond, not a whole switch interval.
+  scrapes that arrive while a build is pending or runs share that build. While it runs the
+  interpreter hands the lock between threads every ``BUILD_SWITCH_SECONDS`` (0.5 ms)
+  instead of the default 5 ms, and the builder yields after each model version, so a
+  prediction that arrives meanwhile waits a fraction of a millisecond, not a whole switch
+  interval. Builds are spaced (``BUILD_SPACING``): scrapes in a tight loop take at most a
+  fifth of the process's time.
+- **A version whose counts did not move is not written again**: its text is kept with a
+  fingerprint of its counters (rows, feedback, non-finite outputs, pending work) and reused
+  while that is unchanged; only versions with traffic since the last scrape cost numpy and
+  formatting. (Time windows and several workers always write afresh.)
 - **Series scale with intent** (``--metrics-detail``, ``DRIFTGATE_METRICS_DETAIL``): the
   ``standard`` level, the default, exports what the alert rules and the dashboard read,
   at most 100 samples for a 30-feature classifier; ``detailed`` adds the per-feature
@@ -32,6 +38,7 @@ import re
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -57,6 +64,7 @@ if TYPE_CHECKING:
     from gateway.monitoring.metrics import GatewayCollector, ModelMetrics
 
 __all__ = [
+    "BUILD_SPACING",
     "BUILD_SWITCH_SECONDS",
     "CONTENT_TYPE",
     "LEVELS",
@@ -81,6 +89,9 @@ _STANDARD_LATENCY_INDEX = [LATENCY_BUCKETS.index(b) for b in STANDARD_LATENCY_BU
 
 BUILD_SWITCH_SECONDS = 0.0005
 """The interpreter's thread switch interval while a scrape is being built (default 5 ms)."""
+BUILD_SPACING = 4.0
+"""A build starts at the earliest this many times the last build's duration after it ended:
+scrapes in a tight loop build at most a fifth of the time (``SharedBuild``)."""
 
 _ENTRY = re.compile(r"^\s*(?:([A-Za-z0-9_.*-]+)\s*=\s*)?([a-z]+)\s*$")
 
@@ -168,9 +179,9 @@ _FAMILIES: list[tuple[str, str, str]] = [
 ]
 
 
-def _header(name: str, kind: str, text: str) -> str:
+def _header(name: str, kind: str, text: str) -> bytes:
     help_text = text.replace("\\", r"\\").replace("\n", r"\n")
-    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
+    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode()
 
 
 _HEADERS = {name: _header(name, kind, text) for name, kind, text in _FAMILIES}
@@ -267,6 +278,8 @@ class _Layout:
         self.output_drift = {
             i: f"driftgate_output_drift{_labels([*key, ('output', segments[i].name[1:])])} " for i in self.outputs
         }
+        self.drift_list = [self.drift[i] for i in self.inputs]
+        self.output_list = [self.output_drift[i] for i in self.outputs]
         self.estimated = f"driftgate_estimated_accuracy{lab} "
         self.window_rows = f"driftgate_drift_window_rows{lab} "
         self.feedback = [
@@ -399,13 +412,17 @@ def _drift_text(
     table = m.drift.table
     if level < DETAILED:
         psi, held = table.psi(total)
-        values = psi.tolist()
+        values = list(map(repr, psi.tolist()))  # finite: both shares are floored above zero
+        if held.all():
+            out["driftgate_feature_drift"].append(_lines(lay.drift_list, [values[i] for i in lay.inputs]))
+            out["driftgate_output_drift"].append(_lines(lay.output_list, [values[i] for i in lay.outputs]))
+            return
         held_list = held.tolist()
         out["driftgate_feature_drift"].append(
-            "".join(f"{lay.drift[i]}{_number(values[i])}\n" for i in lay.inputs if held_list[i])
+            "".join(f"{lay.drift[i]}{values[i]}\n" for i in lay.inputs if held_list[i])
         )
         out["driftgate_output_drift"].append(
-            "".join(f"{lay.output_drift[i]}{_number(values[i])}\n" for i in lay.outputs if held_list[i])
+            "".join(f"{lay.output_drift[i]}{values[i]}\n" for i in lay.outputs if held_list[i])
         )
         return
     stats = table.compute(total, rows)
@@ -432,32 +449,74 @@ def _drift_text(
     out["driftgate_missing_share"].append("".join(missing))
 
 
-def _states(
-    models: list[ModelMetrics], pause: Callable[[], None]
-) -> tuple[list[MetricsState], Publication | None, list[Publication]]:
-    """Every model version's state to read: its own, or with several workers the sum of this
-    worker's (published now, once for all versions) and every other's last publication.
-    Also this worker's publication and the others', if any (their request counts)."""
+class _Rendered:
+    """One model version's text by family, and its latency histograms, as last written."""
+
+    __slots__ = ("chunks", "key", "stage_text", "stages")
+
+    def __init__(self, key: tuple[Any, ...] | None, state: MetricsState, m: ModelMetrics, level: int) -> None:
+        self.key = key
+        out: dict[str, list[str]] = defaultdict(list)
+        _model_text(m, state, level, out)
+        self.chunks = [(family, "".join(parts).encode()) for family, parts in out.items()]
+        self.stages = {stage: (np.asarray(h.counts), float(h.total)) for stage, h in state.stages.items()}
+        self.stage_text = b""
+        """The latency lines, when this is its model's only version (written on first use)."""
+
+
+def _fingerprint(m: ModelMetrics, level: int) -> tuple[Any, ...] | None:
+    """What changes whenever anything this version exports changes (every count comes with a
+    row, a feedback outcome or a non-finite output); None when its text cannot be reused: a
+    time window slides by itself, and with several workers the others' counts move."""
+    if m.fleet is not None or m.drift.window_seconds is not None:
+        return None
+    with m.lock:
+        return (
+            level,
+            m.rows.counts["predicted"],
+            m.rows.counts["rejected"],
+            sum(m.feedback_counts.counts.values()),
+            m.confidence.nonfinite,
+            len(m._pending),
+            len(m._pending_times),
+        )
+
+
+def _render_models(
+    models: list[ModelMetrics], levels: dict[str, str], pause: Callable[[], None]
+) -> tuple[list[_Rendered], Publication | None, list[Publication]]:
+    """Every model version's text: reused when nothing it exports has changed since the last
+    scrape, else written from its state (with several workers, the sum of this worker's,
+    published now once for all versions, and every other's last publication). Also this
+    worker's publication and the others', if any (their request counts)."""
     snapshots: dict[int, tuple[Publication, list[Publication]]] = {}
     own: Publication | None = None
     others: list[Publication] = []
-    states = []
+    rendered = []
     for m in models:
+        level = level_of(levels, m.model)
+        key = _fingerprint(m, level)
+        last: _Rendered | None = m.rendered
+        if key is not None and last is not None and last.key == key:
+            rendered.append(last)
+            continue
         fleet = m.fleet
         if fleet is None:
-            states.append(m.export())
+            state = m.export()
         else:
             snapshot = snapshots.get(id(fleet))
             if snapshot is None:
                 snapshot = snapshots[id(fleet)] = (fleet.publish(), fleet.others())
             own, others = snapshot
-            key = (m.model, m.version)
-            mine = own.models.get(key)
+            name = (m.model, m.version)
+            mine = own.models.get(name)
             parts = [mine[0] if mine is not None else m.export()]  # else: unloaded meanwhile
-            parts += [p.models[key][0] for p in others if key in p.models]
-            states.append(merge_states(parts))
+            parts += [p.models[name][0] for p in others if name in p.models]
+            state = merge_states(parts)
+        m.rendered = _Rendered(key, state, m, level)
+        rendered.append(m.rendered)
         pause()
-    return states, own, others
+    return rendered, own, others
 
 
 def render_text(
@@ -469,46 +528,58 @@ def render_text(
     counts by model and reason; None: left out). ``pause`` is called after each version."""
     levels = collector.detail
     models = collector.models()
-    states, own, others = _states(models, pause)
-    out: dict[str, list[str]] = {name: [] for name in _HEADERS}
-    by_model: dict[str, list[MetricsState]] = {}
-    for m, state in zip(models, states, strict=True):
-        _model_text(m, state, level_of(levels, m.model), out)
-        by_model.setdefault(m.model, []).append(state)
-        pause()
-    for model, model_states in by_model.items():  # the contract labels stages by model, not version
+    rendered, own, others = _render_models(models, levels, pause)
+    out: dict[str, list[bytes]] = {name: [] for name in _HEADERS}
+    by_model: dict[str, list[_Rendered]] = {}
+    for m, text in zip(models, rendered, strict=True):
+        for family, chunk in text.chunks:
+            out[family].append(chunk)
+        by_model.setdefault(m.model, []).append(text)
+    for model, versions in by_model.items():  # the contract labels stages by model, not version
         level = level_of(levels, model)
         prefixes = collector.stage_layouts.get((model, level))
         if prefixes is None:
             prefixes = collector.stage_layouts[(model, level)] = _stage_prefixes(model, level)
+        if len(versions) == 1 and versions[0].stage_text:
+            out["driftgate_request_seconds"].append(versions[0].stage_text)
+            continue
         stages = STAGES if level >= DETAILED else STANDARD_STAGES
         index = None if level >= DETAILED else _STANDARD_LATENCY_INDEX
         values: list[str] = []
         for stage in stages:
-            counts = np.sum([np.asarray(s.stages[stage].counts) for s in model_states], axis=0)
-            total = sum(float(s.stages[stage].total) for s in model_states)
+            if len(versions) == 1:
+                counts, total = versions[0].stages[stage]
+            else:
+                counts = np.sum([v.stages[stage][0] for v in versions], axis=0)
+                total = sum(v.stages[stage][1] for v in versions)
             values += _histogram_values(counts, total, index)
-        out["driftgate_request_seconds"].append(_lines(prefixes, values))
+        lines = _lines(prefixes, values).encode()
+        if len(versions) == 1:
+            versions[0].stage_text = lines
+        out["driftgate_request_seconds"].append(lines)
     ready = collector.ready is not None and collector.ready()
-    out["driftgate_ready"].append(f"driftgate_ready {1.0 if ready else 0.0}\n")
+    out["driftgate_ready"].append(b"driftgate_ready 1.0\n" if ready else b"driftgate_ready 0.0\n")
     for name, version in collector.failed():
         out["driftgate_model_loaded"].append(
-            f"driftgate_model_loaded{_labels([('model', name), ('version', version)])} 0.0\n"
+            f"driftgate_model_loaded{_labels([('model', name), ('version', version)])} 0.0\n".encode()
         )
     if requests is not None:
-        counts = _request_counts(requests, own, others)
+        request_counts = _request_counts(requests, own, others)
         out["driftgate_requests_total"].append(
             "".join(
                 f"driftgate_requests_total{_labels([('model', model), ('reason', reason)])} {count}\n"
-                for (model, reason), count in sorted(counts.items())
-            )
+                for (model, reason), count in sorted(request_counts.items())
+            ).encode()
         )
     else:
         del out["driftgate_requests_total"]
     declared = max((_RANK[level] for level in levels.values()), default=STANDARD)
-    return "".join(
-        _HEADERS[name] + "".join(parts) for name, parts in out.items() if parts or _FAMILY_LEVEL[name] <= declared
-    ).encode()
+    body = []
+    for name, parts in out.items():
+        if parts or _FAMILY_LEVEL[name] <= declared:
+            body.append(_HEADERS[name])
+            body += parts
+    return b"".join(body)
 
 
 def _request_counts(
@@ -552,24 +623,41 @@ def _yield() -> None:
 
 
 class SharedBuild:
-    """One build at a time on a thread of its own; callers that arrive while one runs share it."""
+    """One build at a time on a thread of its own; callers that arrive while one is pending
+    or running share it. A build starts at the earliest ``spacing`` times the last build's
+    duration after that build ended (the caller waits, without using the processor), so
+    scrapes in a tight loop spend at most ``1 / (1 + spacing)`` of the process's time
+    building, whatever the number of models; a scrape every few seconds never waits."""
 
-    def __init__(self, build: Callable[[], bytes]) -> None:
+    def __init__(self, build: Callable[[], bytes], spacing: float = BUILD_SPACING) -> None:
         self._build = build
+        self._spacing = spacing
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="driftgate-metrics")
         self._running: asyncio.Future[bytes] | None = None
+        self._next_start = 0.0
+        self.builds = 0
 
     def _run(self) -> bytes:
         _short_switches(True)
+        t0 = time.perf_counter()
         try:
             return self._build()
         finally:
             _short_switches(False)
+            self.builds += 1
+            took = time.perf_counter() - t0
+            self._next_start = time.monotonic() + self._spacing * took
+
+    async def _later(self) -> bytes:
+        delay = self._next_start - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run)
 
     async def get(self) -> bytes:
         running = self._running
         if running is None:
-            running = self._running = asyncio.get_running_loop().run_in_executor(self._executor, self._run)
+            running = self._running = asyncio.ensure_future(self._later())
             running.add_done_callback(self._done)
         return await asyncio.shield(running)
 

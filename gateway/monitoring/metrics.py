@@ -224,6 +224,8 @@ class ModelMetrics:
         self._pending_times: list[tuple[float, float, float, float]] = []
         self.exposition: Any = None
         """The scrape's cached text layout of this version (``gateway.monitoring.exposition``)."""
+        self.rendered: Any = None
+        """Its text as the last scrape wrote it, reused while nothing it exports changes."""
         self.fleet = fleet
         """With several workers, a ``gateway.monitoring.fleet.Fleet``: where the other workers'
         states are read, and this worker's predecessor's state is taken over from."""

@@ -2,10 +2,11 @@
 
 The reference is what a gateway really exports: an in-process ``Gateway`` on the bundled
 models, after predictions (a classifier and a regressor), a rejected batch and feedback,
-scraped with ``prometheus_client.generate_latest``; plus the recording rules of
-``deploy/prometheus/rules.yml``. Every metric a panel names must be one of those, every
-label it matches on must be a label of that metric, and every literal label value it
-matches exactly must occur.
+scraped with ``prometheus_client.generate_latest`` at the default ``--metrics-detail``;
+plus the recording rules of ``deploy/prometheus/rules.yml``. Every metric a panel names must
+be one of those, every label it matches on must be a label of that metric, and every
+literal label value it matches exactly must occur. A panel whose description says it
+needs ``--metrics-detail detailed`` is checked against that level's export instead.
 """
 
 from __future__ import annotations
@@ -83,9 +84,27 @@ def label_values(var: dict[str, Any]) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+OPT_IN = "Needs --metrics-detail detailed"
+
+
+def opt_in_panels(dashboard: dict[str, Any]) -> set[str]:
+    """The titles of panels that read series only ``--metrics-detail detailed`` exports."""
+    return {p["title"] for p in all_panels(dashboard["panels"]) if OPT_IN in p.get("description", "")}
+
+
+def _samples(text: str) -> dict[str, dict[str, set[str]]]:
+    samples: dict[str, dict[str, set[str]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = samples.setdefault(s.name, {})
+            for key, value in s.labels.items():
+                labels.setdefault(key, set()).add(value)
+    return samples
+
+
 @pytest.fixture(scope="module")
-def exported() -> dict[str, dict[str, set[str]]]:
-    """Sample name -> label name -> values, as a gateway with some traffic exports them."""
+def exports() -> dict[str, dict[str, dict[str, set[str]]]]:
+    """Level -> sample name -> label name -> values, as a gateway with some traffic exports them."""
     gateway = Gateway(load_settings({}, repository=str(ROOT / "models")))
     gateway.scan()
     gateway.loaded.set()
@@ -99,14 +118,24 @@ def exported() -> dict[str, dict[str, set[str]]]:
     regression = predict(diabetes, to_columns([DIABETES] * 3, diabetes.spec.feature_names), gateway.predictions)
     record_feedback(gateway.model_registry, gateway.predictions, "penguins", [FeedbackItem(id=i, label="Gentoo") for i in outcome.ids[:10]])
     record_feedback(gateway.model_registry, gateway.predictions, "diabetes", [FeedbackItem(id=i, value=150.0) for i in regression.ids])
-    text = generate_latest(gateway.metrics_registry).decode()
-    samples: dict[str, dict[str, set[str]]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = samples.setdefault(s.name, {})
-            for key, value in s.labels.items():
-                labels.setdefault(key, set()).add(value)
-    return samples
+    out = {"standard": _samples(generate_latest(gateway.metrics_registry).decode())}
+    gateway.collector.detail = {"*": "detailed"}
+    out["detailed"] = _samples(generate_latest(gateway.metrics_registry).decode())
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(exports: dict[str, dict[str, dict[str, set[str]]]]) -> dict[str, dict[str, set[str]]]:
+    """What the default export holds."""
+    return exports["standard"]
+
+
+def reference(
+    where: str, dashboard: dict[str, Any], exports: dict[str, dict[str, dict[str, set[str]]]]
+) -> dict[str, dict[str, set[str]]]:
+    """The export a query is checked against: the default one, unless its panel opts in."""
+    opted = any(where.startswith(f"panel {title!r} ") for title in opt_in_panels(dashboard))
+    return exports["detailed" if opted else "standard"]
 
 
 @pytest.fixture(scope="module")
@@ -170,20 +199,27 @@ def test_dashboard_shape(dashboard: dict[str, Any]) -> None:
 
 
 def test_every_query_names_only_exported_metrics_or_recording_rules(
-    dashboard: dict[str, Any], exported: dict[str, dict[str, set[str]]], recorded: set[str]
+    dashboard: dict[str, Any], exports: dict[str, dict[str, dict[str, set[str]]]], recorded: set[str]
 ) -> None:
-    known = set(exported) | recorded
-    unknown = {where: sorted(metric_names(expr) - known) for where, expr in queries(dashboard) if metric_names(expr) - known}
+    unknown = {
+        where: sorted(metric_names(expr) - set(reference(where, dashboard, exports)) - recorded)
+        for where, expr in queries(dashboard)
+        if metric_names(expr) - set(reference(where, dashboard, exports)) - recorded
+    }
     assert unknown == {}, f"not exported and not a recording rule: {unknown}"
     for where, expr in queries(dashboard):
         assert metric_names(expr), f"{where}: selects no metric: {expr}"
 
 
-def test_every_label_matcher_fits_its_metric(dashboard: dict[str, Any], exported: dict[str, dict[str, set[str]]]) -> None:
+def test_every_label_matcher_fits_its_metric(
+    dashboard: dict[str, Any],
+    exported: dict[str, dict[str, set[str]]],
+    exports: dict[str, dict[str, dict[str, set[str]]]],
+) -> None:
     problems = []
     for where, expr in queries(dashboard):
         for metric, matchers in selectors(expr):
-            labels = exported.get(metric)
+            labels = reference(where, dashboard, exports).get(metric)
             if labels is None:  # a recording rule: its labels are its own business
                 continue
             for label, op, value in matchers:
@@ -220,3 +256,14 @@ def test_the_dashboard_covers_what_operators_watch(dashboard: dict[str, Any], re
     for q in ("0.5", "0.99"):
         assert any(f"histogram_quantile({q}," in e and "driftgate_request_seconds_bucket" in e and "stage" in e for e in exprs), q
     assert any(t.get("format") == "heatmap" and "driftgate_confidence_bucket" in t["expr"] for p in all_panels(dashboard["panels"]) for t in p.get("targets", []))
+
+
+def test_only_the_per_feature_statistics_panels_need_the_detailed_export(
+    dashboard: dict[str, Any], exports: dict[str, dict[str, dict[str, set[str]]]]
+) -> None:
+    """The default export serves every other panel, and the opted-in ones really need more."""
+    opted = opt_in_panels(dashboard)
+    assert opted == {"Drift distance (KS for numbers, JS for categories)", "Unseen categories and missing values"}
+    for where, expr in queries(dashboard):
+        if any(where.startswith(f"panel {title!r} ") for title in opted):
+            assert metric_names(expr) - set(exports["standard"]), f"{where} opts in but needs nothing more: {expr}"
