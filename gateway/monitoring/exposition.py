@@ -251,19 +251,22 @@ class _Layout:
 
     def __init__(self, m: ModelMetrics, level: int) -> None:
         key = [("model", m.model), ("version", m.version)]
+        base = _labels(key)[1:-1]  # model="m",version="1"
+
+        def labelled(name: str, *pairs: tuple[str, str]) -> str:
+            extra = "".join(f',{k}="{_escape(v)}"' for k, v in pairs)
+            return f"{name}{{{base}{extra}}} "
+
         self.level = level
-        lab = _labels(key)
-        self.rows = [f"driftgate_rows_total{_labels([*key, ('outcome', o)])} " for o in ("predicted", "rejected")]
-        self.marks = [
-            f"driftgate_marked_rows_total{_labels([*key, ('mark', mark)])} "
-            for mark in ("flagged", "clipped", "review")
-        ]
+        lab = f"{{{base}}}"
+        self.rows = [labelled("driftgate_rows_total", ("outcome", o)) for o in ("predicted", "rejected")]
+        self.marks = [labelled("driftgate_marked_rows_total", ("mark", k)) for k in ("flagged", "clipped", "review")]
         self.feature_names = [*m.features, UNKNOWN_FEATURE_LABEL]
         self.key = key
         self.classification = m.classification
         if m.classification:
             self.confidence = _histogram_prefixes("driftgate_confidence", key, m.confidence.bounds.tolist())
-            self.classes = [f"driftgate_predicted_class_total{_labels([*key, ('class', c)])} " for c in m.labels]
+            self.classes = [labelled("driftgate_predicted_class_total", ("class", c)) for c in m.labels]
             self.margin = _histogram_prefixes("driftgate_confidence_margin", key, m.margin.bounds.tolist())
             self.entropy = _histogram_prefixes("driftgate_prediction_entropy", key, m.entropy.bounds.tolist())
         else:
@@ -272,23 +275,17 @@ class _Layout:
         segments = m.drift.segments
         self.inputs = [i for i, s in enumerate(segments) if not s.name.startswith("_")]
         self.outputs = [i for i, s in enumerate(segments) if s.name.startswith("_")]
-        self.drift = {
-            i: f"driftgate_feature_drift{_labels([*key, ('feature', segments[i].name)])} " for i in self.inputs
-        }
+        self.drift = {i: labelled("driftgate_feature_drift", ("feature", segments[i].name)) for i in self.inputs}
         self.output_drift = {
-            i: f"driftgate_output_drift{_labels([*key, ('output', segments[i].name[1:])])} " for i in self.outputs
+            i: labelled("driftgate_output_drift", ("output", segments[i].name[1:])) for i in self.outputs
         }
         self.drift_list = [self.drift[i] for i in self.inputs]
         self.output_list = [self.output_drift[i] for i in self.outputs]
         self.estimated = f"driftgate_estimated_accuracy{lab} "
         self.window_rows = f"driftgate_drift_window_rows{lab} "
-        self.feedback = [
-            f"driftgate_feedback_total{_labels([*key, ('outcome', o)])} " for o in m.feedback_counts.counts
-        ]
         self.feedback_outcomes = list(m.feedback_counts.counts)
-        self.online = {
-            name: f"driftgate_online_metric{_labels([*key, ('metric', name)])} " for name in ("accuracy", "mae", "rmse")
-        }
+        self.feedback = [labelled("driftgate_feedback_total", ("outcome", o)) for o in self.feedback_outcomes]
+        self.online = {k: labelled("driftgate_online_metric", ("metric", k)) for k in ("accuracy", "mae", "rmse")}
         self.feedback_rows = f"driftgate_feedback_window_rows{lab} "
         self.baseline_confidence = (
             f"driftgate_baseline_mean_confidence{lab} {_number(m.baseline_mean_confidence)}\n"
@@ -298,28 +295,18 @@ class _Layout:
         self.loaded = f"driftgate_model_loaded{lab} 1.0\n"
         if level >= DETAILED:
             self.distance = {
-                (
-                    i,
-                    stat,
-                ): f"driftgate_feature_drift_distance{_labels([*key, ('feature', s.name), ('statistic', stat)])} "
+                (i, stat): labelled("driftgate_feature_drift_distance", ("feature", s.name), ("statistic", stat))
                 for i, s in enumerate(segments)
                 for stat in ("ks", "js")
             }
             self.unseen = {
-                i: f"driftgate_unseen_category_share{_labels([*key, ('feature', segments[i].name)])} "
-                for i in self.inputs
+                i: labelled("driftgate_unseen_category_share", ("feature", segments[i].name)) for i in self.inputs
             }
-            self.missing = {
-                i: f"driftgate_missing_share{_labels([*key, ('feature', segments[i].name)])} " for i in self.inputs
-            }
+            self.missing = {i: labelled("driftgate_missing_share", ("feature", segments[i].name)) for i in self.inputs}
         if level >= FULL:
-            self.bins = []
-            shares = []
-            for s in segments:
-                for b in range(s.size):
-                    where = _labels([*key, ("feature", s.name), ("bin", str(b))])
-                    self.bins.append(f"driftgate_drift_bin_count{where} ")
-                    shares.append(f"driftgate_drift_baseline_share{where} ")
+            where = [f'{{{base},feature="{_escape(s.name)}",bin="{b}"}} ' for s in segments for b in range(s.size)]
+            self.bins = ["driftgate_drift_bin_count" + w for w in where]
+            shares = ["driftgate_drift_baseline_share" + w for w in where]
             floored = [float(x) for s in segments for x in np.maximum(s.baseline, PSI_FLOOR).tolist()]
             self.baseline_shares = _lines(shares, _floats(floored))
 

@@ -167,6 +167,15 @@ def test_a_bad_metrics_detail_is_a_config_error_naming_the_variable(text: str) -
         load_settings({"DRIFTGATE_METRICS_DETAIL": text})
 
 
+def test_the_serve_flag_is_repeatable_and_reaches_the_setting() -> None:
+    from gateway.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--metrics-detail", "detailed", "--metrics-detail", "fraud=full"])
+    settings = load_settings({}, metrics_detail=",".join(args.metrics_detail))
+    assert parse_metrics_detail(settings.metrics_detail) == {"*": "detailed", "fraud": "full"}
+    assert load_settings({}).metrics_detail == "standard"
+
+
 def test_concurrent_scrapes_share_one_build_off_the_event_loop() -> None:
     builds: list[int] = []
     switch_during: list[float] = []
