@@ -182,7 +182,7 @@ def generic_cost(text: bytes, repeat: int = 3) -> float:
     return best / samples_in(text)
 
 
-def scrape_figures(server: Server, models: int) -> dict[str, Any]:
+def scrape_figures(server: Server, models: int, spec: Any) -> dict[str, Any]:
     """The first scrape after every model got traffic (every version's text is written
     afresh, their buffered rows folded in), then five more a second apart (versions whose
     counts did not move reuse their text)."""
@@ -195,7 +195,13 @@ def scrape_figures(server: Server, models: int) -> dict[str, Any]:
         times.append(seconds)
     samples = samples_in(text)
     best = min(times)
+    body = json.dumps({"instances": sample_records(spec, 1, seed=11)}).encode()
+    for i in range(models):  # one more row to every model: every version's text is stale again
+        get(f"{server.url}/v1/models/lr-{i:04d}:predict", body)
+    time.sleep(1.0)
+    all_changed = get(f"{server.url}/metrics")[0]
     return {
+        "all_changed_scrape_ms": all_changed * 1000,
         "first_scrape_ms": first * 1000,
         "first_us_per_sample": first / samples_in(text) * 1e6,
         "scrape_ms_median": statistics.median(times) * 1000,
@@ -220,7 +226,7 @@ def scrape_bench(args: argparse.Namespace, repo: Path, workdir: Path) -> list[di
         try:
             warm(server.url, spec, args.models)
             figures: dict[str, Any] = {"level": level, "models": args.models, "ready_s": ready}
-            figures |= scrape_figures(server, args.models)
+            figures |= scrape_figures(server, args.models, spec)
             if level in ("standard", "full"):
                 figures |= rounds(server, body, args.rounds, args.seconds, args.client_cpu)
             figures["rss_mib"] = rss_mib(server.process.pid)
