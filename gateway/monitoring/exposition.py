@@ -452,21 +452,13 @@ class _Rendered:
 
 
 def _fingerprint(m: ModelMetrics, level: int) -> tuple[Any, ...] | None:
-    """What changes whenever anything this version exports changes (every count comes with a
-    row, a feedback outcome or a non-finite output); None when its text cannot be reused: a
-    time window slides by itself, and with several workers the others' counts move."""
-    if m.fleet is not None or m.drift.window_seconds is not None:
+    """The version's fingerprint (``ModelMetrics.fingerprint``) and level; None when its text
+    cannot be reused: a time window slides by itself, and with several workers the others'
+    counts move."""
+    if m.fleet is not None:
         return None
-    with m.lock:
-        return (
-            level,
-            m.rows.counts["predicted"],
-            m.rows.counts["rejected"],
-            sum(m.feedback_counts.counts.values()),
-            m.confidence.nonfinite,
-            len(m._pending),
-            len(m._pending_times),
-        )
+    own = m.fingerprint()
+    return None if own is None else (level, *own)
 
 
 def _render_models(
@@ -489,7 +481,8 @@ def _render_models(
             continue
         fleet = m.fleet
         if fleet is None:
-            state = m.export()
+            state, mark = m.snapshot()
+            key = None if mark is None else (level, *mark)  # of exactly the state written
         else:
             snapshot = snapshots.get(id(fleet))
             if snapshot is None:

@@ -361,9 +361,34 @@ class ModelMetrics:
 
     def export(self) -> MetricsState:
         """Everything counted so far, as numbers (copies). Takes the lock and flushes."""
+        return self.snapshot()[0]
+
+    def snapshot(self) -> tuple[MetricsState, tuple[int, ...] | None]:
+        """``export``, and the ``fingerprint`` of exactly that state."""
         with self.lock:
             self.flush()
-            return MetricsState(**{name: getattr(self, name).export() for name in INSTRUMENTS})
+            state = MetricsState(**{name: getattr(self, name).export() for name in INSTRUMENTS})
+            return state, self._fingerprint()
+
+    def fingerprint(self) -> tuple[int, ...] | None:
+        """Changes whenever anything this version has counted changes (every count comes
+        with a row, a feedback outcome or a non-finite output): a reader may reuse what it
+        made of a state with the same fingerprint (``snapshot``). None for a time window,
+        which slides by itself."""
+        with self.lock:
+            return self._fingerprint()
+
+    def _fingerprint(self) -> tuple[int, ...] | None:
+        if self.drift.window_seconds is not None:
+            return None
+        return (
+            self.rows.counts["predicted"],
+            self.rows.counts["rejected"],
+            sum(self.feedback_counts.counts.values()),
+            self.confidence.nonfinite,
+            len(self._pending),
+            len(self._pending_times),
+        )
 
     def restore(self, state: MetricsState, age: float = 0.0) -> None:
         """Continue from ``state``, exported ``age`` seconds ago: a worker restarted in the

@@ -215,3 +215,23 @@ def test_feedback_joins_predictions_of_any_worker(tmp_path: Path) -> None:
         logs[1].record("penguins", 2, 1, np.array([0]), None)
     _, _, _, status = logs[0].join("penguins", [b[0], f"{logs[1].prefix}-{logs[1].issued + 5:x}"])
     assert status == ["expired", "unknown_id"]
+
+
+def test_a_version_whose_counts_did_not_move_is_published_as_before(penguins: LoadedModel, tmp_path: Path) -> None:
+    folder = create_state_folder(_settings(2), tmp_path)
+    idle, busy = twin(penguins), twin(penguins)
+    busy.metrics.model = busy.metrics.version = "2"  # a second version beside the idle one
+    fleet = fleet_of(folder, 0, [idle.metrics, busy.metrics])
+    log = SharedPredictionLog(folder, "abcdef", 0, 2, 1024)
+    serve(idle, log, batches(penguins, 5, seed=1))
+    first = fleet.publish()
+    exports = []
+    idle.metrics.export = lambda: exports.append(1)  # type: ignore[method-assign]
+    serve(busy, log, batches(penguins, 5, seed=2))
+    second = fleet.publish()
+    assert exports == []  # the idle version was neither exported nor encoded again
+    assert second.models[("penguins", "1")] is first.models[("penguins", "1")]
+    assert second.models[("2", "2")][0].rows != first.models[("2", "2")][0].rows
+    on_disk = decode_states(fleet.path.read_bytes())
+    assert_same(on_disk.models[("penguins", "1")][0], first.models[("penguins", "1")][0])
+    assert on_disk.models[("2", "2")][0].rows == second.models[("2", "2")][0].rows
