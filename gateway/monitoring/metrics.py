@@ -314,7 +314,9 @@ class ModelMetrics:
         n = sum(p.rows for p in pending)
         first = pending[0]
         columns: Any
-        if all(type(p.columns) is MatrixColumns and p.columns.index is first.columns.index for p in pending):
+        if len(pending) == 1 and first.rows == 1 and type(next(iter(first.columns.values()), None)) is list:
+            columns, imputed = first.columns, first.imputed  # a lone one-row request: the window's no-numpy lane
+        elif all(type(p.columns) is MatrixColumns and p.columns.index is first.columns.index for p in pending):
             # all-numeric batches that came as matrices: one stack, column views on demand
             columns = MatrixColumns(np.concatenate([p.columns.matrix for p in pending]), first.columns.index)
             imputed = {}

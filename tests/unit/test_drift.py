@@ -544,3 +544,15 @@ def test_time_window_does_not_count_one_row_requests_older_than_its_span() -> No
         _count(metrics, [row()], [[0.9, 0.1]])  # at t = 0
     clock.now = 30.0  # three window spans later, the first read
     assert _read(metrics).total_rows == 0
+
+
+def test_a_lone_one_row_request_counts_as_a_batch_of_one() -> None:
+    alone = ModelMetrics(SPEC, "toy", 1, window_rows=100_000)
+    batched = ModelMetrics(SPEC, "toy", 1, window_rows=100_000)
+    record = row(x=None, c="zz")
+    _count(alone, [record], [[0.3, 0.7]])
+    _count(batched, [record, record], [[0.3, 0.7], [0.3, 0.7]])  # two rows: the numpy lane
+    a, b = _read(alone), _read(batched)
+    assert a.total_rows == 1 and b.total_rows == 2
+    assert (b.total - 2 * a.total).tolist() == [0] * len(a.total)  # the same bins, once
+    assert live(a, "x")[-1] == 1 and live(a, "c")[2] == 1
