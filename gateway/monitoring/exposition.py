@@ -651,8 +651,10 @@ def configure(collector: GatewayCollector, gateway: Any) -> SharedBuild:
     shared: SharedBuild | None = collector.shared
     if shared is None:
         collector.detail = parse_metrics_detail(gateway.settings.metrics_detail)
-        counts = gateway.requests.counts
-        shared = collector.shared = SharedBuild(lambda: render_text(collector, counts.copy, _yield))
+        # with several workers, the fleet's request counts (from the same publications as the
+        # models' states when any model is served); else this process's, copied at once
+        requests = gateway.fleet.request_counts if gateway.fleet is not None else gateway.requests.counts.copy
+        shared = collector.shared = SharedBuild(lambda: render_text(collector, requests, _yield))
     return shared
 
 
