@@ -164,7 +164,7 @@ def v1_body(records: list[dict[str, Any]]) -> bytes:
 
 
 def v2_body(spec: Any, records: list[dict[str, Any]]) -> bytes:
-    from gateway.http.v2 import _feature_datatype
+    from gateway.codecs.v2 import feature_datatype as _feature_datatype
 
     inputs = [
         {
@@ -182,7 +182,7 @@ def v2_binary_body(spec: Any, records: list[dict[str, Any]]) -> tuple[bytes, str
     """Binary tensor data, as tritonclient sends it by default; returns (body, headers)."""
     import numpy as np
 
-    from gateway.http.v2 import _feature_datatype
+    from gateway.codecs.v2 import feature_datatype as _feature_datatype
     from gateway.protocol.v2 import encode_bytes_tensor
 
     inputs, blobs = [], []

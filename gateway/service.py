@@ -303,29 +303,6 @@ def summarize(violations: list[Violation], limit: int = 3) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def v1_predictions(outcome: Outcome) -> list[dict[str, Any]]:
-    """The ``predictions`` list of a V1 answer (see the contract)."""
-    ids = outcome.ids
-    if outcome.probabilities is not None:
-        labels = outcome.model.spec.output.labels  # type: ignore[union-attr]
-        probs = outcome.probabilities.tolist()
-        conf = outcome.confidence.tolist()  # type: ignore[union-attr]
-        idx = outcome.label_index.tolist()  # type: ignore[union-attr]
-        rows = [
-            {"label": labels[i], "probabilities": dict(zip(labels, p, strict=True)), "confidence": c, "id": pid}
-            for i, p, c, pid in zip(idx, probs, conf, ids, strict=True)
-        ]
-    else:
-        rows = [{"value": v, "id": pid} for v, pid in zip(outcome.values.tolist(), ids, strict=True)]  # type: ignore[union-attr]
-    if outcome.review is not None:
-        for row in np.flatnonzero(outcome.review).tolist():
-            rows[row]["review"] = True
-    for row, marks in outcome.marks.items():
-        rows[row]["flagged"] = any(v.action == "flag" for v in marks)
-        rows[row]["violations"] = marks
-    return rows
-
-
 def register_model(
     model_registry: ModelRegistry,
     repository: ModelRepository,

@@ -90,7 +90,7 @@ class _LogStep(_Step):
         # numpy's log1p, not math.log1p: the same routine as the batch path, so the same bits;
         # and +0.0 (never -0.0) below the shift, as np.maximum gives.
         d = value - self.shift
-        return float(np.log1p(d if d > 0.0 else 0.0))
+        return float(np.log1p(max(0.0, d)))
 
 
 class _OneHotStep(_Step):

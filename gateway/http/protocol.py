@@ -42,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.errors import OverloadedError
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_body
+from gateway.http.routes import HotRoute, Target, canonical, hot_route
 
 if TYPE_CHECKING:
     from gateway.http.fastpath import FastPath
@@ -127,8 +128,9 @@ class _DeadlineProtocol(HttpToolsProtocol):
     _reserved: int = 0
     """Bytes of ``budget`` this connection's request body holds now."""
 
-    # the request on the direct path now: its path and the body read so far
+    # the request on the direct path now: its path, its route and target, the body read so far
     _direct_path: str | None = None
+    _direct_hot: tuple[HotRoute, Target]
     _direct_chunks: list[bytes]
     _close_after: bool = False
 
@@ -361,11 +363,11 @@ class _DeadlineProtocol(HttpToolsProtocol):
         length = self._body_length() if self.parser.get_method() == b"POST" else None
         if self.budget is not None and length:
             self._reserve(self.budget, length)
-        path = self._direct_target(length)
-        if path is None:
+        direct = self._direct_target(length)
+        if direct is None:
             self._start_cycle()
             return
-        self._direct_path, self._direct_chunks = path, []
+        self._direct_path, self._direct_hot, self._direct_chunks = direct[0], direct[1], []
 
     def _body_length(self) -> int | None:
         """The request's one declared ``Content-Length``; None with none, several, a bad one,
@@ -397,9 +399,10 @@ class _DeadlineProtocol(HttpToolsProtocol):
     def _refuse_over_budget(self) -> None:
         assert self.budget is not None
         detail = f"the server is receiving {self.budget.limit} bytes of request bodies already; retry shortly"
-        path = self.url.split(b"?", 1)[0].decode("latin-1")
-        if self.direct is not None:
-            self.direct.refused(path, OverloadedError(detail))
+        path = canonical(self.url.split(b"?", 1)[0].decode("latin-1"))
+        hot = hot_route("POST", path)
+        if self.direct is not None and hot is not None:
+            self.direct.refused(hot[1], OverloadedError(detail))
         self.transport.write(_error_response(503, "overloaded", "Server overloaded", detail, "retry-after: 1\r\n"))
         self._close_lingering()
 
@@ -432,7 +435,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
         body = b"".join(self._direct_chunks)  # one chunk (the usual case) is not copied
         self._direct_chunks = []
         assert self.direct is not None
-        reply = self.direct.answer_now(path, self.headers, body)
+        reply = self.direct.answer_now(path, *self._direct_hot, self.headers, body)
         if reply is None:  # it has to wait for something: the ASGI route, body in hand
             self._start_cycle()
             self.cycle.body, self.cycle.more_body = body, False
@@ -445,7 +448,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
         """The request on the direct path will never be answered: count it, forget it."""
         path, self._direct_path, self._direct_chunks = self._direct_path, None, []
         if path is not None and self.direct is not None:
-            self.direct.abandoned(path)
+            self.direct.refused(self._direct_hot[1], ConnectionError("the client went away"))
 
     def shutdown(self) -> None:
         if self._direct_path is None:
@@ -453,9 +456,9 @@ class _DeadlineProtocol(HttpToolsProtocol):
         else:  # a request is arriving: answer it, then close
             self._close_after = True
 
-    def _direct_target(self, length: int | None) -> str | None:
-        """The path of a request for the direct path (see the module docstring), else None;
-        ``length``: its declared body length (``_body_length``)."""
+    def _direct_target(self, length: int | None) -> tuple[str, tuple[HotRoute, Target]] | None:
+        """The canonical path and the route of a request for the direct path (see the module
+        docstring), else None; ``length``: its declared body length (``_body_length``)."""
         if self.direct is None or self.parser.get_method() != b"POST" or self.expect_100_continue:
             return None
         if self.parser.should_upgrade():  # uvicorn's own handling (websocket, or a warning)
@@ -470,11 +473,11 @@ class _DeadlineProtocol(HttpToolsProtocol):
             path = httptools.parse_url(self.url).path.decode("ascii")
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
             return None
-        if "%" in path or not self.direct.predicts(path):
+        if "%" in path or length is None or length > self.direct.max_body:
             return None
-        if length is None or length > self.direct.max_body:
-            return None
-        return path
+        path = canonical(path)
+        hot = hot_route("POST", path)
+        return None if hot is None else (path, hot)
 
     def _write(self, status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
         """The whole answer in one write; then keep the connection or close it."""
