@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from operator import le
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 import numpy as np
@@ -55,7 +55,9 @@ _BOOL_TYPES = frozenset({bool, np.bool_})
 _MAX_ECHO = 200
 """Longest string echoed back in a violation: enough to recognise, too short to amplify."""
 
-Problem = tuple["NDArray[np.bool_]", Reason, str]
+Verdict = Literal["reject", "clip", "flag", "impute"]
+"""What becomes of a cell: a violation's ``Action``, or ``impute`` (filled in, no violation)."""
+Problem = tuple["NDArray[np.bool_]", Reason, Verdict]
 """Rows (a mask over the batch) that break one rule, the reason, and what was done: an
 ``Action``, or ``impute`` for missing cells the spec fills in (not a violation)."""
 
@@ -167,7 +169,7 @@ class _FeatureGuard:
         self.impute = feature.missing == "impute"
         self.fill: Any = None
 
-    def one(self, value: Any) -> tuple[Any, Reason | None, Action]:
+    def one(self, value: Any) -> tuple[Any, Reason | None, Verdict]:
         """Check one value. Returns (clean value, reason or None, action)."""
         raise NotImplementedError
 
@@ -175,9 +177,9 @@ class _FeatureGuard:
         """Check a column. Returns (clean column, problems)."""
         raise NotImplementedError
 
-    def _missing(self) -> tuple[Any, Reason | None, Action]:
+    def _missing(self) -> tuple[Any, Reason | None, Verdict]:
         if self.impute:
-            return self.fill, None, "impute"  # type: ignore[return-value]
+            return self.fill, None, "impute"
         return self.fill, "missing", "reject"
 
 
@@ -191,7 +193,7 @@ class _NumberGuard(_FeatureGuard):
         self.integral = isinstance(feature, IntegerFeature)
         self.fill = float(feature.fill) if self.impute else 0.0  # type: ignore[arg-type]
 
-    def one(self, value: Any) -> tuple[Any, Reason | None, Action]:
+    def one(self, value: Any) -> tuple[Any, Reason | None, Verdict]:
         if value is None:
             return self._missing()
         if type(value) not in _NUMBER_TYPES:
@@ -212,13 +214,15 @@ class _NumberGuard(_FeatureGuard):
         unusable: NDArray[np.bool_] | None = None  # cells with no number to range-check
         if isinstance(raw, np.ndarray) and raw.dtype.kind in "fiu":
             with np.errstate(invalid="ignore"):  # a signalling NaN stays NaN (and is refused below)
-                values = raw.astype(np.float64, copy=True)
+                values: NDArray[np.float64] = raw.astype(np.float64, copy=True)
             absent = missing
         else:
             col = _cells(raw)
-            values = _fast_floats(col)
+            fast = _fast_floats(col)
             absent = missing
-            if values is None:
+            if fast is not None:
+                values = fast
+            else:
                 absent = np.fromiter((v is None for v in col), dtype=np.bool_, count=n)
                 if missing is not None:
                     absent |= missing
@@ -271,7 +275,7 @@ class _CategoryGuard(_FeatureGuard):
         self.lookup: dict[Any, int] = {**self.codes, None: -2}
         self.fill = self.codes[feature.fill] if self.impute else 0  # type: ignore[index]
 
-    def one(self, value: Any) -> tuple[Any, Reason | None, Action]:
+    def one(self, value: Any) -> tuple[Any, Reason | None, Verdict]:
         if value is None:
             return self._missing()
         if not isinstance(value, str):
@@ -318,7 +322,7 @@ class _BooleanGuard(_FeatureGuard):
         super().__init__(feature)
         self.fill = float(feature.fill) if self.impute else 0.0  # type: ignore[arg-type]
 
-    def one(self, value: Any) -> tuple[Any, Reason | None, Action]:
+    def one(self, value: Any) -> tuple[Any, Reason | None, Verdict]:
         if value is None:
             return self._missing()
         if type(value) not in _BOOL_TYPES:
@@ -508,7 +512,7 @@ class Guards:
             raw = columns.data.get(guard.name)
             if raw is None:  # no row sent this feature: every cell is missing
                 raw = np.zeros(n, dtype=np.float64) if not isinstance(guard, _CategoryGuard) else [None] * n
-                missing = np.ones(n, dtype=np.bool_)
+                missing: NDArray[np.bool_] | None = np.ones(n, dtype=np.bool_)
             else:
                 missing = columns.missing.get(guard.name)
             values, problems = guard.batch(raw, missing, n)

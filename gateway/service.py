@@ -258,21 +258,21 @@ def record_feedback(
             matched_items.append((slot_pos, version, float(item.value)))
         counts["matched"] += 1
     by_version: dict[int, list[tuple[int, float]]] = {}
-    for slot_pos, version, truth in matched_items:
-        by_version.setdefault(version, []).append((slot_pos, truth))
+    for slot_pos, version, value in matched_items:
+        by_version.setdefault(version, []).append((slot_pos, value))
     for version, pairs in by_version.items():
         try:
             target = model_registry.get(name, version)
         except GatewayError:
             target = default  # that version is no longer served: count it on the default
         index = np.asarray([s for s, _ in pairs], dtype=np.intp)
-        truth = np.asarray([t for _, t in pairs], dtype=np.float64)
+        truths = np.asarray([t for _, t in pairs], dtype=np.float64)
         metrics = target.metrics
         with metrics.lock:
             if classification:
-                metrics.feedback.add(correct=predicted_labels[index] == truth.astype(np.int32))
+                metrics.feedback.add(correct=predicted_labels[index] == truths.astype(np.int32))
             else:
-                metrics.feedback.add(errors=predicted_values[index] - truth)
+                metrics.feedback.add(errors=predicted_values[index] - truths)
             metrics.feedback_counts["matched"] += len(pairs)
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):

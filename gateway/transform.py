@@ -72,7 +72,7 @@ class _LinearStep(_Step):
         super().__init__(name, start, 1)
         self.shift, self.divisor = shift, divisor
 
-    def scalar(self, value: Any) -> float:
+    def scalar(self, value: float) -> float:
         return (value - self.shift) / self.divisor
 
 
@@ -207,13 +207,13 @@ class Transform:
                 out[:, step.start] = np.clip(step.column(columns[step.name]), -FLOAT32_MAX, FLOAT32_MAX)
         if self._onehot:
             rows = np.arange(n_rows)
-            for step in self._onehot:
-                codes = columns[step.name]
+            for onehot in self._onehot:
+                codes = columns[onehot.name]
                 seen = codes >= 0
                 if seen.all():
-                    out[rows, step.start + codes] = 1.0
+                    out[rows, onehot.start + codes] = 1.0
                 else:
-                    out[rows[seen], step.start + codes[seen]] = 1.0
+                    out[rows[seen], onehot.start + codes[seen]] = 1.0
         return out
 
     def _apply_one(self, columns: dict[str, Any]) -> NDArray[np.float32]:

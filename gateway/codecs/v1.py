@@ -143,7 +143,7 @@ class V1Codec:
     """The V1 records protocol (see the module docstring)."""
 
     name = "v1"
-    media_types = ("application/json",)
+    media_types: tuple[str, ...] = ("application/json",)
     request_schema: dict[str, Any] = {  # noqa: RUF012 - read only
         "type": "object",
         "required": ["instances"],

@@ -208,7 +208,7 @@ class V2Codec:
     """The Open Inference Protocol (see the module docstring)."""
 
     name = "v2"
-    media_types = ("application/json", "application/octet-stream")
+    media_types: tuple[str, ...] = ("application/json", "application/octet-stream")
     """JSON, or binary tensor data after a JSON header (``Inference-Header-Content-Length``)."""
     request_schema: dict[str, Any] = {  # noqa: RUF012 - read only
         "type": "object",

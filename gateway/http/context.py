@@ -23,7 +23,7 @@ async def dispatch(request: Request[Any, Any, Any], codec: Codec, name: str, ver
     spelling of the hot paths (``gateway.http.routes``), so this runs only for an app
     mounted without it, but it could never answer another way."""
     content, headers = await gateway_of(request).dispatcher.answer(
-        codec, name, version, request.scope["headers"], request.body
+        codec, name, version, list(request.scope["headers"]), request.body
     )
     fields = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
     media_type = fields.pop("content-type")

@@ -231,7 +231,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
                 self._abandon()
             self._abort()
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._cycles = []
         if self.direct is not None and self.direct.on_admin_listener(transport.get_extra_info("sockname")):
@@ -438,7 +438,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
         reply = self.direct.answer_now(path, *self._direct_hot, self.headers, body)
         if reply is None:  # it has to wait for something: the ASGI route, body in hand
             self._start_cycle()
-            self.cycle.body, self.cycle.more_body = body, False
+            self.cycle.body, self.cycle.more_body = body, False  # type: ignore[assignment]  # handed on as is: no copy
             self.cycle.keep_alive = self.cycle.keep_alive and not self._close_after
             self.cycle.message_event.set()
         else:

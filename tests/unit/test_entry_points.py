@@ -113,3 +113,48 @@ def test_every_entry_point_gives_the_same_status_body_and_count(front: FastPath)
         assert seen[0][2] and sum(seen[0][2].values()) == 1, (path, seen[0])  # counted once
         assert seen[1] == seen[0], (path, seen)
         assert seen[2] == seen[0], (path, seen)
+
+
+class _CsvCodec:
+    """The README's worked example: CSV rows (a header line of feature names) in, V1 out."""
+
+    name = "csv"
+    media_types = ("text/csv",)
+    request_schema: dict[str, Any] = {"type": "string"}  # noqa: RUF012
+
+    def decode(self, model: Any, body: bytes, headers: Any, max_rows: int) -> Any:
+        from gateway.codecs import Decoded
+        from gateway.table import records_to_columns
+
+        names, *lines = body.decode().strip().split("\n")
+        rows = [dict(zip(names.split(","), map(float, line.split(",")), strict=True)) for line in lines]
+        return Decoded(records_to_columns(rows, model.guards.names, model.guards.ignored))
+
+    def encode(self, decoded: Any, outcome: Any) -> Any:
+        from gateway.codecs import V1
+
+        return V1.encode(decoded, outcome)
+
+
+def test_a_new_hot_endpoint_needs_a_codec_and_a_row(front: FastPath, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A codec and a row in the route table: the direct path, the raw front, the dispatcher's
+    admission and counting, and a Litestar declaration follow (the README's contributor section)."""
+    import gateway.http.routes as routes
+    from gateway.http.predict import declare
+
+    route = routes.HotRoute(_CsvCodec(), "/csv/models/", ":predict", ("/csv/models/{target:str}",), "Predict CSV rows")
+    monkeypatch.setattr(routes, "HOT_ROUTES", (*routes.HOT_ROUTES, route))
+    model = front.gateway.model_registry.get("diabetes")
+    rows = sample_records(model.spec, 2, seed=9)
+    body = (",".join(rows[0]) + "\n" + "\n".join(",".join(str(r[k]) for k in rows[0]) for r in rows)).encode()
+    path = "/csv/models/diabetes:predict"
+    counts = front.gateway.requests.counts
+    before = counts.get(("diabetes", "ok"), 0)
+    direct = _direct(front, path, [], body)
+    asgi = _asgi(front, "//csv/models/diabetes:predict/", [], body)  # any spelling
+    assert direct[0] == asgi[0] == 200
+    assert _without_ids(direct[1]) == _without_ids(asgi[1])
+    assert len(msgspec.json.decode(direct[1])["predictions"]) == 2
+    assert counts[("diabetes", "ok")] == before + 2
+    handler = declare(route)
+    assert handler.paths == {"/csv/models/{target:str}"} and "POST" in handler.http_methods
