@@ -18,15 +18,13 @@ three steps:
 3. **construct and convert**: PyYAML's safe constructor, then ``msgspec.convert`` to the
    document's type (as ``msgspec.yaml.decode`` does).
 
-Measured on this machine's 2 cores (``bench/README.md`` names no number for it yet): the
-issue's 210 KB alias spec is refused in 40 ms and the 4 MiB one in 0.3 s, resident memory
-+9 MiB; the walk costs an alias-free 2.4 MB spec (800,000 nodes) 0.7 s on top of its 8.9 s
-load, and the 6 KB bundled penguins spec well under a millisecond. The other choices the
-issue named were measured too: refusing every alias costs the same walk and refuses a
-hand-written spec that shares one transform by an anchor, which is harmless; decoding in the
-resource-limited child that trial-loads models would bound memory but not time (an alias-free
-4 MiB spec legitimately takes about 10 s to load there as here, so a 1 s limit refuses it),
-and the command line (``FeatureSpec.load``) has no such child.
+Measured (2 shared cores): the 250 KB alias spec above is refused in 40 ms and the same at
+4 MiB in 0.5 s, resident memory +9 MiB at most; the walk costs an alias-free 0.6 MB spec
+(200,000 nodes) 10 ms of its 3 s load. Two other ways were weighed: refusing every alias
+costs the same walk and also refuses a hand-written spec that shares one transform by an
+anchor, which is harmless; decoding in the resource-limited child that trial-loads models
+bounds memory but not time (an alias-free 4 MiB spec takes about 10 s to load there as here,
+so a limit of 1 s would refuse it), and the command line (``FeatureSpec.load``) has no child.
 
 The default node budget is half the byte budget: an alias-free document cannot hold more
 nodes than that (every node takes a byte and its separator at the least), so the budget
