@@ -115,7 +115,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.config import load_settings
     from gateway.repository import ModelRepository
-    from gateway.server import serve
 
     settings = load_settings(
         os.environ,
@@ -136,6 +135,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     ModelRepository(settings.repository)  # fail fast, with one line, on a missing repository
+    if settings.workers > 1:
+        from gateway.workers import supervise
+
+        return supervise(settings)
+    from gateway.server import serve
+
     return serve(settings)
 
 
