@@ -276,6 +276,7 @@ def _group_sigterm_run(start_server: StartServer, repository: Path) -> None:
     assert not lost, f"requests cut: {lost[:3]}"
 
 
+@pytest.mark.slow
 def test_b4_group_sigterm_with_workers_drains_every_request_in_flight(
     start_server: StartServer, tmp_path: Path
 ) -> None:
@@ -289,18 +290,22 @@ def test_b4_group_sigterm_with_workers_drains_every_request_in_flight(
         _group_sigterm_run(start_server, repository)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.slow
+@pytest.mark.parametrize(("workers", "end"), [(1, "second SIGTERM"), (2, "second SIGTERM"), (1, "drain bound")])
 def test_b4_a_drain_ended_early_answers_what_it_cuts_503_problem_json(
-    start_server: StartServer, tmp_path: Path, workers: int
+    start_server: StartServer, tmp_path: Path, workers: int, end: str
 ) -> None:
-    """B4: a second SIGTERM (to the server, or to the supervisor of 2 workers) while requests
-    are in flight ends the drain at once: each request it cuts is answered at once 503
-    problem+json ``shutting-down`` with ``Retry-After``, never uvicorn's text 500, and the
-    log holds no traceback. (The process itself ends once the model calls already running
-    on its threads return: a thread cannot be stopped.)"""
+    """B4: a second SIGTERM (to the server, or to the supervisor of 2 workers), or the drain
+    bound (0.5 s here), while requests are in flight ends the drain: each request it cuts is
+    answered at once 503 problem+json ``shutting-down`` with ``Retry-After``, never uvicorn's
+    text 500, and the log holds no traceback. (The process itself ends once the model calls
+    already running on its threads return: a thread cannot be stopped.)"""
+    drain = 20.0 if end == "second SIGTERM" else 0.5
     repository = copy_models(tmp_path / "models")
     write_version(repository, "slow", "1", slow_model(rounds=16), knob_spec_bytes("slow"))
-    proc = start_server(repository=repository, args=["--workers", str(workers)], env={"DRIFTGATE_DRAIN_SECONDS": "20"})
+    proc = start_server(
+        repository=repository, args=["--workers", str(workers)], env={"DRIFTGATE_DRAIN_SECONDS": str(drain)}
+    )
     if workers > 1:
         wait_serving(proc, workers)
     slow_body = {"instances": [{"x": 1792.0}] + [{"x": 0.5}] * 255}  # 1.4 s alone, far more two at once
@@ -323,15 +328,17 @@ def test_b4_a_drain_ended_early_answers_what_it_cuts_503_problem_json(
         assert e.wait(10)
     time.sleep(0.3)  # read and running
     proc.send(signal.SIGTERM)
-    time.sleep(0.5)
-    assert proc.running and not answers, "the first SIGTERM drains: the requests go on"
-    second = time.monotonic()
-    proc.send(signal.SIGTERM)
+    if end == "second SIGTERM":
+        time.sleep(0.5)
+        assert proc.running and not answers, "the first SIGTERM drains: the requests go on"
+        proc.send(signal.SIGTERM)
+    cut = time.monotonic() + (0 if end == "second SIGTERM" else drain)
     for t in holders:
         t.join(timeout=15)
     stopped = proc.wait(30)
     assert not stopped.killed and stopped.exit_code == 0, f"exit {stopped.exit_code}:\n{stopped.stderr[-3000:]}"
-    assert "ending the drain now" in stopped.stderr, stopped.stderr[-2000:]
+    said = "ending the drain now" if end == "second SIGTERM" else "timeout graceful shutdown exceeded"
+    assert said in stopped.stderr, stopped.stderr[-2000:]
     for words in ("Traceback", "CancelledError", "Exception in ASGI application"):
         assert words not in stopped.stderr, f"{words!r} in the log:\n{stopped.stderr[-3000:]}"
     assert len(answers) == 2, answers
@@ -340,7 +347,7 @@ def test_b4_a_drain_ended_early_answers_what_it_cuts_503_problem_json(
         problem = assert_problem(answer, 503)
         assert problem["code"] == "shutting-down" and answer.headers["retry-after"] == "1", problem
         assert answer.headers["connection"] == "close"
-        assert at - second < 3.0, f"answered {at - second:.1f} s after the second SIGTERM"
+        assert at - cut < 3.0, f"answered {at - cut:.1f} s after the {end}"
 
 
 # --- B1: SIGSTOP / SIGCONT ---------------------------------------------------------------
