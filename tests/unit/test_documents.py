@@ -17,6 +17,8 @@ from gateway.errors import PayloadTooLargeError, SpecError
 from gateway.spec import MAX_SPEC_BYTES, FeatureSpec, decode_spec, load_spec
 from tests.hostile_documents import alias_spec, alias_spec_of_size, merge_key_spec, padded_spec
 
+PENGUINS_MODEL = Path(__file__).resolve().parents[2] / "models" / "penguins" / "1" / "model.onnx"
+
 SMALL = DocumentBudget("a test document", 10_000, max_nodes=100, max_depth=5)
 
 
@@ -126,3 +128,19 @@ def test_yaml_errors_are_one_line_naming_the_source() -> None:
 def _json_of_size(size: int) -> bytes:
     body = msgspec.json.encode({"name": "padded", "features": [{"type": "number", "name": "x"}], "description": ""})
     return body[:-2] + b"d" * (size - len(body)) + b'"}'
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"), [(alias_spec(), "expands to more than"), (padded_spec(MAX_SPEC_BYTES + 1), "at most")]
+)
+def test_driftgate_register_refuses_a_hostile_spec_in_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: bytes, says: str
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(spec)
+    repository = tmp_path / "models"
+    args = ["register", "hostile", "--model", str(PENGUINS_MODEL), "--spec", str(path), "--repository", str(repository)]
+    assert main(args) == EXIT_USAGE
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and says in err[0], err
+    assert not (repository / "hostile").exists()
