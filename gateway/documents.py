@@ -36,7 +36,9 @@ its bytes.
 from __future__ import annotations
 
 import datetime
+from collections import Counter
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -138,22 +140,21 @@ def _load_yaml(data: bytes | str, budget: DocumentBudget, source: str, invalid: 
 def _measure(root: yaml.Node, budget: DocumentBudget, source: str, invalid: type[GatewayError]) -> None:
     """Refuse ``root`` if its expansion has more nodes or levels than ``budget`` allows, or
     an alias contains itself. Each distinct collection is visited once and its expanded
-    size and height remembered (scalars are only counted), so this costs the composed
-    graph, not its expansion."""
-    measured: dict[int, tuple[int, int]] = {}  # id of a collection node: (size, height)
-    open_: set[int] = set()  # the collections on the path from the root to the one visited
-    # (node, None, 0) is a node to visit; (node, its collection children, its scalar count)
-    # is one whose children have all been measured once it is popped
-    stack: list[tuple[yaml.Node, list[yaml.Node] | None, int]] = [(root, None, 0)]
+    size and height remembered (scalars are only counted, a repeated child is counted once
+    with its repetitions), so this costs the composed graph, not its expansion."""
+    measured: dict[yaml.Node, tuple[int, int]] = {}  # a collection (by identity): (size, height)
+    open_: set[yaml.Node] = set()  # the collections on the path from the root to the one visited
+    # (node, None, 0) is a node to visit; (node, its collection children with how often
+    # each occurs, its scalar count) is one whose children have all been measured
+    stack: list[tuple[yaml.Node, Counter[yaml.Node] | None, int]] = [(root, None, 0)]
     while stack:
         node, collections, scalars = stack.pop()
-        key = id(node)
         if collections is not None:
-            open_.discard(key)
+            open_.discard(node)
             size, height = 1 + scalars, 2 if scalars else 1
-            for child in collections:
-                child_size, child_height = measured[id(child)]
-                size += child_size
+            for child, times in collections.items():
+                child_size, child_height = measured[child]
+                size += times * child_size
                 height = max(height, child_height + 1)
                 if size > budget.nodes:
                     raise invalid(
@@ -162,14 +163,15 @@ def _measure(root: yaml.Node, budget: DocumentBudget, source: str, invalid: type
                     )
             if height > budget.max_depth:
                 raise invalid(f"{source}: the document nests deeper than {budget.max_depth} levels")
-            measured[key] = (size, height)
+            measured[node] = (size, height)
             continue
-        if key in measured or type(node) is yaml.ScalarNode:
+        if node in measured or type(node) is yaml.ScalarNode:
             continue
-        if key in open_:
+        if node in open_:
             raise invalid(f"{source}: an alias refers to a node that contains it")
-        open_.add(key)
-        children = node.value if type(node) is yaml.SequenceNode else [n for pair in node.value for n in pair]
-        kids = [c for c in children if type(c) is not yaml.ScalarNode]
-        stack.append((node, kids, len(children) - len(kids)))
-        stack.extend((c, None, 0) for c in {id(c): c for c in kids if id(c) not in measured}.values())
+        open_.add(node)
+        children = node.value if type(node) is yaml.SequenceNode else list(chain.from_iterable(node.value))
+        nested = [c for c in children if type(c) is not yaml.ScalarNode]
+        kids: Counter[yaml.Node] = Counter(nested)
+        stack.append((node, kids, len(children) - len(nested)))
+        stack.extend((c, None, 0) for c in kids if c not in measured)
