@@ -5,7 +5,7 @@ non-zero; ``exit_code_for`` is the one place that maps the error tree to exit co
 
     0  success
     1  ``check`` found rows that break the spec
-    2  unusable input: a missing or empty file, a bad flag, an invalid spec
+    2  unusable input: a missing or empty file, a bad flag, an invalid spec, a file over its size limit
     3  the model or the server refused or failed
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from gateway import __version__
-from gateway.errors import ConfigError, GatewayError, SpecError, UsageError
+from gateway.errors import ConfigError, GatewayError, PayloadTooLargeError, SpecError, UsageError
 
 __all__ = ["build_parser", "exit_code_for", "main"]
 
@@ -31,7 +31,7 @@ EXIT_FAILURE = 3
 
 def exit_code_for(exc: GatewayError) -> int:
     """The exit code of an error of the tree (see the module docstring)."""
-    if isinstance(exc, UsageError | ConfigError | SpecError):
+    if isinstance(exc, UsageError | ConfigError | SpecError | PayloadTooLargeError):
         return EXIT_USAGE
     return EXIT_FAILURE
 
@@ -115,7 +115,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.config import load_settings
     from gateway.repository import ModelRepository
-    from gateway.server import serve
 
     settings = load_settings(
         os.environ,
@@ -136,6 +135,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     ModelRepository(settings.repository)  # fail fast, with one line, on a missing repository
+    if settings.workers > 1:
+        from gateway.workers import supervise
+
+        return supervise(settings)
+    from gateway.server import serve
+
     return serve(settings)
 
 

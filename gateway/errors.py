@@ -18,6 +18,7 @@ Every failure that driftgate reports to a caller is a ``GatewayError``. The tree
     ├── ModelConflictError   409    the version exists already
     ├── ModelNotReadyError   503    the model is loading or unloading
     ├── OverloadedError      503    too many inference requests in progress; retry later
+    ├── ShuttingDownError    503    a request cut by a forced end of the drain; send it again
     ├── RequestTimeoutError  408    the client did not send its request in time
     ├── HeaderFieldsTooLargeError 431  a request head over the size or field-count limit
     ├── DeadlineExceededError 504   the inference did not finish within the deadline
@@ -57,6 +58,7 @@ __all__ = [
     "PayloadError",
     "PayloadTooLargeError",
     "RequestTimeoutError",
+    "ShuttingDownError",
     "SpecError",
     "SpecMismatchError",
     "UnauthorizedError",
@@ -266,6 +268,16 @@ class OverloadedError(GatewayError):
     title = "Server overloaded"
     status_hint = 503
     reason = "overloaded"
+
+
+class ShuttingDownError(GatewayError):
+    """The server ended its drain early (a second SIGTERM, or the drain bound) while this
+    request was still being answered. Nothing is known of its outcome: send it again, to
+    another replica (``Retry-After``)."""
+
+    code = "shutting-down"
+    title = "Server shutting down"
+    status_hint = 503
 
 
 class RequestTimeoutError(GatewayError):

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 import msgspec
 from msgspec import Meta
 
+from gateway.documents import DocumentBudget, decode_document, read_document
 from gateway.errors import SpecError, UsageError
-from gateway.files import read_input, write_atomic
+from gateway.files import write_atomic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -485,18 +486,15 @@ MAX_SPEC_BYTES = 4 * 1024 * 1024
 0.5 MB; YAML parses at about 0.4 MB/s here, so the cap bounds a registration's parse to
 ~10 s and refuses a spec of a million categories (8 MB) before parsing it."""
 
+SPEC_BUDGET = DocumentBudget("a spec", MAX_SPEC_BYTES)
+"""A spec's bytes, and the nodes and depth of the document its YAML aliases expand to
+(``gateway.documents``)."""
+
 
 def decode_spec(data: bytes | str, fmt: Literal["yaml", "json"] = "yaml", source: str = "spec") -> FeatureSpec:
-    """Decode spec text. Raises ``SpecError`` naming the field at fault."""
-    if len(data) > MAX_SPEC_BYTES:
-        raise SpecError(f"{source}: {len(data):,} bytes; a spec may have at most {MAX_SPEC_BYTES:,}")
-    try:
-        if fmt == "json":
-            return msgspec.json.decode(data, type=FeatureSpec)
-        return msgspec.yaml.decode(data, type=FeatureSpec)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        # One line: YAML parse errors carry multi-line position marks.
-        raise SpecError(f"{source}: {' '.join(str(exc).split())}") from exc
+    """Decode spec text within ``SPEC_BUDGET``. Raises ``SpecError`` naming the field at
+    fault, or ``PayloadTooLargeError`` (413, as any body over its limit) over 4 MiB."""
+    return decode_document(data, FeatureSpec, SPEC_BUDGET, fmt=fmt, source=source, invalid=SpecError)
 
 
 def encode_spec(spec: FeatureSpec, fmt: Literal["yaml", "json"] = "yaml") -> bytes:
@@ -516,7 +514,7 @@ def load_spec(path: str | Path) -> FeatureSpec:
     """Read a spec file (YAML or JSON by extension)."""
     p = Path(path)
     fmt = _format_of(p)
-    raw = read_input(p, "spec file", allow_empty=True)
+    raw = read_document(p, SPEC_BUDGET, "spec file")
     if not raw.strip():
         raise SpecError(f"{p}: the spec file is empty")
     return decode_spec(raw, fmt, source=str(p))
