@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from gateway.batching import runs_long
-from gateway.errors import DeadlineExceededError, ModelNotFoundError, OverloadedError
+from gateway.errors import DeadlineExceededError, ModelNotFoundError, OverloadedError, ShuttingDownError
 from gateway.monitoring.requests import UNKNOWN_MODEL, reason_of
 from gateway.repository import parse_version
 from gateway.service import complete, predict, prepare, reject
@@ -127,6 +127,9 @@ class Dispatcher:
             answer = codec.encode(decoded, await self.predict(model, decoded.columns, deadline))
         except Exception as exc:
             self.gateway.requests.add(label, reason_of(exc))
+            raise
+        except asyncio.CancelledError:  # the server cut it, ending its drain: answered 503 ShuttingDownError
+            self.gateway.requests.add(label, ShuttingDownError.reason)
             raise
         finally:
             self.in_flight -= 1

@@ -278,6 +278,7 @@ class ShuttingDownError(GatewayError):
     code = "shutting-down"
     title = "Server shutting down"
     status_hint = 503
+    reason = "not_ready"
 
 
 class RequestTimeoutError(GatewayError):
