@@ -262,7 +262,7 @@ class _NumberGuard(_FeatureGuard):
 
 
 class _CategoryGuard(_FeatureGuard):
-    __slots__ = ("codes", "lookup")
+    __slots__ = ("codes", "lookup", "unseen")
 
     def __init__(self, feature: CategoryFeature) -> None:
         super().__init__(feature)
@@ -270,6 +270,9 @@ class _CategoryGuard(_FeatureGuard):
         # The lookup maps missing (None) to -2 so one C-level pass tells missing from unseen.
         self.lookup: dict[Any, int] = {**self.codes, None: -2}
         self.fill = self.codes[feature.fill] if self.impute else 0  # type: ignore[index]
+        self.unseen = len(feature.categories) if feature.other else -1
+        """The code of an unseen value: the open vocabulary's ``(other)`` bucket, else -1
+        (no column: all zeros one-hot)."""
 
     def one(self, value: Any) -> tuple[Any, Reason | None, Action]:
         if value is None:
@@ -278,7 +281,7 @@ class _CategoryGuard(_FeatureGuard):
             return 0, "wrong_type", "reject"
         code = self.codes.get(value)
         if code is None:
-            return -1, "unseen_category", self.action
+            return self.unseen, "unseen_category", self.action
         return code, None, "reject"
 
     def batch(self, raw: Any, missing: NDArray[np.bool_] | None, n: int) -> tuple[NDArray[Any], list[Problem]]:
@@ -308,6 +311,7 @@ class _CategoryGuard(_FeatureGuard):
         unseen = codes == -1
         if unseen.any():
             problems.append((unseen, "unseen_category", self.action))
+            codes[unseen] = self.unseen
         return codes, problems
 
 
@@ -436,9 +440,9 @@ class Guards:
                 raw = columns.data[guard.name]
                 if isinstance(guard, _CategoryGuard):
                     codes = (
-                        [guard.codes.get(v, -1) for v in raw]
+                        [guard.codes.get(v, guard.unseen) for v in raw]
                         if n == 1
-                        else np.fromiter(map(guard.codes.get, raw, [-1] * n), np.int64, n)
+                        else np.fromiter(map(guard.codes.get, raw, [guard.unseen] * n), np.int64, n)
                     )
                     clean[guard.name] = codes
                 else:

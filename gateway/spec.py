@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from gateway.violations import Violation
 
 __all__ = [
+    "OTHER",
     "SPEC_FORMAT",
     "BooleanFeature",
     "CategoryBaseline",
@@ -46,6 +47,7 @@ __all__ = [
     "NumberFeature",
     "NumericBaseline",
     "NumericTransform",
+    "ObservedRange",
     "OneHot",
     "Ordinal",
     "Output",
@@ -181,6 +183,24 @@ class CategoryBaseline(Base, kw_only=True):
 
 # --- features ---------------------------------------------------------------------------
 
+OTHER = "(other)"
+"""The category name of an open vocabulary's bucket for unseen values: its one-hot column
+is ``name=(other)``. Parenthesised, so it cannot be mistaken for a value from the data."""
+
+
+class ObservedRange(Base, kw_only=True):
+    """What the training data held, beside the ``min``/``max`` the spec allows: a reviewer
+    sees both the evidence and how far the fit extrapolated from it."""
+
+    min: float
+    max: float
+    rows: Annotated[int, Meta(ge=0)] = 0
+    """Training rows that held a value (the sample the widening was estimated from)."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.min) and math.isfinite(self.max) and self.min <= self.max):
+            raise ValueError(f"observed range needs finite min <= max, got min={self.min} max={self.max}")
+
 
 class _FeatureBase(Base, kw_only=True):
     name: Name
@@ -211,6 +231,9 @@ class NumberFeature(_FeatureBase, kw_only=True, tag_field="type", tag="number"):
     max: float | None = None
     transform: NumericTransform = Passthrough()
     baseline: NumericBaseline | None = None
+    observed: ObservedRange | None = None
+    """The training data's range, when ``min``/``max`` were fitted from it (the allowed
+    range is wider: see ``gateway.fitting``)."""
 
     def __post_init__(self) -> None:
         _check_numeric(self)
@@ -223,6 +246,8 @@ class IntegerFeature(_FeatureBase, kw_only=True, tag_field="type", tag="integer"
     max: int | None = None
     transform: NumericTransform = Passthrough()
     baseline: NumericBaseline | None = None
+    observed: ObservedRange | None = None
+    """The training data's range, when ``min``/``max`` were fitted from it."""
 
     def __post_init__(self) -> None:
         _check_numeric(self)
@@ -234,6 +259,11 @@ class CategoryFeature(_FeatureBase, kw_only=True, tag_field="type", tag="categor
     categories: tuple[str, ...]
     transform: CategoryTransform = OneHot()
     baseline: CategoryBaseline | None = None
+    other: bool = False
+    """An open vocabulary: a value outside ``categories`` is fed to the model as a category
+    of its own, ``(other)`` (one more one-hot column, ``name=(other)``; ordinal code
+    ``len(categories)``), and the row is flagged (reason ``unseen_category``). Needs
+    ``on_violation: flag``. False: an unseen value is a violation like any other."""
 
     def __post_init__(self) -> None:
         if not self.categories:
@@ -242,6 +272,10 @@ class CategoryFeature(_FeatureBase, kw_only=True, tag_field="type", tag="categor
             raise ValueError(f"category feature {self.name!r} lists a category twice")
         if self.on_violation == "clip":
             raise ValueError(f"feature {self.name!r}: 'clip' applies to numbers only")
+        if self.other and self.on_violation != "flag":
+            raise ValueError(f"feature {self.name!r}: an 'other' bucket flags unseen values: it needs on_violation 'flag'")
+        if self.other and OTHER in self.categories:
+            raise ValueError(f"feature {self.name!r}: {OTHER!r} names the other bucket and cannot be a category")
         if self.baseline is not None and len(self.baseline.counts) != len(self.categories):
             raise ValueError(f"feature {self.name!r}: baseline needs one count per category")
         self._check_fill()
@@ -270,11 +304,13 @@ Feature = Union[NumberFeature, IntegerFeature, CategoryFeature, BooleanFeature]
 
 def output_column_names(features: tuple[Feature, ...]) -> list[str]:
     """The transform's output columns, in order: a feature's own name, or ``name=category``
-    for each column of a one-hot category."""
+    for each column of a one-hot category (and ``name=(other)`` last for an open vocabulary)."""
     columns: list[str] = []
     for f in features:
         if isinstance(f, CategoryFeature) and isinstance(f.transform, OneHot):
             columns.extend(f"{f.name}={c}" for c in f.categories)
+            if f.other:
+                columns.append(f"{f.name}={OTHER}")
         else:
             columns.append(f.name)
     return columns
