@@ -83,14 +83,22 @@ DEFAULT_MAX_CATEGORIES = 200
 """A text column with more distinct values is likely an identifier or free text, not a category."""
 
 UNSEEN_TOLERANCE = 0.0005
-"""A category's vocabulary is open when its Good-Turing estimate of the chance that a new
-row holds an unseen value (the share of training rows whose value occurs once) exceeds
-this: half the 0.1% of rows a default spec may refuse at 1,000 training rows. One value
-seen once in 1,000 rows makes it open; one in 10,000 does not (a typo, refused later)."""
+"""A category's vocabulary is open when the chance that a new row holds an unseen value
+may exceed this: half the 0.1% of rows a default spec may refuse at 1,000 training rows.
+The chance is the Good-Turing estimate (the share of rows whose value occurs once, f1/n)
+plus two of its standard errors (Esty 1983: sqrt(f1 + 2 f2)/n, f2 the values seen twice):
+values seen once or twice say the vocabulary has a tail of rare values, some not seen
+yet; a vocabulary whose every value is common says it has none."""
 
 FREE_TEXT_SINGLETONS = 0.5
 """A text column where over half the rows hold a value seen once is free text (names,
 comments), not a category: most values a model would meet are ones it never saw."""
+
+GAPLESS_ROWS = 6000
+"""A column without gaps in this many training rows rejects a missing value; with fewer,
+it imputes one. By the rule of three, no gap in n rows still allows gaps in up to 3/n
+of rows (95% confidence): rejecting them is safe once that is within the 0.05% budget
+of ``UNSEEN_TOLERANCE``."""
 
 MIN_ID_ROWS = 20
 """An identifier is told by a value unique in every row; below this many rows a small
@@ -132,7 +140,7 @@ def fit_spec(
     transforms: Mapping[str, str] | None = None,
     bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
     on_violation: str | Mapping[str, str] = "reject",
-    missing: Literal["auto", "reject", "impute"] = "auto",
+    missing: Literal["auto", "observed", "reject", "impute"] = "auto",
     vocabulary: Literal["auto", "closed", "open"] = "auto",
     margin: float | None = DEFAULT_MARGIN,
     bins: int = DEFAULT_BINS,
@@ -159,7 +167,9 @@ def fit_spec(
         bounds: per-column declared ``(min, max)`` (either may be ``None``): kept exactly
             as given, never widened; the training values must lie within them.
         on_violation: ``reject``, ``clip`` or ``flag``, for all features or per column.
-        missing: ``auto`` imputes where the training data had gaps and rejects elsewhere.
+        missing: ``observed`` imputes where the training data had gaps and rejects
+            elsewhere; ``auto`` does so too, but imputes a gapless column of fewer than
+            ``GAPLESS_ROWS`` rows as well (too few rows to show it is never missing).
         vocabulary: ``auto`` decides per category from the Good-Turing estimate of an
             unseen value (see ``UNSEEN_TOLERANCE``): ``closed`` refuses unseen values,
             ``open`` feeds them to the model as ``(other)`` and flags the row.
@@ -179,8 +189,8 @@ def fit_spec(
     """
     if (margin is not None and margin < 0) or bins < 1:
         raise UsageError("margin must be >= 0 and bins >= 1")
-    if missing not in ("auto", "reject", "impute"):
-        raise UsageError(f"missing must be auto, reject or impute, not {missing!r}")
+    if missing not in ("auto", "observed", "reject", "impute"):
+        raise UsageError(f"missing must be auto, observed, reject or impute, not {missing!r}")
     if vocabulary not in ("auto", "closed", "open"):
         raise UsageError(f"vocabulary must be auto, closed or open, not {vocabulary!r}")
     policies = [on_violation] if isinstance(on_violation, str) else list(on_violation.values())
@@ -219,7 +229,7 @@ def fit_spec(
             why = _unusable(col, present, kind, max_categories)
             if why is not None and listed:
                 raise UsageError(f"column {col!r} {why}: fit it anyway with --keep {col} (keep=[{col!r}])")
-            if why is not None:
+            if why is not None:  # a request may still carry it: the spec ignores it
                 say(f"left out {col!r}: it {why} (keep it with --keep {col})")
                 left_out.append(col)
                 continue
@@ -247,7 +257,7 @@ def fit_spec(
     if unused:
         raise UsageError(f"bounds given for columns that are not features: {', '.join(unused)}")
     output = _fit_output(target, columns, review_threshold, tidy=margin is None) if target is not None else None
-    return FeatureSpec(name=name, features=tuple(fitted), output=output, description=description)
+    return FeatureSpec(name=name, features=tuple(fitted), output=output, description=description, ignored_fields=tuple(left_out))
 
 
 def _silent(_line: str) -> None:
@@ -361,7 +371,13 @@ def _fit_feature(
     say: Report,
 ) -> Feature:
     n_missing = int(mask.sum())
-    impute = missing == "impute" or (missing == "auto" and n_missing > 0)
+    impute = missing == "impute" or (missing in ("auto", "observed") and n_missing > 0)
+    if missing == "auto" and not impute and len(present) < GAPLESS_ROWS:
+        impute = True
+        say(
+            f"{column!r}: no gaps in {len(present):,} rows, too few to rule out gaps of up to "
+            f"{3 / len(present):.2%}: a missing value is imputed"
+        )
     chosen = transform or (category_transform if kind == "category" else numeric_transform)
     if chosen not in TRANSFORMS:
         raise UsageError(f"column {column!r}: unknown transform {chosen!r} (one of {', '.join(TRANSFORMS)})")
@@ -437,10 +453,14 @@ def _fit_category(
     counts = tuple(tally[c] for c in categories)
     fill = max(categories, key=tally.__getitem__)  # the most frequent; ties to the first in order
     n = len(text)
-    singletons = sum(1 for c in counts if c == 1)
+    singletons, doubletons = counts.count(1), counts.count(2)
     unseen = singletons / n  # Good-Turing: the chance the next value is one not seen yet
-    estimate = f"{singletons} of {len(categories)} values seen once in {n:,} rows, Good-Turing P(unseen) = {unseen:.2%}"
-    other = vocabulary == "open" or (vocabulary == "auto" and unseen > UNSEEN_TOLERANCE)
+    bound = unseen + 2 * math.sqrt(singletons + 2 * doubletons) / n
+    estimate = (
+        f"{singletons} of {len(categories)} values seen once and {doubletons} twice in {n:,} rows, "
+        f"Good-Turing P(unseen) = {unseen:.2%}, at most {bound:.2%}"
+    )
+    other = vocabulary == "open" or (vocabulary == "auto" and bound > UNSEEN_TOLERANCE)
     if other:
         where = f"{column}=(other)" if chosen == "onehot" else f"code {len(categories)}"
         say(f"{column!r}: open vocabulary ({estimate}): an unseen value is fed as {where} and its row flagged")

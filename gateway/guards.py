@@ -374,7 +374,7 @@ class Guards:
         self._index = column_index(tuple(self.names))
         self.reject_unknown = spec.unknown_fields == "reject"
         target = spec.output.target if spec.output else None
-        self.ignored = frozenset({target} if target else ())
+        self.ignored = frozenset({target} if target else ()) | frozenset(spec.ignored_fields)
         self.numeric = bool(self.features) and all(isinstance(g, _NumberGuard) for g in self.features)
         """Every feature is a number or an integer: batches may come as one matrix."""
         numbers = cast("tuple[_NumberGuard, ...]", self.features if self.numeric else ())

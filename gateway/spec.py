@@ -413,6 +413,10 @@ class FeatureSpec(Base, kw_only=True, dict=True):
     description: str = ""
     unknown_fields: UnknownFields = "reject"
     """A field that is not a feature: ``reject`` (reason ``unknown_feature``) or ``ignore``."""
+    ignored_fields: tuple[Name, ...] = ()
+    """Fields of the training data the model does not read (identifiers, timestamps, free
+    text that fitting left out): a row may carry them, and they are dropped unread, as the
+    output's target is."""
     format: int = SPEC_FORMAT
 
     def __post_init__(self) -> None:
@@ -425,6 +429,9 @@ class FeatureSpec(Base, kw_only=True, dict=True):
         dupes = _repeated(names)
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
+        both = sorted(set(names) & set(self.ignored_fields))
+        if both:
+            raise ValueError(f"a field cannot be both a feature and ignored: {', '.join(both)}")
         columns = output_column_names(self.features)
         clashes = _repeated(columns)
         if clashes:

@@ -68,9 +68,16 @@ def test_fit_spec_prints_one_line_per_decision(tmp_path: Path, capsys: pytest.Ca
     assert fit(tmp_path / "p.csv", tmp_path / "p.yaml") == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "left out 'penguin_id': it looks like an identifier (named so, and unique in each of 344 rows) (keep it with --keep penguin_id)"
-    assert out[1].startswith("'island': closed vocabulary (0 of 3 values seen once in 344 rows")
-    assert out[2].startswith("'sex': closed vocabulary")
-    assert out[3].startswith("fitted spec 'p' on 344 rows: 7 features -> 10 model inputs")
+    assert out[1:] == [
+        "'island': no gaps in 344 rows, too few to rule out gaps of up to 0.87%: a missing value is imputed",
+        "'island': closed vocabulary (0 of 3 values seen once and 0 twice in 344 rows, Good-Turing P(unseen) = 0.00%, "
+        "at most 0.00%): an unseen value is refused",
+        "'sex': closed vocabulary (0 of 2 values seen once and 0 twice in 333 rows, Good-Turing P(unseen) = 0.00%, "
+        "at most 0.00%): an unseen value is refused",
+        "'year': no gaps in 344 rows, too few to rule out gaps of up to 0.87%: a missing value is imputed",
+        out[-1],
+    ]
+    assert out[-1].startswith("fitted spec 'p' on 344 rows: 7 features -> 10 model inputs")
     assert fit(tmp_path / "p.csv", tmp_path / "kept.yaml", "--keep", "penguin_id", "--bounds", "year=2000:2030") == 0
     kept = load_spec(tmp_path / "kept.yaml")
     assert "penguin_id" in kept.feature_names

@@ -82,9 +82,15 @@ def test_imputes_where_the_data_had_gaps(spec: FeatureSpec, penguins: pd.DataFra
     for name in NUMBERS:
         assert feature(spec, name).fill == float(penguins[name].median()), name
     assert feature(spec, "sex").fill == penguins["sex"].mode()[0] == "male"
-    for name in ("island", "year"):  # no gaps in training: an absent value is refused
+    for name in ("island", "year"):  # no gaps in 344 rows, too few to rule gaps out: imputed too
         f = feature(spec, name)
+        assert (f.missing, f.baseline.missing) == ("impute", 0), name
+    observed = FeatureSpec.fit(penguins, name="penguins", target="species", missing="observed")
+    for name in ("island", "year"):  # 'observed': no gaps in training, so an absent value is refused
+        f = feature(observed, name)
         assert (f.missing, f.fill, f.baseline.missing) == ("reject", None, 0), name
+    big = pd.concat([penguins] * 20, ignore_index=True)  # 6,880 rows: enough to say 'never missing'
+    assert feature(FeatureSpec.fit(big, name="p", target="species"), "island").missing == "reject"
 
 
 def test_bounds_contain_every_training_value(spec: FeatureSpec, penguins: pd.DataFrame) -> None:

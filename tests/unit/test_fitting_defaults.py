@@ -121,7 +121,7 @@ def test_a_closed_vocabulary_refuses_an_unseen_value() -> None:
     spec = fit_spec(penguins, name="p", target="species", report=lines.append)
     island = next(f for f in spec.features if f.name == "island")
     assert isinstance(island, CategoryFeature) and not island.other and island.on_violation == "reject"
-    assert any(line.startswith("'island': closed vocabulary (0 of 3 values seen once") for line in lines)
+    assert any(line.startswith("'island': closed vocabulary (0 of 3 values seen once and 0 twice in 344 rows") for line in lines)
     row = penguins.dropna().iloc[0].to_dict()
     assert [(v.feature, v.reason, v.action) for v in spec.check([{**row, "island": "Mars"}])] == [("island", "unseen_category", "reject")]
 
@@ -137,7 +137,11 @@ def test_an_open_vocabulary_feeds_unseen_values_to_an_other_column_and_flags_the
     assert singletons > 0
     assert team.other and team.on_violation == "flag"
     assert f"team={OTHER}" == spec.output_columns[len(team.categories)]
-    assert any(f"'team': open vocabulary ({singletons} of {len(counts)} values seen once in 1,000 rows" in line for line in lines)
+    doubletons = int((counts == 2).sum())
+    assert any(
+        line.startswith(f"'team': open vocabulary ({singletons} of {len(counts)} values seen once and {doubletons} twice in 1,000 rows")
+        for line in lines
+    )
     row = {"team": "ZZZ", "g": 50, "ab": 100}
     assert [(v.feature, v.reason, v.action) for v in spec.check([row])] == [("team", "unseen_category", "flag")]
     one = spec.transform([row])  # the one-row lane
@@ -145,6 +149,15 @@ def test_an_open_vocabulary_feeds_unseen_values_to_an_other_column_and_flags_the
     assert one[0, len(team.categories)] == 1.0 and one[0, : len(team.categories)].sum() == 0.0
     assert one.tobytes() == many[:1].tobytes()
     assert many[1, 0] == 1.0 and many[1, len(team.categories)] == 0.0
+
+
+def test_values_seen_once_or_twice_open_a_vocabulary() -> None:
+    common = ["a"] * 50 + ["b"] * 47
+    assert not fit_spec({"c": [*common, "c", "c", "c"]}, name="v").features[0].other  # every value common: closed
+    assert fit_spec({"c": [*common, "c", "c", "rare"]}, name="v").features[0].other  # a singleton: open
+    assert fit_spec({"c": [*common, "c", "d", "d"]}, name="v").features[0].other  # a doubleton: open
+    lots = ["a"] * 5000 + ["b"] * 4999 + ["rare"]  # one singleton in 10,000 rows: within tolerance
+    assert not fit_spec({"c": lots}, name="v").features[0].other
 
 
 def test_the_vocabulary_policy_can_be_forced() -> None:
