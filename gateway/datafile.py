@@ -3,7 +3,8 @@
 CSV and TSV (``.tsv``, ``.tab``: tab-separated) and Parquet are read by pyarrow when it is
 installed (``pip install 'driftgate[data]'``): multi-threaded C++, typed columns, about a
 second for a million rows. Without it, CSV and TSV go through the hand-written reader
-below (pure Python, ~40x slower) and Parquet is refused with the command that fixes it.
+below (pure Python, several times slower: bench/README.md) and Parquet is refused with
+the command that fixes it.
 
 CSV has no types, so a cell is typed here: when checking against a spec, by the spec's
 feature type (a cell that does not parse stays a string, and the guards then call it
@@ -208,7 +209,7 @@ def read_columns(
     else:
         cells = _csv_columns(p, raw)
         columns = _typed(cells, spec, text)
-        reader = "the built-in reader (pip install 'driftgate[data]' reads ~40x faster)"
+        reader = "the built-in reader (pip install 'driftgate[data]' for pyarrow's, several times faster)"
     n_rows = len(next(iter(columns.values())))
     say(f"read {n_rows:,} rows x {len(columns)} columns in {time.perf_counter() - started:.1f} s with {reader}")
     return columns

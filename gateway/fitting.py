@@ -302,7 +302,9 @@ def _infer_kind(column: str, present: list[Any] | np.ndarray) -> Kind:
         if kind == "f":
             return "number"
         present = present.tolist()
-    kinds = {type(v.item() if isinstance(v, np.generic) else v) for v in present}
+    kinds = set(map(type, present))  # in C: a million cells in ~20 ms
+    if any(issubclass(k, np.generic) for k in kinds):
+        kinds = {type(v.item() if isinstance(v, np.generic) else v) for v in present}
     if not kinds:
         raise UsageError(f"column {column!r} has no values to fit")
     if kinds == {bool}:
@@ -443,7 +445,7 @@ def _fit_category(
     if chosen not in ("onehot", "ordinal"):
         raise UsageError(f"column {column!r}: a category takes 'onehot' or 'ordinal', not {chosen!r}")
     text = present.tolist() if isinstance(present, np.ndarray) else present
-    if any(not isinstance(v, str) for v in text):
+    if set(map(type, text)) - {str}:
         raise UsageError(
             f"column {column!r} holds non-text values, but a category takes strings: a request with those "
             "values would be refused as wrong_type (convert the column to text first)"

@@ -70,10 +70,14 @@ def test_fit_spec_prints_one_line_per_decision(tmp_path: Path, capsys: pytest.Ca
     assert out[0] == "left out 'penguin_id': it looks like an identifier (named so, and unique in each of 344 rows) (keep it with --keep penguin_id)"
     assert out[1:] == [
         "'island': no gaps in 344 rows, too few to rule out gaps of up to 0.87%: a missing value is imputed",
-        "'island': closed vocabulary (0 of 3 values seen once and 0 twice in 344 rows, Good-Turing P(unseen) = 0.00%, "
-        "at most 0.00%): an unseen value is refused",
-        "'sex': closed vocabulary (0 of 2 values seen once and 0 twice in 333 rows, Good-Turing P(unseen) = 0.00%, "
-        "at most 0.00%): an unseen value is refused",
+        (
+            "'island': closed vocabulary (0 of 3 values seen once and 0 twice in 344 rows, Good-Turing P(unseen) = 0.00%, "
+            "at most 0.00%): an unseen value is refused"
+        ),
+        (
+            "'sex': closed vocabulary (0 of 2 values seen once and 0 twice in 333 rows, Good-Turing P(unseen) = 0.00%, "
+            "at most 0.00%): an unseen value is refused"
+        ),
         "'year': no gaps in 344 rows, too few to rule out gaps of up to 0.87%: a missing value is imputed",
         out[-1],
     ]
