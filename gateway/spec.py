@@ -17,7 +17,7 @@ import inspect
 import math
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -76,7 +76,9 @@ def _check_choice(field: str, value: object, choices: object) -> None:
 
 
 class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
-    """Base of every spec-file Struct (subclasses repeat ``kw_only``: msgspec applies it per class).
+    """Base of every spec-file Struct (subclasses repeat ``frozen`` and ``kw_only``: msgspec
+    inherits ``frozen`` but type checkers read a subclass without it as mutable, and msgspec
+    applies ``kw_only`` per class).
 
     - ``frozen``: a loaded spec is a value; its digest must not change under a model.
     - ``forbid_unknown_fields``: a misspelt key in a hand-edited spec is an error, not a
@@ -89,7 +91,7 @@ class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 # --- transforms -------------------------------------------------------------------------
 
 
-class Standardize(Base, kw_only=True, tag_field="kind", tag="standardize"):
+class Standardize(Base, frozen=True, kw_only=True, tag_field="kind", tag="standardize"):
     """``(x - mean) / std``. ``std`` is never 0 (a constant column gets 1)."""
 
     mean: float
@@ -102,7 +104,7 @@ class Standardize(Base, kw_only=True, tag_field="kind", tag="standardize"):
             )
 
 
-class MinMax(Base, kw_only=True, tag_field="kind", tag="minmax"):
+class MinMax(Base, frozen=True, kw_only=True, tag_field="kind", tag="minmax"):
     """``(x - low) / (high - low)``: the training range maps to [0, 1]."""
 
     low: float
@@ -117,7 +119,7 @@ class MinMax(Base, kw_only=True, tag_field="kind", tag="minmax"):
             raise ValueError(f"minmax range is too wide for float64: low={self.low} high={self.high}")
 
 
-class Log(Base, kw_only=True, tag_field="kind", tag="log"):
+class Log(Base, frozen=True, kw_only=True, tag_field="kind", tag="log"):
     """``log1p(max(x - shift, 0))``: for skewed, non-negative quantities.
 
     ``shift`` is the lower end of the feature's domain, so every valid value maps to a
@@ -131,26 +133,26 @@ class Log(Base, kw_only=True, tag_field="kind", tag="log"):
             raise ValueError(f"log needs a finite shift, got {self.shift}")
 
 
-class Passthrough(Base, kw_only=True, tag_field="kind", tag="passthrough"):
+class Passthrough(Base, frozen=True, kw_only=True, tag_field="kind", tag="passthrough"):
     """The value as it is (booleans as 0 and 1)."""
 
 
-class OneHot(Base, kw_only=True, tag_field="kind", tag="onehot"):
+class OneHot(Base, frozen=True, kw_only=True, tag_field="kind", tag="onehot"):
     """One output column per known category; an unseen (flagged) category is all zeros."""
 
 
-class Ordinal(Base, kw_only=True, tag_field="kind", tag="ordinal"):
+class Ordinal(Base, frozen=True, kw_only=True, tag_field="kind", tag="ordinal"):
     """The category's index in ``categories``; an unseen (flagged) category is -1."""
 
 
-NumericTransform = Union[Standardize, MinMax, Log, Passthrough]
-CategoryTransform = Union[OneHot, Ordinal]
+NumericTransform = Standardize | MinMax | Log | Passthrough
+CategoryTransform = OneHot | Ordinal
 
 
 # --- baselines (the training distributions drift is measured against) --------------------
 
 
-class NumericBaseline(Base, kw_only=True):
+class NumericBaseline(Base, frozen=True, kw_only=True):
     """Training distribution of a number: counts between quantile-based bin edges.
 
     With ``k`` interior ``edges`` there are ``k + 1`` bins: ``(-inf, e0)``, ``[e0, e1)``,
@@ -173,7 +175,7 @@ class NumericBaseline(Base, kw_only=True):
             raise ValueError("baseline counts must not be negative")
 
 
-class CategoryBaseline(Base, kw_only=True):
+class CategoryBaseline(Base, frozen=True, kw_only=True):
     """Training distribution of a category (or boolean): a count per known value."""
 
     counts: tuple[int, ...]
@@ -188,7 +190,7 @@ OTHER = "(other)"
 is ``name=(other)``. Parenthesised, so it cannot be mistaken for a value from the data."""
 
 
-class ObservedRange(Base, kw_only=True):
+class ObservedRange(Base, frozen=True, kw_only=True):
     """What the training data held, beside the ``min``/``max`` the spec allows: a reviewer
     sees both the evidence and how far the fit extrapolated from it."""
 
@@ -202,7 +204,7 @@ class ObservedRange(Base, kw_only=True):
             raise ValueError(f"observed range needs finite min <= max, got min={self.min} max={self.max}")
 
 
-class _FeatureBase(Base, kw_only=True):
+class _FeatureBase(Base, frozen=True, kw_only=True):
     name: Name
     description: str = ""
     on_violation: OnViolation = "reject"
@@ -224,7 +226,7 @@ class _FeatureBase(Base, kw_only=True):
             raise ValueError(f"feature {self.name!r}: missing 'impute' needs a fill value")
 
 
-class NumberFeature(_FeatureBase, kw_only=True, tag_field="type", tag="number"):
+class NumberFeature(_FeatureBase, frozen=True, kw_only=True, tag_field="type", tag="number"):
     """A real number. JSON numbers only: a string or a boolean is ``wrong_type``."""
 
     min: float | None = None
@@ -239,7 +241,7 @@ class NumberFeature(_FeatureBase, kw_only=True, tag_field="type", tag="number"):
         _check_numeric(self)
 
 
-class IntegerFeature(_FeatureBase, kw_only=True, tag_field="type", tag="integer"):
+class IntegerFeature(_FeatureBase, frozen=True, kw_only=True, tag_field="type", tag="integer"):
     """A whole number. A number with a fractional part is ``wrong_type``."""
 
     min: int | None = None
@@ -253,7 +255,7 @@ class IntegerFeature(_FeatureBase, kw_only=True, tag_field="type", tag="integer"
         _check_numeric(self)
 
 
-class CategoryFeature(_FeatureBase, kw_only=True, tag_field="type", tag="category"):
+class CategoryFeature(_FeatureBase, frozen=True, kw_only=True, tag_field="type", tag="category"):
     """One of a known set of strings. Anything else is ``unseen_category``."""
 
     categories: tuple[str, ...]
@@ -283,7 +285,7 @@ class CategoryFeature(_FeatureBase, kw_only=True, tag_field="type", tag="categor
             raise ValueError(f"feature {self.name!r}: imputed value must be a known category")
 
 
-class BooleanFeature(_FeatureBase, kw_only=True, tag_field="type", tag="boolean"):
+class BooleanFeature(_FeatureBase, frozen=True, kw_only=True, tag_field="type", tag="boolean"):
     """``true`` or ``false`` (JSON booleans only; 0 and 1 are ``wrong_type``)."""
 
     transform: Passthrough = Passthrough()
@@ -299,7 +301,7 @@ class BooleanFeature(_FeatureBase, kw_only=True, tag_field="type", tag="boolean"
             raise ValueError(f"feature {self.name!r}: imputed value must be true or false")
 
 
-Feature = Union[NumberFeature, IntegerFeature, CategoryFeature, BooleanFeature]
+Feature = NumberFeature | IntegerFeature | CategoryFeature | BooleanFeature
 
 
 def output_column_names(features: tuple[Feature, ...]) -> list[str]:
@@ -340,7 +342,7 @@ def _check_numeric(f: NumberFeature | IntegerFeature) -> None:
 # --- output -----------------------------------------------------------------------------
 
 
-class HistogramBaseline(Base, kw_only=True):
+class HistogramBaseline(Base, frozen=True, kw_only=True):
     """A histogram with explicit edges (``len(counts) == len(edges) - 1``)."""
 
     edges: tuple[float, ...]
@@ -357,7 +359,7 @@ class HistogramBaseline(Base, kw_only=True):
             raise ValueError("histogram counts must not be negative")
 
 
-class OutputBaseline(Base, kw_only=True):
+class OutputBaseline(Base, frozen=True, kw_only=True):
     """Training-side distribution of the model's output, recorded when it was trained.
 
     For classification: ``class_counts`` (in label order) and ``confidence`` (histogram of
@@ -369,7 +371,7 @@ class OutputBaseline(Base, kw_only=True):
     values: HistogramBaseline | None = None
 
 
-class Output(Base, kw_only=True):
+class Output(Base, frozen=True, kw_only=True):
     """What the model answers."""
 
     task: Literal["classification", "regression"]
@@ -399,7 +401,7 @@ class Output(Base, kw_only=True):
 # --- the spec ---------------------------------------------------------------------------
 
 
-class FeatureSpec(Base, kw_only=True, dict=True):
+class FeatureSpec(Base, frozen=True, kw_only=True, dict=True):
     """The description of a model's inputs, their transform, and the training baselines.
 
     Build one with ``FeatureSpec.fit(data, name=..., target=...)`` or load a file with
