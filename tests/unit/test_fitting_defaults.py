@@ -185,6 +185,12 @@ def test_an_identifier_is_left_out_with_a_reason() -> None:
     spec = fit_spec(movies, name="m", report=lines.append)
     assert "title" not in spec.feature_names
     assert "left out 'title': it looks like an identifier (a different value in each of 1,000 rows) (keep it with --keep title)" in lines
+    # a row may still carry it: the spec ignores it, as it ignores the target
+    assert spec.ignored_fields == ("title",)
+    assert spec.check(movies.dropna()) == []
+    assert spec.check([{**movies.dropna().iloc[0].to_dict(), "colour": "red"}])[0].reason == "unknown_feature"
+    with pytest.raises(ValueError, match="both a feature and ignored: year"):
+        FeatureSpec(name="m", features=spec.features, ignored_fields=("year",))
     kept = fit_spec(movies, name="m", keep=["title"])
     assert "title" in kept.feature_names
     with pytest.raises(UsageError, match=re.escape("column 'title' looks like an identifier") + ".*--keep title"):
