@@ -145,7 +145,7 @@ def main() -> None:
         for n, cell in run(name, sizes, args.draws).items():
             missed = f" (missed: {', '.join(sorted(set(cell.missed)))})" if cell.missed else ""
             print(
-                f"| {name} | {source} | {n:,} | {100 * np.mean(cell.accepted):.2f}% ({100 * min(cell.accepted):.2f}%) "
+                f"| {name} | {source} | {n:,} | {100 * np.mean(cell.accepted):.3f}% ({100 * min(cell.accepted):.2f}%) "
                 f"| {100 * np.mean(cell.flagged):.2f}% | {100 * np.mean(cell.accepted_old):.2f}% "
                 f"| {cell.refused}/{cell.probes}{missed} | {np.median(cell.seconds):.2f} |",
                 flush=True,
