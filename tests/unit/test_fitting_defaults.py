@@ -223,3 +223,26 @@ def test_a_high_cardinality_string_is_left_out() -> None:
     spec = fit_spec(baseball, name="b", report=lines.append)
     assert spec.feature_names == ("team", "year", "g")
     assert any(line.startswith(f"left out 'id': it has {baseball['id'].nunique():,} distinct values (over 200") for line in lines)
+
+
+def test_drift_counts_the_other_bucket_as_unseen() -> None:
+    from gateway.monitoring.drift import DriftWindow
+    from gateway.spec import CategoryBaseline
+    from gateway.table import to_columns
+
+    spec = FeatureSpec(
+        name="o",
+        features=(
+            CategoryFeature(
+                name="c", categories=("a", "b"), other=True, on_violation="flag", baseline=CategoryBaseline(counts=(3, 1))
+            ),
+        ),
+    )
+    window = DriftWindow(spec, window_rows=1000)
+    for rows in ([{"c": "a"}, {"c": "new"}, {"c": "b"}], [{"c": "newer"}]):  # the batch lane, the one-row lane
+        checked = spec.guards.check(to_columns(rows, spec.feature_names))
+        assert checked.rejected is None
+        window.observe(checked.columns, checked.imputed, checked.n_rows, None, None, None)
+    segment = window.by_name["c"]
+    assert segment.labels == ["a", "b", "_unseen", "_missing"]
+    assert window.live_counts(segment).tolist() == [1, 1, 2, 0]
