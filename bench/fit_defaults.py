@@ -7,8 +7,9 @@ row an open vocabulary flags is accepted: it is served, marked). The same rows a
 against driftgate 0.1's rules (``margin=0.1``, closed vocabularies, ``missing="observed"``) for comparison.
 
 Then, per fitted spec, probes that must still be refused, each on an accepted held-out row:
-a number ten observed widths beyond either end of its range, ``-1`` in a column that was
-never negative, and an unseen string in a closed vocabulary.
+a number ten observed widths beyond either end of its range, ten times its largest value,
+a tenth of its smallest (where that lies over a width below it), ``-1`` in a column that
+was never negative, and an unseen string in a closed vocabulary.
 
     python bench/fit_defaults.py                  # 5 draws, the table in bench/README.md
     python bench/fit_defaults.py --draws 1 --sizes 100   # a quick look
@@ -91,6 +92,11 @@ def probes(spec: FeatureSpec, row: dict[str, Any]) -> list[tuple[str, dict[str, 
             out.append((f"{f.name} 10 widths below", {**row, f.name: cast(lo - 10 * width)}))
             if lo >= 0:
                 out.append((f"{f.name} negative", {**row, f.name: cast(-1)}))
+            if hi > 0:  # a unit error upwards (grams sent as milligrams)
+                out.append((f"{f.name} x10", {**row, f.name: cast(10 * hi)}))
+            if lo > 0 and lo / 10 < lo - width and (cast is float or lo >= 10):
+                # a unit error downwards, where a tenth of the smallest value lies over a width below it
+                out.append((f"{f.name} /10", {**row, f.name: cast(lo / 10)}))
         elif isinstance(f, CategoryFeature) and not f.other:
             out.append((f"{f.name} unseen", {**row, f.name: "no such value"}))
     return out
