@@ -151,3 +151,12 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     assert err == [f"driftgate: error: {data}: {message}" if "file" in message or "header" in message else f"driftgate: error: {message}"], case
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [data]
+
+
+def test_parquet_category_and_text_columns_read_as_strings_with_gaps(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"c": pd.Categorical(["a", None, "b", "a"]), "t": ["x", "y", None, "x"], "n": [1.5, None, 2.0, 3.0]})
+    frame.to_parquet(tmp_path / "f.parquet")
+    columns = read_columns(tmp_path / "f.parquet")
+    assert columns["c"] == ["a", None, "b", "a"]
+    assert columns["t"] == ["x", "y", None, "x"]
+    assert columns["n"] == [1.5, None, 2.0, 3.0]
