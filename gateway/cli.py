@@ -98,6 +98,7 @@ def cmd_fit_spec(args: argparse.Namespace) -> int:
         transforms=_pairs(args.transform, "--transform"),
         bounds=_bounds(args.bounds),
         on_violation=args.on_violation,
+        missing=args.missing,
         vocabulary=args.vocabulary,
         margin=args.margin,
         bins=args.bins,
@@ -315,6 +316,13 @@ def _add_fit_spec(sub: Subparsers) -> None:
         "--bounds", action="append", metavar="COLUMN=LOW:HIGH", help="declared bounds, kept exactly (either may be empty, e.g. age=0:)"
     )
     fit.add_argument("--on-violation", choices=("reject", "clip", "flag"), default="reject", help="policy for out-of-domain values (default: reject)")
+    fit.add_argument(
+        "--missing",
+        choices=("auto", "observed", "reject", "impute"),
+        default="auto",
+        help="an absent value: impute where the training data had gaps and reject elsewhere (observed), "
+        "the same but impute gapless columns of under 6,000 rows too (auto, the default), or always reject or impute",
+    )
     fit.add_argument(
         "--vocabulary",
         choices=("auto", "closed", "open"),

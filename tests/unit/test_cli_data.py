@@ -82,11 +82,12 @@ def test_fit_spec_prints_one_line_per_decision(tmp_path: Path, capsys: pytest.Ca
         out[-1],
     ]
     assert out[-1].startswith("fitted spec 'p' on 344 rows: 7 features -> 10 model inputs")
-    assert fit(tmp_path / "p.csv", tmp_path / "kept.yaml", "--keep", "penguin_id", "--bounds", "year=2000:2030") == 0
+    assert fit(tmp_path / "p.csv", tmp_path / "kept.yaml", "--keep", "penguin_id", "--bounds", "year=2000:2030", "--missing", "observed") == 0
     kept = load_spec(tmp_path / "kept.yaml")
     assert "penguin_id" in kept.feature_names
     year = next(f for f in kept.features if f.name == "year")
     assert (year.min, year.max) == (2000, 2030)
+    assert year.missing == "reject"  # --missing observed: no gaps in training, so none allowed
 
 
 def test_progress_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
