@@ -71,11 +71,6 @@ MAX_WIDENING = 3.0
 is at most 7x the observed one: a value an order of magnitude beyond the range (a unit
 error, a misplaced decimal point) is still refused, whatever a heavy tail suggests."""
 
-MIN_SHARE_OF_LOWEST = 0.2
-"""A column whose every training value was positive allows no value under this share of
-its smallest one: above, a value ten times the largest is over 9 widths out, so refused,
-but below, a tenth of the smallest (a unit error the other way) can lie within 3 widths."""
-
 DEFAULT_MARGIN: float | None = None
 """``None``: widen numeric ranges by the tail estimate. A number: widen by that fixed
 fraction of the observed width (driftgate 0.1's rule, kept so its specs refit alike)."""
@@ -510,9 +505,8 @@ def _widen_by_tails(values: np.ndarray) -> tuple[float, float]:
 
     Each end is extrapolated from the sample's own extremes (``_tail_pad``), kept between
     ``MIN_WIDENING`` and ``MAX_WIDENING`` widths, rounded outwards to two significant
-    digits of the widening (a readable bound, no float noise); a column that was never
-    negative never allows a negative value, and one that was always positive nothing under
-    ``MIN_SHARE_OF_LOWEST`` of its smallest value.
+    digits of the widening (a readable bound, no float noise), and a column that was never
+    negative never allows a negative value.
     """
     lo, hi = float(values[0]), float(values[-1])
     width = hi - lo
@@ -524,11 +518,7 @@ def _widen_by_tails(values: np.ndarray) -> tuple[float, float]:
             min(max(_tail_pad(lo - values), MIN_WIDENING * width), MAX_WIDENING * width),
             min(max(_tail_pad(values[::-1] - lo), MIN_WIDENING * width), MAX_WIDENING * width),
         )
-    if lo > 0:
-        pads = (min(pads[0], lo * (1 - MIN_SHARE_OF_LOWEST)), pads[1])
     low, high = _round_out(lo - pads[0], pads[0], math.floor), _round_out(hi + pads[1], pads[1], math.ceil)
-    if lo > 0:  # rounding outwards must not take it under the share either
-        low = max(low, _round_out(lo * MIN_SHARE_OF_LOWEST, pads[0], math.ceil))
     if lo >= 0 > low:
         low = 0.0
     return min(low, lo), max(high, hi)

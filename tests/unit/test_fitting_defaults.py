@@ -56,8 +56,7 @@ def test_the_implausible_is_still_refused() -> None:
     for f in numbers(spec):
         lo, hi = train[f.name].min(), train[f.name].max()
         width = hi - lo
-        unit_errors = [(10 * hi, "above_max"), (lo / 10, "below_min")]  # every wine measurement is positive
-        for value, reason in [(hi + 10 * width, "above_max"), (lo - 10 * width, "below_min"), (-0.01, "below_min"), *unit_errors]:
+        for value, reason in [(hi + 10 * width, "above_max"), (lo - 10 * width, "below_min"), (-0.01, "below_min"), (10 * hi, "above_max")]:
             found = [(v.feature, v.reason) for v in spec.check([{**row, f.name: value}])]
             assert found == [(f.name, reason)], (f.name, value)
 
