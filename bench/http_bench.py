@@ -21,6 +21,11 @@ the same ``lr``/``gbt`` models) with a V2 JSON ``[N, F]`` body at the same cells
 column: each driftgate cell's rows/s ÷ MLServer's at the same rows and connections, in this
 one run (MLServer speaks V2 JSON only over REST, so that is what it gets).
 
+``--baseline DIR`` adds a ``baseline`` mode: the guarded server run from another checkout
+(``git worktree add DIR <commit>``), interleaved with the others in every round, so a change
+is measured against the code before it on the same machine at the same time; the baseline's
+row shows guarded ÷ baseline.
+
 ``--workers N`` serves with N worker processes (``driftgate serve --workers N``); to compare
 1 and 2 workers, unpin both sides (``--server-cpu '' --client-cpu ''``) so the workers can
 use every core, and run it once per worker count.
@@ -164,7 +169,7 @@ def v1_body(records: list[dict[str, Any]]) -> bytes:
 
 
 def v2_body(spec: Any, records: list[dict[str, Any]]) -> bytes:
-    from gateway.http.v2 import _feature_datatype
+    from gateway.codecs.v2 import feature_datatype as _feature_datatype
 
     inputs = [
         {
@@ -182,7 +187,7 @@ def v2_binary_body(spec: Any, records: list[dict[str, Any]]) -> tuple[bytes, str
     """Binary tensor data, as tritonclient sends it by default; returns (body, headers)."""
     import numpy as np
 
-    from gateway.http.v2 import _feature_datatype
+    from gateway.codecs.v2 import feature_datatype as _feature_datatype
     from gateway.protocol.v2 import encode_bytes_tensor
 
     inputs, blobs = [], []
@@ -311,6 +316,12 @@ def main() -> int:
         "the same cells, first, and report every driftgate cell's rows/s ÷ MLServer's in this one run; "
         "needs --repository /tmp/driftgate-peer-repository (bench/peers.sh builds it) and --model lr or gbt",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run the guarded server from this checkout (another commit), interleaved, and report "
+        "guarded ÷ baseline on the baseline's rows",
+    )
     parser.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench-peers", help="the peer harness")
     parser.add_argument(
         "--venvs",
@@ -349,12 +360,17 @@ def main() -> int:
         runs: list[tuple[str, int]] = [(m, w) for m in args.modes.split(",") for w in counts]
         if args.reference:
             runs.insert(0, (args.reference, 1))
+        if args.baseline:
+            runs += [("baseline", w) for w in counts]
         for round_, (mode, workers) in ((n, run) for n in range(args.rounds) for run in runs):
             label = mode if len(counts) == 1 or mode == args.reference else f"{mode} w{workers}"
             if args.rounds > 1:
                 print(f"round {round_ + 1}/{args.rounds}: {label}", file=sys.stderr)
             if mode == "mlserver":
                 server = mlserver(args.peers, args.venvs, args.server_cpu, workdir)
+            elif mode == "baseline":  # the checkout's own package first on the path
+                env = {"PYTHONPATH": str(args.baseline.resolve()), "DRIFTGATE_WORKERS": str(workers)}
+                server = Server(args.repository, env, args.server_cpu, workdir, cwd=args.baseline.resolve())
             else:
                 server = Server(
                     args.repository, {**MODES[mode], "DRIFTGATE_WORKERS": str(workers)}, args.server_cpu, workdir
@@ -395,7 +411,7 @@ def main() -> int:
             + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
         ),
         "",
-        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched ÷ guarded, N workers ÷ 1 |"
+        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched ÷ guarded, N workers ÷ 1, guarded ÷ baseline |"
         + (f" rows/s ÷ {args.reference} |" if args.reference else ""),
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.reference else ""),
     ]
@@ -409,7 +425,12 @@ def main() -> int:
         else:
             other = {"guarded": "unguarded", "batched": "guarded"}.get(base_mode, "")
             base = results.get((other + (f" w{workers}" if workers else ""), protocol, batch, c))
-        ratio = f"{r['rps'] / base['rps']:.2f}" if base else ""
+        if base_mode == "baseline":  # on its row: the code under test ÷ the baseline
+            guarded = results.get(("guarded" + (f" w{workers}" if workers else ""), protocol, batch, c))
+            base, r_ = r, guarded
+        else:
+            r_ = r
+        ratio = f"{r_['rps'] / base['rps']:.2f}" if base and r_ else ""
         errors = r["errors"] + r["status_errors"]
         failed |= any(x["errors"] + x["status_errors"] > 0 or x["requests"] == 0 for x in rounds[mode, protocol, batch, c])
         line = f"| {protocol} | {batch} | {c} | {mode} | {r['rps']:,.0f} | {r['rps'] * batch:,.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {errors} | {ratio} |"

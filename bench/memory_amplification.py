@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from http_bench import v1_body, v2_body
 
-from gateway.http.v1 import value_limit as v1_value_limit
-from gateway.http.v2 import EXTRA_INPUTS
+from gateway.codecs.v1 import value_limit as v1_value_limit
+from gateway.codecs.v2 import EXTRA_INPUTS
 from gateway.protocol.json_values import json_values
 from gateway.protocol.v2 import value_limit as v2_value_limit
 from gateway.samples import sample_records

@@ -136,7 +136,7 @@ def _v1(rows: list[dict[str, Any]]) -> bytes:
 
 
 def _v2(spec: Any, rows: list[dict[str, Any]]) -> bytes:
-    from gateway.http.v2 import _feature_datatype
+    from gateway.codecs.v2 import feature_datatype as _feature_datatype
 
     inputs = [
         {"name": f.name, "datatype": _feature_datatype(f), "shape": [len(rows), 1], "data": [r[f.name] for r in rows]}

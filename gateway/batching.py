@@ -149,7 +149,7 @@ class Batcher:
         matrix = queue[0][0] if len(queue) == 1 else np.concatenate([m for m, _ in queue])
         try:
             inference = await _call(self.runtime, matrix)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure, whatever it is
             for _, future in queue:
                 if not future.done():
                     future.set_exception(exc)

@@ -18,13 +18,17 @@ Every failure that driftgate reports to a caller is a ``GatewayError``. The tree
     ├── ModelConflictError   409    the version exists already
     ├── ModelNotReadyError   503    the model is loading or unloading
     ├── OverloadedError      503    too many inference requests in progress; retry later
+    ├── ShuttingDownError    503    a request cut by a forced end of the drain; send it again
     ├── RequestTimeoutError  408    the client did not send its request in time
+    ├── HeaderFieldsTooLargeError 431  a request head over the size or field-count limit
     ├── DeadlineExceededError 504   the inference did not finish within the deadline
     └── InferenceFailedError 500    onnxruntime failed on input that passed the guards
 
-Each class carries three class variables: ``code`` (a stable slug that becomes the
-problem ``type``), ``title`` and ``status_hint`` (an HTTP status as a plain int, the
-idea of h11's ``error_status_hint``). This module knows nothing of HTTP frameworks:
+Each class carries four class variables: ``code`` (a stable slug, lower case words joined
+by hyphens, that becomes the problem ``type``), ``title``, ``status_hint`` (an HTTP status
+as a plain int, the idea of h11's ``error_status_hint``) and ``reason``: how a prediction
+request that ended with it is counted in ``driftgate_requests_total``
+(``gateway.monitoring.requests.REASONS``). This module knows nothing of HTTP frameworks:
 ``gateway.http.problems`` maps the tree to problem+json and ``gateway.cli`` to exit codes.
 """
 
@@ -42,6 +46,7 @@ __all__ = [
     "ConfigError",
     "DeadlineExceededError",
     "GatewayError",
+    "HeaderFieldsTooLargeError",
     "InferenceFailedError",
     "InputRejectedError",
     "ModelConflictError",
@@ -53,6 +58,7 @@ __all__ = [
     "PayloadError",
     "PayloadTooLargeError",
     "RequestTimeoutError",
+    "ShuttingDownError",
     "SpecError",
     "SpecMismatchError",
     "UnauthorizedError",
@@ -71,6 +77,7 @@ class GatewayError(Exception):
     code: ClassVar[str] = "gateway-error"
     title: ClassVar[str] = "Gateway error"
     status_hint: ClassVar[int] = 500
+    reason: ClassVar[str] = "failed"
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -101,6 +108,7 @@ class UsageError(GatewayError):
     code = "usage-error"
     title = "Unusable input"
     status_hint = 400
+    reason = "malformed"
 
 
 class SpecError(GatewayError):
@@ -112,6 +120,7 @@ class SpecError(GatewayError):
     code = "invalid-spec"
     title = "Invalid feature spec"
     status_hint = 422
+    reason = "malformed"
 
 
 class SpecMismatchError(SpecError):
@@ -133,9 +142,10 @@ class ModelInvalidError(GatewayError):
     onnxruntime's own text); fix or re-export the model.
     """
 
-    code = "model_invalid"
+    code = "model-invalid"
     title = "Model refused"
     status_hint = 422
+    reason = "malformed"
 
 
 class PayloadError(GatewayError):
@@ -147,6 +157,7 @@ class PayloadError(GatewayError):
     code = "malformed-request"
     title = "Malformed request"
     status_hint = 400
+    reason = "malformed"
 
 
 class PayloadTooLargeError(GatewayError):
@@ -158,6 +169,7 @@ class PayloadTooLargeError(GatewayError):
     code = "payload-too-large"
     title = "Payload too large"
     status_hint = 413
+    reason = "too_large"
 
 
 class InputRejectedError(GatewayError):
@@ -170,6 +182,7 @@ class InputRejectedError(GatewayError):
     code = "input-rejected"
     title = "Input rejected by the feature spec"
     status_hint = 422
+    reason = "rejected"
 
     def __init__(self, detail: str, violations: Sequence[Violation], **extra: Any) -> None:
         super().__init__(detail, **extra)
@@ -185,6 +198,7 @@ class UnauthorizedError(GatewayError):
     code = "unauthorized"
     title = "Unauthorized"
     status_hint = 401
+    reason = "malformed"
 
 
 class AdminDisabledError(GatewayError):
@@ -196,6 +210,7 @@ class AdminDisabledError(GatewayError):
     code = "admin-disabled"
     title = "Admin endpoints are disabled"
     status_hint = 403
+    reason = "malformed"
 
 
 class ModelNotFoundError(GatewayError):
@@ -207,6 +222,7 @@ class ModelNotFoundError(GatewayError):
     code = "model-not-found"
     title = "Model not found"
     status_hint = 404
+    reason = "not_found"
 
 
 class NotOnThisListenerError(GatewayError):
@@ -217,6 +233,7 @@ class NotOnThisListenerError(GatewayError):
     code = "not-found"
     title = "Not found"
     status_hint = 404
+    reason = "not_found"
 
 
 class ModelConflictError(GatewayError):
@@ -228,6 +245,7 @@ class ModelConflictError(GatewayError):
     code = "model-conflict"
     title = "Model version exists"
     status_hint = 409
+    reason = "malformed"
 
 
 class ModelNotReadyError(GatewayError):
@@ -239,6 +257,7 @@ class ModelNotReadyError(GatewayError):
     code = "model-not-ready"
     title = "Model not ready"
     status_hint = 503
+    reason = "not_ready"
 
 
 class OverloadedError(GatewayError):
@@ -248,6 +267,18 @@ class OverloadedError(GatewayError):
     code = "overloaded"
     title = "Server overloaded"
     status_hint = 503
+    reason = "overloaded"
+
+
+class ShuttingDownError(GatewayError):
+    """The server ended its drain early (a second SIGTERM, or the drain bound) while this
+    request was still being answered. Nothing is known of its outcome: send it again, to
+    another replica (``Retry-After``)."""
+
+    code = "shutting-down"
+    title = "Server shutting down"
+    status_hint = 503
+    reason = "not_ready"
 
 
 class RequestTimeoutError(GatewayError):
@@ -256,6 +287,17 @@ class RequestTimeoutError(GatewayError):
     code = "request-timeout"
     title = "Request timeout"
     status_hint = 408
+    reason = "timeout"
+
+
+class HeaderFieldsTooLargeError(GatewayError):
+    """A request head over the limits (its size, or its number of header fields). The
+    connection is closed after the answer."""
+
+    code = "header-fields-too-large"
+    title = "Request header fields too large"
+    status_hint = 431
+    reason = "too_large"
 
 
 class DeadlineExceededError(GatewayError):
@@ -265,6 +307,7 @@ class DeadlineExceededError(GatewayError):
     code = "deadline-exceeded"
     title = "Deadline exceeded"
     status_hint = 504
+    reason = "timeout"
 
 
 class InferenceFailedError(GatewayError):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from operator import le
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 import numpy as np
@@ -55,7 +55,9 @@ _BOOL_TYPES = frozenset({bool, np.bool_})
 _MAX_ECHO = 200
 """Longest string echoed back in a violation: enough to recognise, too short to amplify."""
 
-Problem = tuple["NDArray[np.bool_]", Reason, str]
+Verdict = Literal["reject", "clip", "flag", "impute"]
+"""What becomes of a cell: a violation's ``Action``, or ``impute`` (filled in, no violation)."""
+Problem = tuple["NDArray[np.bool_]", Reason, Verdict]
 """Rows (a mask over the batch) that break one rule, the reason, and what was done: an
 ``Action``, or ``impute`` for missing cells the spec fills in (not a violation)."""
 
@@ -167,7 +169,7 @@ class _FeatureGuard:
         self.impute = feature.missing == "impute"
         self.fill: Any = None
 
-    def one(self, value: Any) -> tuple[Any, Reason | None, Action]:
+    def one(self, value: Any) -> tuple[Any, Reason | None, Verdict]:
         """Check one value. Returns (clean value, reason or None, action)."""
         raise NotImplementedError
 
@@ -175,9 +177,9 @@ class _FeatureGuard:
         """Check a column. Returns (clean column, problems)."""
         raise NotImplementedError
 
-    def _missing(self) -> tuple[Any, Reason | None, Action]:
+    def _missing(self) -> tuple[Any, Reason | None, Verdict]:
         if self.impute:
-            return self.fill, None, "impute"  # type: ignore[return-value]
+            return self.fill, None, "impute"
         return self.fill, "missing", "reject"
 
 
@@ -191,7 +193,7 @@ class _NumberGuard(_FeatureGuard):
         self.integral = isinstance(feature, IntegerFeature)
         self.fill = float(feature.fill) if self.impute else 0.0  # type: ignore[arg-type]
 
-    def one(self, value: Any) -> tuple[Any, Reason | None, Action]:
+    def one(self, value: Any) -> tuple[Any, Reason | None, Verdict]:
         if value is None:
             return self._missing()
         if type(value) not in _NUMBER_TYPES:
@@ -212,13 +214,15 @@ class _NumberGuard(_FeatureGuard):
         unusable: NDArray[np.bool_] | None = None  # cells with no number to range-check
         if isinstance(raw, np.ndarray) and raw.dtype.kind in "fiu":
             with np.errstate(invalid="ignore"):  # a signalling NaN stays NaN (and is refused below)
-                values = raw.astype(np.float64, copy=True)
+                values: NDArray[np.float64] = raw.astype(np.float64, copy=True)
             absent = missing
         else:
             col = _cells(raw)
-            values = _fast_floats(col)
+            fast = _fast_floats(col)
             absent = missing
-            if values is None:
+            if fast is not None:
+                values = fast
+            else:
                 absent = np.fromiter((v is None for v in col), dtype=np.bool_, count=n)
                 if missing is not None:
                     absent |= missing
@@ -262,7 +266,7 @@ class _NumberGuard(_FeatureGuard):
 
 
 class _CategoryGuard(_FeatureGuard):
-    __slots__ = ("codes", "lookup")
+    __slots__ = ("codes", "lookup", "unseen")
 
     def __init__(self, feature: CategoryFeature) -> None:
         super().__init__(feature)
@@ -270,15 +274,18 @@ class _CategoryGuard(_FeatureGuard):
         # The lookup maps missing (None) to -2 so one C-level pass tells missing from unseen.
         self.lookup: dict[Any, int] = {**self.codes, None: -2}
         self.fill = self.codes[feature.fill] if self.impute else 0  # type: ignore[index]
+        self.unseen = len(feature.categories) if feature.other else -1
+        """The code of an unseen value: the open vocabulary's ``(other)`` bucket, else -1
+        (no column: all zeros one-hot)."""
 
-    def one(self, value: Any) -> tuple[Any, Reason | None, Action]:
+    def one(self, value: Any) -> tuple[Any, Reason | None, Verdict]:
         if value is None:
             return self._missing()
         if not isinstance(value, str):
             return 0, "wrong_type", "reject"
         code = self.codes.get(value)
         if code is None:
-            return -1, "unseen_category", self.action
+            return self.unseen, "unseen_category", self.action
         return code, None, "reject"
 
     def batch(self, raw: Any, missing: NDArray[np.bool_] | None, n: int) -> tuple[NDArray[Any], list[Problem]]:
@@ -308,6 +315,7 @@ class _CategoryGuard(_FeatureGuard):
         unseen = codes == -1
         if unseen.any():
             problems.append((unseen, "unseen_category", self.action))
+            codes[unseen] = self.unseen
         return codes, problems
 
 
@@ -318,7 +326,7 @@ class _BooleanGuard(_FeatureGuard):
         super().__init__(feature)
         self.fill = float(feature.fill) if self.impute else 0.0  # type: ignore[arg-type]
 
-    def one(self, value: Any) -> tuple[Any, Reason | None, Action]:
+    def one(self, value: Any) -> tuple[Any, Reason | None, Verdict]:
         if value is None:
             return self._missing()
         if type(value) not in _BOOL_TYPES:
@@ -370,7 +378,7 @@ class Guards:
         self._index = column_index(tuple(self.names))
         self.reject_unknown = spec.unknown_fields == "reject"
         target = spec.output.target if spec.output else None
-        self.ignored = frozenset({target} if target else ())
+        self.ignored = frozenset({target} if target else ()) | frozenset(spec.ignored_fields)
         self.numeric = bool(self.features) and all(isinstance(g, _NumberGuard) for g in self.features)
         """Every feature is a number or an integer: batches may come as one matrix."""
         numbers = cast("tuple[_NumberGuard, ...]", self.features if self.numeric else ())
@@ -436,9 +444,9 @@ class Guards:
                 raw = columns.data[guard.name]
                 if isinstance(guard, _CategoryGuard):
                     codes = (
-                        [guard.codes.get(v, -1) for v in raw]
+                        [guard.codes.get(v, guard.unseen) for v in raw]
                         if n == 1
-                        else np.fromiter(map(guard.codes.get, raw, [-1] * n), np.int64, n)
+                        else np.fromiter(map(guard.codes.get, raw, [guard.unseen] * n), np.int64, n)
                     )
                     clean[guard.name] = codes
                 else:
@@ -508,7 +516,7 @@ class Guards:
             raw = columns.data.get(guard.name)
             if raw is None:  # no row sent this feature: every cell is missing
                 raw = np.zeros(n, dtype=np.float64) if not isinstance(guard, _CategoryGuard) else [None] * n
-                missing = np.ones(n, dtype=np.bool_)
+                missing: NDArray[np.bool_] | None = np.ones(n, dtype=np.bool_)
             else:
                 missing = columns.missing.get(guard.name)
             values, problems = guard.batch(raw, missing, n)

@@ -29,6 +29,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gateway.batching import Batcher, parse_batching
+from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, ModelNotFoundError, ModelNotReadyError
 from gateway.monitoring.feedback import PredictionLog, SharedPredictionLog
 from gateway.monitoring.fleet import Fleet, FleetRequestCounts, WorkerContext
@@ -116,10 +117,8 @@ class Gateway:
             self.metrics_registry.unregister(self.requests)
             self.metrics_registry.register(FleetRequestCounts(self.fleet))
         self._batchers: dict[tuple[str, int], Batcher] = {}
-        self.in_flight = 0
-        """Prediction requests in progress on the ASGI route, the one that can wait (the HTTP
-        front's admission counts them, ``gateway.http.fastpath``); a batch queue holding all
-        of them runs at once, as nothing else can join it before new input arrives."""
+        self.dispatcher = Dispatcher(self)
+        """The one way in of every prediction request (``gateway.dispatch``)."""
 
     def batcher(self, model: LoadedModel) -> Batcher | None:
         """The dynamic-batching queue of ``model``, or None if batching is off for it."""
@@ -129,7 +128,7 @@ class Gateway:
         key = (model.name, model.version)
         batcher = self._batchers.get(key)
         if batcher is None or batcher.runtime is not model.runtime:
-            batcher = self._batchers[key] = Batcher(model.runtime, policy, lambda: self.in_flight)
+            batcher = self._batchers[key] = Batcher(model.runtime, policy, lambda: self.dispatcher.in_flight)
         return batcher
 
     def served_metrics(self) -> list[ModelMetrics]:

@@ -3,7 +3,8 @@
 With ``admin_port`` set, the server listens on a second socket (``admin_host``, by default
 the data plane's host) and the admin endpoints (registration, the V2 repository extension)
 are answered there and only there: the data-plane port answers them 404, and the admin
-port answers nothing but them and the two health probes (``gateway.http.fastpath``). So a
+port answers nothing but them and the two health probes (``gateway.http.fastpath``; the
+route table, ``gateway.http.routes``, says which endpoints are admin). So a
 network policy, or binding the admin listener to loopback while the data plane is on the
 pod's address, keeps registration away from every client of the model.
 
@@ -20,7 +21,7 @@ import msgspec
 
 from gateway.config import Settings
 
-__all__ = ["ADMIN_LISTENING", "bind", "is_admin_route", "open_listeners", "url_host"]
+__all__ = ["ADMIN_LISTENING", "bind", "open_listeners", "url_host"]
 
 ADMIN_LISTENING = "driftgate admin listener on http://%s:%d"
 """The log line naming the admin listener's address (scripts and tests read the port)."""
@@ -62,11 +63,3 @@ def open_listeners(settings: Settings) -> tuple[Settings, list[socket.socket]]:
 def url_host(host: str) -> str:
     """``host`` as a URL writes it (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host else host
-
-
-def is_admin_route(method: str, path: str) -> bool:
-    """True for the admin endpoints: ``PUT /v1/models/{name}/versions/{version}`` and
-    everything under ``/v2/repository/``."""
-    if path.startswith("/v2/repository/"):
-        return True
-    return method == "PUT" and path.startswith("/v1/models/") and "/versions/" in path

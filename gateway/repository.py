@@ -25,7 +25,7 @@ from pathlib import Path
 
 from gateway.errors import ConfigError, ModelConflictError, UsageError
 
-__all__ = ["MODEL_FILE", "SPEC_FILE", "ModelRepository", "VersionEntry", "check_name", "check_version"]
+__all__ = ["MODEL_FILE", "SPEC_FILE", "ModelRepository", "VersionEntry", "check_name", "check_version", "parse_version"]
 
 MODEL_FILE = "model.onnx"
 SPEC_FILE = "spec.yaml"
@@ -51,12 +51,21 @@ def check_name(name: str) -> str:
     return name
 
 
+def parse_version(text: str | int) -> int | None:
+    """``text`` as a version number, or None if it is not one (versions are whole numbers
+    from 1, written without a sign or leading zeros). The one parser of versions: each
+    caller says what a bad one is where it came from (``check_version``: a usage error;
+    a path: no such model version, 404; a query parameter: a malformed request, 400)."""
+    text = str(text)
+    return int(text) if VERSION_PATTERN.match(text) else None
+
+
 def check_version(version: str | int) -> int:
     """Return ``version`` as an int if it is a valid version, else raise ``UsageError``."""
-    text = str(version)
-    if not VERSION_PATTERN.match(text):
-        raise UsageError(f"invalid version {text[:40]!r}: versions are whole numbers from 1")
-    return int(text)
+    number = parse_version(version)
+    if number is None:
+        raise UsageError(f"invalid version {str(version)[:40]!r}: versions are whole numbers from 1")
+    return number
 
 
 class VersionEntry:

@@ -185,7 +185,7 @@ class OnnxRuntime:
             )
         labels = [a.name for a in outputs if a.name != found and a.type in ("tensor(int64)", "tensor(string)")]
         self._label_output = labels[0] if labels else None
-        return found
+        return str(found)
 
     def _find_values(self) -> str:
         for arg in self.session.get_outputs():

@@ -259,21 +259,21 @@ def record_feedback(
             matched_items.append((slot_pos, version, float(item.value)))
         counts["matched"] += 1
     by_version: dict[int, list[tuple[int, float]]] = {}
-    for slot_pos, version, truth in matched_items:
-        by_version.setdefault(version, []).append((slot_pos, truth))
+    for slot_pos, version, value in matched_items:
+        by_version.setdefault(version, []).append((slot_pos, value))
     for version, pairs in by_version.items():
         try:
             target = model_registry.get(name, version)
         except GatewayError:
             target = default  # that version is no longer served: count it on the default
         index = np.asarray([s for s, _ in pairs], dtype=np.intp)
-        truth = np.asarray([t for _, t in pairs], dtype=np.float64)
+        truths = np.asarray([t for _, t in pairs], dtype=np.float64)
         metrics = target.metrics
         with metrics.lock:
             if classification:
-                metrics.feedback.add(correct=predicted_labels[index] == truth.astype(np.int32))
+                metrics.feedback.add(correct=predicted_labels[index] == truths.astype(np.int32))
             else:
-                metrics.feedback.add(errors=predicted_values[index] - truth)
+                metrics.feedback.add(errors=predicted_values[index] - truths)
             metrics.feedback_counts["matched"] += len(pairs)
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):
@@ -302,29 +302,6 @@ def summarize(violations: list[Violation], limit: int = 3) -> str:
     parts = [f"row {v.row} {_printable(v.feature)}: {v.reason}" for v in violations[:limit]]
     more = len(violations) - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-def v1_predictions(outcome: Outcome) -> list[dict[str, Any]]:
-    """The ``predictions`` list of a V1 answer (see the contract)."""
-    ids = outcome.ids
-    if outcome.probabilities is not None:
-        labels = outcome.model.spec.output.labels  # type: ignore[union-attr]
-        probs = outcome.probabilities.tolist()
-        conf = outcome.confidence.tolist()  # type: ignore[union-attr]
-        idx = outcome.label_index.tolist()  # type: ignore[union-attr]
-        rows = [
-            {"label": labels[i], "probabilities": dict(zip(labels, p, strict=True)), "confidence": c, "id": pid}
-            for i, p, c, pid in zip(idx, probs, conf, ids, strict=True)
-        ]
-    else:
-        rows = [{"value": v, "id": pid} for v, pid in zip(outcome.values.tolist(), ids, strict=True)]  # type: ignore[union-attr]
-    if outcome.review is not None:
-        for row in np.flatnonzero(outcome.review).tolist():
-            rows[row]["review"] = True
-    for row, marks in outcome.marks.items():
-        rows[row]["flagged"] = any(v.action == "flag" for v in marks)
-        rows[row]["violations"] = marks
-    return rows
 
 
 def register_model(

@@ -72,7 +72,7 @@ class _LinearStep(_Step):
         super().__init__(name, start, 1)
         self.shift, self.divisor = shift, divisor
 
-    def scalar(self, value: Any) -> float:
+    def scalar(self, value: float) -> float:
         return (value - self.shift) / self.divisor
 
 
@@ -90,11 +90,12 @@ class _LogStep(_Step):
         # numpy's log1p, not math.log1p: the same routine as the batch path, so the same bits;
         # and +0.0 (never -0.0) below the shift, as np.maximum gives.
         d = value - self.shift
-        return float(np.log1p(d if d > 0.0 else 0.0))
+        return float(np.log1p(max(0.0, d)))
 
 
 class _OneHotStep(_Step):
-    """Codes to indicator columns; code -1 (an unseen, flagged category) is all zeros."""
+    """Codes to indicator columns; code -1 (an unseen, flagged category) is all zeros, and
+    an open vocabulary's unseen values (code ``len(categories)``) set its ``(other)`` column."""
 
     __slots__ = ()
 
@@ -121,7 +122,7 @@ def _images_fit_float32(features: Sequence[Feature], steps: Sequence[_LinearStep
 def _step_for(feature: Feature, start: int) -> _Step:
     t = feature.transform
     if isinstance(feature, CategoryFeature) and isinstance(t, OneHot):
-        return _OneHotStep(feature.name, start, len(feature.categories))
+        return _OneHotStep(feature.name, start, len(feature.categories) + feature.other)
     if isinstance(feature, BooleanFeature | CategoryFeature):  # booleans 0/1; ordinal codes, -1 unseen
         return _LinearStep(feature.name, start)
     if isinstance(t, Standardize):
@@ -207,13 +208,13 @@ class Transform:
                 out[:, step.start] = np.clip(step.column(columns[step.name]), -FLOAT32_MAX, FLOAT32_MAX)
         if self._onehot:
             rows = np.arange(n_rows)
-            for step in self._onehot:
-                codes = columns[step.name]
+            for onehot in self._onehot:
+                codes = columns[onehot.name]
                 seen = codes >= 0
                 if seen.all():
-                    out[rows, step.start + codes] = 1.0
+                    out[rows, onehot.start + codes] = 1.0
                 else:
-                    out[rows[seen], step.start + codes[seen]] = 1.0
+                    out[rows[seen], onehot.start + codes[seen]] = 1.0
         return out
 
     def _apply_one(self, columns: dict[str, Any]) -> NDArray[np.float32]:

@@ -14,11 +14,11 @@ import msgspec
 from litestar import Request, Response, put
 from litestar.datastructures import UploadFile
 
-from gateway.errors import AdminDisabledError, PayloadError, UnauthorizedError
-from gateway.http.v1 import gateway_of
+from gateway.errors import AdminDisabledError, NotOnThisListenerError, PayloadError, UnauthorizedError
+from gateway.http.context import gateway_of
 from gateway.service import register_model
 
-__all__ = ["ROUTES", "MAX_MODEL_BYTES", "require_admin"]
+__all__ = ["MAX_MODEL_BYTES", "ROUTES", "require_admin"]
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 """Largest registration body (model plus spec). Far above the prediction limit: models
@@ -26,8 +26,14 @@ are big, and only a holder of the admin token may send one."""
 
 
 def require_admin(request: Request[Any, Any, Any]) -> None:
-    """Raise unless the request carries the server's admin token."""
-    token = gateway_of(request).settings.admin_token
+    """Raise unless the request carries the server's admin token and, with an admin
+    listener, came in on it (the raw front refuses the others first: this is the second lock)."""
+    settings = gateway_of(request).settings
+    if settings.admin_port is not None:
+        local = request.scope.get("server")
+        if local is None or local[1] != settings.admin_port:
+            raise NotOnThisListenerError("no such endpoint on this listener")
+    token = settings.admin_token
     if not token:
         raise AdminDisabledError("admin endpoints are off: start the server with DRIFTGATE_ADMIN_TOKEN to enable them")
     header = request.headers.get("authorization", "")

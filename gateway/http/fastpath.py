@@ -1,35 +1,35 @@
-"""A raw ASGI front for the hot endpoints; everything else goes to the Litestar app.
+"""The raw ASGI front: the hot endpoints without Litestar; everything else goes to Litestar.
 
-V1 predict, V2 infer, the two health probes and ``/metrics`` are answered here, without Litestar's
-routing, signature parsing and response machinery (about 60 us of a one-row request on
-these machines, more than the guards, transform and inference together). They call the
-very same functions the Litestar routes call (``answer_v1``, ``answer_v2``) and map
-errors with the very same ``problem_parts``, so the two entry points cannot disagree;
-the Litestar routes stay for the OpenAPI document and for every other method and path.
+Prediction requests (the route table's ``HOT_ROUTES``, ``gateway.http.routes``), the two
+health probes and ``/metrics`` are answered here, without Litestar's routing, signature
+parsing and response machinery (about 60 us of a one-row request on these machines, more
+than the guards, transform and inference together). A prediction goes to the dispatcher
+(``gateway.dispatch``), which admits, schedules and counts it; this module reads its body
+(refused with 413 as soon as it passes the limit, or at once when ``Content-Length`` says
+it will), maps a failure to problem+json with the one ``problem_parts``, and asks a
+keep-alive client to go elsewhere while the server drains. Health probes are never refused.
 
-Bodies are read incrementally and refused with 413 as soon as they pass the limit (or
-at once, when Content-Length says they will). Prediction requests pass admission (at
-most ``max_concurrency`` in progress; one more is answered 503 at once), run under a
-deadline (``request_timeout_seconds``, 504) and are counted once each in
-``driftgate_requests_total`` with the reason they ended. Health probes are never refused.
+Every path is matched in its canonical spelling (``routes.canonical``), and Litestar is
+handed that spelling: a doubled or trailing slash cannot make a request take another way.
+With an admin listener (``--admin-port``), each listener answers only its own endpoints.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.errors import NotOnThisListenerError, OverloadedError, PayloadTooLargeError
+from gateway.codecs import header
+from gateway.errors import NotOnThisListenerError, PayloadTooLargeError
 from gateway.http.health import LIVE, NOT_READY, READY
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_parts
-from gateway.http.v1 import answer_v1, answer_v1_now, v1_target
-from gateway.http.v2 import answer_v2, answer_v2_now, v2_target
+from gateway.http.routes import PROBES, HotRoute, Target, canonical, hot_route, is_admin_route, is_probe
 from gateway.lifecycle import Gateway
-from gateway.listeners import is_admin_route
 from gateway.monitoring.exposition import render_metrics
-from gateway.monitoring.requests import UNKNOWN_MODEL, reason_of
+
+if TYPE_CHECKING:
+    from gateway.codecs import Headers
 
 __all__ = ["FastPath", "Reply"]
 
@@ -38,8 +38,6 @@ Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 _JSON = [(b"content-type", b"application/json")]
 _METRICS = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
-V1_PREFIX = "/v1/models/"
-V2_PREFIX = "/v2/models/"
 
 
 class FastPath:
@@ -48,9 +46,8 @@ class FastPath:
     def __init__(self, app: Any, gateway: Gateway) -> None:
         self.app = app
         self.gateway = gateway
+        self.dispatcher = gateway.dispatcher
         self.max_body = gateway.settings.max_body_bytes
-        self.max_concurrency = gateway.settings.max_concurrency
-        self.request_timeout = gateway.settings.request_timeout_seconds
         self.admin_port = gateway.settings.admin_port
         """The admin listener's port (``gateway.listeners``), or None: one listener for all."""
 
@@ -59,156 +56,79 @@ class FastPath:
         the admin listener's."""
         return self.admin_port is not None and local is not None and local[1] == self.admin_port
 
-    def _on_its_listener(self, scope: dict[str, Any], method: str, path: str) -> bool:
+    def on_its_listener(self, local: tuple[Any, ...] | None, method: str, path: str) -> bool:
         """With an admin listener, the admin endpoints are served only there, and there
-        nothing else but the health probes."""
-        if self.on_admin_listener(scope.get("server")):
-            return is_admin_route(method, path) or path in ("/v2/health/live", "/v2/health/ready")
+        nothing else but the health probes (``path``: canonical)."""
+        if self.admin_port is None:
+            return True
+        if self.on_admin_listener(local):
+            return is_admin_route(method, path) or is_probe(method, path)
         return not is_admin_route(method, path)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            method, path = scope["method"], scope["path"]
-            if self.admin_port is not None and not self._on_its_listener(scope, method, path):
+            method = scope["method"]
+            path = scope["path"] = canonical(scope["path"])  # Litestar routes this spelling too
+            if not self.on_its_listener(scope.get("server"), method, path):
                 return await _problem(send, NotOnThisListenerError("no such endpoint on this listener"), path)
-            if method == "POST":
-                if path.startswith(V1_PREFIX) and path.endswith(":predict"):
-                    return await self._predict(scope, receive, send, path)
-                if path.startswith(V2_PREFIX) and path.endswith("/infer"):
-                    return await self._infer(scope, receive, send, path)
-            elif method == "GET":
-                if path == "/v2/health/live":
-                    return await _send(send, 200, _JSON, LIVE)
-                if path == "/v2/health/ready":
-                    if self.gateway.ready:
-                        return await _send(send, 200, _JSON, READY)
-                    return await _send(send, 503, [*_JSON, (b"retry-after", b"1")], NOT_READY)
-                if path == "/metrics":  # here, not in Litestar, which appends a second charset
-                    return await _send(send, 200, _METRICS, await render_metrics(self.gateway))
+            hot = hot_route(method, path)
+            if hot is not None:
+                return await self._serve(scope, receive, send, path, *hot)
+            if method == "GET" and path in PROBES:
+                return await self._probe(send, PROBES[path])
         await self.app(scope, receive, send)
+
+    async def _probe(self, send: Any, probe: str) -> None:
+        if probe == "live":
+            return await _send(send, 200, _JSON, LIVE)
+        if probe == "ready":
+            if self.gateway.ready:
+                return await _send(send, 200, _JSON, READY)
+            return await _send(send, 503, [*_JSON, (b"retry-after", b"1")], NOT_READY)
+        # here, not in Litestar, which appends a second charset
+        return await _send(send, 200, _METRICS, await render_metrics(self.gateway))
 
     def _closing(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """While draining, tell keep-alive clients this connection ends with this answer,
         so their next request goes elsewhere instead of meeting a reset."""
         return [*headers, (b"connection", b"close")] if self.gateway.draining else headers
 
-    @staticmethod
-    def predicts(path: str) -> bool:
-        """True for a V1 predict or V2 infer path (the requests ``answer_now`` answers)."""
-        return (path.startswith(V1_PREFIX) and path.endswith(":predict")) or (
-            path.startswith(V2_PREFIX) and path.endswith("/infer")
-        )
-
-    def answer_now(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Reply | None:
-        """The whole answer to a prediction request (``POST`` to a predict or infer path)
-        whose body has arrived, computed now on the event loop's thread, or None when the
-        request must wait for something (a batch, a worker thread) and has to take the ASGI
-        route (``__call__``), which then answers it in full (nothing was counted here).
-
-        The HTTP protocol calls this straight from the parser's callback
-        (``gateway.http.protocol``): no task, no ASGI messages, one write. Admission,
-        counting and error mapping are the ones ``_serve`` applies."""
-        if path.startswith(V1_PREFIX) and path.endswith(":predict"):
-            target, now = _v1_target, self._v1_now
-        elif path.startswith(V2_PREFIX) and path.endswith("/infer"):
-            target, now = _v2_target, self._v2_now
-        else:
-            return None
-        label = UNKNOWN_MODEL
+    def answer_now(self, path: str, route: HotRoute, target: Target, headers: Headers, body: bytes) -> Reply | None:
+        """The whole answer to a prediction request whose body has arrived, computed now on
+        the event loop's thread, or None when it has to wait (a batch, a worker thread) and
+        must take the ASGI route (``__call__``), which then answers it in full (nothing was
+        counted here). The HTTP protocol calls this straight from the parser's callback
+        (``gateway.http.protocol``): no task, no ASGI messages, one write."""
         try:
-            model = self.gateway.model_registry.get(*target(path))
-            label = model.name
-            if self.gateway.in_flight >= self.max_concurrency:
-                raise OverloadedError(
-                    f"the server is at its limit of {self.max_concurrency} prediction requests in progress; retry shortly"
-                )
-            if len(body) > self.max_body:
-                raise PayloadTooLargeError(f"the body is over the limit of {self.max_body} bytes")
-            answer = now(headers, model, body)
+            answer = self.dispatcher.answer_now(route.codec, target.name, target.version, headers, body)
         except Exception as exc:  # noqa: BLE001 - every failure is a problem+json answer, as in Litestar
-            self.gateway.requests.add(label, reason_of(exc))
             status, content, extra = problem_parts(exc, path, "POST")
             return status, self._closing(_problem_headers(extra)), content
         if answer is None:
             return None
-        self.gateway.requests.add(label, "ok")
         return 200, self._closing(answer[1]), answer[0]
 
-    def abandoned(self, path: str) -> None:
-        """Count a direct-path request whose body never arrived in full (the client went
-        away, or its body deadline passed) as the ASGI route counts such a request."""
-        self.refused(path, ConnectionError())
-
-    def refused(self, path: str, exc: Exception) -> None:
+    def refused(self, target: Target, exc: Exception) -> None:
         """Count a prediction request the HTTP protocol answered (or dropped) itself, with
-        the reason ``exc`` gives, as the ASGI route counts it; other paths are not counted."""
-        if not self.predicts(path):
-            return
-        label = UNKNOWN_MODEL
-        target = _v1_target if path.startswith(V1_PREFIX) else _v2_target
+        the reason ``exc`` gives (``ConnectionError``: its body never arrived in full)."""
+        self.dispatcher.refused(target.name, target.version, exc)
+
+    async def _serve(
+        self, scope: dict[str, Any], receive: Any, send: Any, path: str, route: HotRoute, target: Target
+    ) -> None:
+        """One prediction request through the dispatcher. Over the concurrency cap the
+        answer is 503 at once (the body is not even read); the deadline counts the body."""
+        headers = scope["headers"]
         try:
-            label = self.gateway.model_registry.get(*target(path)).name
-        except Exception:  # noqa: BLE001, S110 - not a served model: counted under the unknown label
-            pass
-        self.gateway.requests.add(label, reason_of(exc))
-
-    def _v1_now(
-        self, headers: list[tuple[bytes, bytes]], model: Any, body: bytes
-    ) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
-        content = answer_v1_now(self.gateway, model, body)
-        return None if content is None else (content, _JSON)
-
-    def _v2_now(
-        self, headers: list[tuple[bytes, bytes]], model: Any, body: bytes
-    ) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
-        answer = answer_v2_now(self.gateway, model, body, _find(headers, b"inference-header-content-length"))
-        return None if answer is None else _v2_reply(*answer)
-
-    async def _predict(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
-        await self._serve(scope, receive, send, path, _v1_target, self._answer_v1)
-
-    async def _infer(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
-        await self._serve(scope, receive, send, path, _v2_target, self._answer_v2)
-
-    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any, path: str, target: Any, answer: Any) -> None:
-        """Admission, deadline, counting and error mapping around one prediction request.
-
-        Over the concurrency cap the answer is 503 at once (the body is not even read).
-        The deadline runs from here: reading the body and predicting both count."""
-        counts = self.gateway.requests
-        label = UNKNOWN_MODEL
-        self.gateway.in_flight += 1
-        try:
-            deadline = time.monotonic() + self.request_timeout
-            model = self.gateway.model_registry.get(*target(path))
-            label = model.name
-            if self.gateway.in_flight > self.max_concurrency:
-                raise OverloadedError(
-                    f"the server is at its limit of {self.max_concurrency} prediction requests in progress; retry shortly"
-                )
-            body = await self._body(scope, receive)
-            content, headers = await answer(scope, model, body, deadline)
-        except Exception as exc:  # every failure is a problem+json answer, as in Litestar
-            counts.add(label, reason_of(exc))
+            content, answer_headers = await self.dispatcher.answer(
+                route.codec, target.name, target.version, headers, lambda: self._body(headers, receive)
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure is a problem+json answer, as in Litestar
             return await _problem(send, exc, path)
-        finally:
-            self.gateway.in_flight -= 1
-        counts.add(label, "ok")
-        await _send(send, 200, self._closing(headers), content)
+        await _send(send, 200, self._closing(answer_headers), content)
 
-    async def _answer_v1(
-        self, scope: dict[str, Any], model: Any, body: bytes, deadline: float
-    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-        return await answer_v1(self.gateway, model, body, deadline), _JSON
-
-    async def _answer_v2(
-        self, scope: dict[str, Any], model: Any, body: bytes, deadline: float
-    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-        header = _header(scope, b"inference-header-content-length")
-        return _v2_reply(*await answer_v2(self.gateway, model, body, header, deadline))
-
-    async def _body(self, scope: dict[str, Any], receive: Any) -> bytes:
-        declared = _header(scope, b"content-length")
+    async def _body(self, headers: Headers, receive: Any) -> bytes:
+        declared = header(headers, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise PayloadTooLargeError(f"the body is {declared} bytes; the limit is {self.max_body}")
         chunks: list[bytes] = []
@@ -224,34 +144,6 @@ class FastPath:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _v1_target(path: str) -> tuple[str, int | None]:
-    return v1_target(path[len(V1_PREFIX) :])
-
-
-def _v2_target(path: str) -> tuple[str, int | None]:
-    return v2_target(path[len(V2_PREFIX) : -len("/infer")])
-
-
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    return _find(scope["headers"], name)
-
-
-def _find(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-def _v2_reply(content: bytes, header_length: int | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    if header_length is None:
-        return content, _JSON
-    return content, [
-        (b"content-type", b"application/octet-stream"),
-        (b"inference-header-content-length", str(header_length).encode()),
-    ]
 
 
 def _problem_headers(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:

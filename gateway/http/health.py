@@ -13,7 +13,7 @@ from typing import Any
 from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.http.v1 import gateway_of
+from gateway.http.context import gateway_of
 from gateway.monitoring.exposition import render_metrics
 
 __all__ = ["ROUTES"]

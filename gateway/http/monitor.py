@@ -12,10 +12,11 @@ import msgspec
 from litestar import Request, Response, get, post
 
 from gateway.errors import PayloadError, PayloadTooLargeError
-from gateway.http.v1 import decode_json, gateway_of
+from gateway.http.context import gateway_of
 from gateway.monitoring.report import render_html, snapshot
 from gateway.protocol.duplicate_keys import refuse_duplicate_keys
-from gateway.repository import VERSION_PATTERN
+from gateway.protocol.json_body import decode_json
+from gateway.repository import parse_version
 from gateway.service import FeedbackRequest, record_feedback
 
 __all__ = ["ROUTES"]
@@ -40,7 +41,7 @@ async def feedback(request: Request[Any, Any, Any], name: str) -> Response[bytes
 @get("/v1/models/{name:str}/monitor", summary="Live monitoring state")
 async def monitor(request: Request[Any, Any, Any], name: str, version: str | None = None, format: str | None = None) -> Response[Any]:
     """Drift per feature, output against baseline, rejections, online accuracy."""
-    pinned = int(version) if version is not None and VERSION_PATTERN.match(version) else None
+    pinned = None if version is None else parse_version(version)
     if version is not None and pinned is None:
         raise PayloadError("version must be a whole number from 1")
     model = gateway_of(request).model_registry.get(name, pinned)

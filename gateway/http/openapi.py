@@ -10,11 +10,13 @@ answer with the problem schema, object bodies, and ``/metrics`` as Prometheus te
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.http.problems import PROBLEM_MEDIA_TYPE
+from gateway.http.routes import HOT_ROUTES
 
 __all__ = ["complete_document"]
 
@@ -44,35 +46,6 @@ PROBLEM = {
     },
 }
 
-_ROWS = {
-    "type": "object",
-    "required": ["instances"],
-    "properties": {"instances": {"type": "array", "minItems": 1, "items": {"type": "object"}}},
-}
-_TENSOR = {
-    "type": "object",
-    "required": ["name", "shape", "datatype"],
-    "properties": {
-        "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "datatype": {"type": "string"},
-        "data": {"type": "array"},
-        "parameters": {"type": "object"},
-    },
-}
-_INFER = {
-    "type": "object",
-    "required": ["inputs"],
-    "properties": {
-        "id": {"type": "string"},
-        "parameters": {"type": "object"},
-        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
-        "outputs": {
-            "type": "array",
-            "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
-        },
-    },
-}
 _FEEDBACK = {
     "type": "object",
     "required": ["feedback"],
@@ -96,6 +69,10 @@ _BUNDLE = {
     "required": ["model", "spec"],
     "properties": {"model": {"type": "string", "format": "binary"}, "spec": {"type": "string", "format": "binary"}},
 }
+
+
+_HOT_TEMPLATES = {re.sub(r":[a-z]+}", "}", t): route for route in HOT_ROUTES for t in route.templates}
+"""The hot routes by their paths as the document writes them (``{name}``, not ``{name:str}``)."""
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -126,14 +103,11 @@ def _operation_kind(method: str, path: str) -> tuple[dict[str, Any] | None, tupl
     obj: dict[str, Any] = {"type": "object"}
     if method == "post" and path.startswith("/v1/models/") and path.endswith("/feedback"):
         return _json(_FEEDBACK), ("400", "404", "413", "422"), obj
-    if method == "post" and path.startswith("/v1/models/"):
-        return _json(_ROWS), _PREDICT_ERRORS, obj
-    if method == "post" and path.startswith("/v2/models/") and path.endswith("/infer"):
-        body = _json(_INFER)
-        body["content"]["application/octet-stream"] = {
-            "schema": {"type": "string", "format": "binary"},
-            "description": "binary tensor data (Inference-Header-Content-Length)",
-        }
+    route = _HOT_TEMPLATES.get(path) if method == "post" else None
+    if route is not None:
+        body = _json(route.codec.request_schema)
+        for media_type in route.codec.media_types[1:]:
+            body["content"][media_type] = {"schema": {"type": "string", "format": "binary"}}
         return body, _PREDICT_ERRORS, obj
     if method == "put":
         return {"required": True, "content": {"multipart/form-data": {"schema": _BUNDLE}}}, _ADMIN_ERRORS, obj
@@ -171,8 +145,9 @@ def complete_document(document: dict[str, Any]) -> None:
             for status in ("200", "201"):
                 if status in responses:
                     responses[status]["content"] = {"application/json": {"schema": ok}}
-                    if path.endswith("/infer"):
-                        responses[status]["content"]["application/octet-stream"] = {"schema": {"type": "string"}}
+                    if method == "post" and path in _HOT_TEMPLATES:
+                        for media_type in _HOT_TEMPLATES[path].codec.media_types[1:]:
+                            responses[status]["content"][media_type] = {"schema": {"type": "string"}}
                     if path.endswith("/monitor"):
                         responses[status]["content"]["text/html"] = {"schema": {"type": "string"}}
             for status in errors:

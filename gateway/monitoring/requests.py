@@ -15,44 +15,20 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.errors import (
-    DeadlineExceededError,
-    GatewayError,
-    InputRejectedError,
-    ModelNotFoundError,
-    ModelNotReadyError,
-    OverloadedError,
-    PayloadError,
-    PayloadTooLargeError,
-    RequestTimeoutError,
-)
+from gateway.errors import GatewayError
 
 __all__ = ["REASONS", "UNKNOWN_MODEL", "RequestCounts", "reason_of"]
 
 REASONS = ("ok", "rejected", "malformed", "too_large", "not_found", "not_ready", "overloaded", "timeout", "canceled", "failed")
 UNKNOWN_MODEL = "_unknown"
 
-_BY_CLASS: tuple[tuple[type[BaseException], str], ...] = (
-    (InputRejectedError, "rejected"),
-    (PayloadTooLargeError, "too_large"),
-    (PayloadError, "malformed"),
-    (ModelNotFoundError, "not_found"),
-    (ModelNotReadyError, "not_ready"),
-    (OverloadedError, "overloaded"),
-    (DeadlineExceededError, "timeout"),
-    (RequestTimeoutError, "timeout"),
-    (ConnectionError, "canceled"),
-)
-
 
 def reason_of(exc: BaseException) -> str:
-    """The one reason a failed request is counted under."""
-    for cls, reason in _BY_CLASS:
-        if isinstance(exc, cls):
-            return reason
-    if isinstance(exc, GatewayError) and 400 <= exc.status_hint < 500:
-        return "malformed"  # other client errors: a spec-level refusal of the request's form
-    return "failed"
+    """The one reason a failed request is counted under: its error's own ``reason``
+    (``gateway.errors``); a client that went away is ``canceled``, anything else ``failed``."""
+    if isinstance(exc, GatewayError):
+        return exc.reason
+    return "canceled" if isinstance(exc, ConnectionError) else "failed"
 
 
 class RequestCounts(Collector):

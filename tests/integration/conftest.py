@@ -69,6 +69,8 @@ class ServerProcess:
             and the port are then the caller's business (pass them in ``env``).
         inherit_env: False to give the process exactly ``env`` and nothing else.
         port: the port; default 0, a free one that the kernel picks (see the module docstring).
+        new_group: start it in a process group (and session) of its own, so ``send_group``
+            can signal the whole group as systemd or ``kill -TERM -PGID`` does.
     """
 
     def __init__(
@@ -81,8 +83,10 @@ class ServerProcess:
         command: Sequence[str] | None = None,
         inherit_env: bool = True,
         port: int | None = None,
+        new_group: bool = False,
     ) -> None:
         self.workdir = workdir
+        self.new_group = new_group
         self.repository = repository
         self.host = "127.0.0.1"
         self.port = port if port is not None else 0
@@ -129,7 +133,13 @@ class ServerProcess:
         self._out = open(self.workdir / "stdout.log", "wb")  # noqa: SIM115 - closed in stop()
         self._err = open(self.workdir / "stderr.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            self.command, env=self.env, cwd=self.workdir, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL
+            self.command,
+            env=self.env,
+            cwd=self.workdir,
+            stdout=self._out,
+            stderr=self._err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=self.new_group,
         )
         if wait:
             self.wait_ready()
@@ -177,6 +187,11 @@ class ServerProcess:
         """Send ``sig`` without waiting (see ``wait``)."""
         assert self.process is not None
         self.process.send_signal(sig)
+
+    def send_group(self, sig: int) -> None:
+        """Send ``sig`` to every process of the server's group (``new_group`` only)."""
+        assert self.process is not None and self.new_group, "start it with new_group=True"
+        os.killpg(self.process.pid, sig)
 
     def wait(self, timeout: float) -> Stopped:
         """Wait for the process to end (after a signal); kill it after ``timeout``."""
@@ -228,8 +243,8 @@ StartServer = Callable[..., ServerProcess]
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[StartServer]:
     """``start_server(repository=None, args=(), env=None, command=None, inherit_env=True,
-    port=None, wait=True)``: a server of the test's own; a copy of ``models/`` unless
-    ``repository`` is given."""
+    port=None, wait=True, new_group=False)``: a server of the test's own; a copy of
+    ``models/`` unless ``repository`` is given."""
     started: list[ServerProcess] = []
 
     def factory(
@@ -241,11 +256,19 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
         inherit_env: bool = True,
         port: int | None = None,
         wait: bool = True,
+        new_group: bool = False,
     ) -> ServerProcess:
         n = len(started)
         repo = repository if repository is not None else copy_models(tmp_path / f"models-{n}")
         proc = ServerProcess(
-            tmp_path / f"server-{n}", repo, args=args, env=env, command=command, inherit_env=inherit_env, port=port
+            tmp_path / f"server-{n}",
+            repo,
+            args=args,
+            env=env,
+            command=command,
+            inherit_env=inherit_env,
+            port=port,
+            new_group=new_group,
         )
         started.append(proc)
         return proc.start(wait=wait)

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.listeners import ADMIN_LISTENING, is_admin_route
+from gateway.http.routes import is_admin_route
+from gateway.listeners import ADMIN_LISTENING
 from tests.integration.conftest import ServerProcess, StartServer
 from tests.integration.support import (
     ADMIN_TOKEN,

@@ -138,7 +138,7 @@ REFUSALS = {
         lambda: os.urandom(4096),
         PENGUINS_SPEC.read_bytes,
         422,
-        "model_invalid",  # refused by the static check (gateway.model_check) before onnxruntime sees it
+        "model-invalid",  # refused by the static check (gateway.model_check) before onnxruntime sees it
         ["ONNX"],
     ),
     "empty-onnx": ("penguins", "7", lambda: b"", PENGUINS_SPEC.read_bytes, None, None, []),

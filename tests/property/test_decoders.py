@@ -29,16 +29,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.codecs.v1 import decode_instances
+from gateway.codecs.v2 import columns_from_tensors
 from gateway.config import load_settings
 from gateway.errors import GatewayError, PayloadError
 from gateway.guards import Checked, compile_guards
-from gateway.http.v1 import answer_v1, decode_instances
-from gateway.http.v2 import answer_v2, columns_from_tensors
 from gateway.lifecycle import Gateway
 from gateway.protocol.v2 import DATATYPES, RequestInput, decode_request, decode_tensor
 from gateway.registry import LoadedModel
 from gateway.spec import load_spec
 from gateway.table import Columns, records_to_columns
+from tests.dispatching import answer_v1, answer_v2
 from tests.integration.support import DIABETES_SPEC, MODELS, PENGUIN, PENGUINS_SPEC
 
 T = TypeVar("T")
@@ -423,7 +424,7 @@ INVALID_UTF8 = [b"\x80", b"\xed\xa0\x80", b"\xff\xfe"]
 def test_invalid_utf8_in_a_string_is_a_payload_error(decoder: str, bad: bytes) -> None:
     """Found by these properties (msgspec raises UnicodeDecodeError), fixed in 990f8b1."""
     from gateway.http.monitor import _decode_feedback
-    from gateway.http.v1 import decode_json
+    from gateway.protocol.json_body import decode_json
 
     bodies = {
         "v1": lambda: decode_instances(b'{"instances": [{"island": "' + bad + b'"}]}', MAX_ROWS),

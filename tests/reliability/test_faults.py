@@ -106,14 +106,14 @@ def test_b5_broken_bundles_are_refused_and_the_old_version_serves_throughout(kno
 def test_b5_refused_model_answer_is_model_invalid_without_onnxruntime_text(
     knob_server: ServerProcess, case: str
 ) -> None:
-    """B5: a file onnxruntime cannot load is ``422 model_invalid`` with a generic reason:
+    """B5: a file onnxruntime cannot load is ``422 model-invalid`` with a generic reason:
     onnxruntime's own message names its source paths, so it must not reach the client."""
     with knob_server.client() as client:
         r = client.put(
             "/v1/models/knob/versions/9", files=bundle(BROKEN_MODELS[case], knob_spec_bytes()), headers=admin()
         )
     body = assert_problem(r, 422)
-    assert body["code"] == "model_invalid", body
+    assert body["code"] == "model-invalid", body
     leaked = [frag for frag in ORT_TEXT if frag in r.text]
     assert not leaked, f"onnxruntime text in the answer: {leaked}: {body['detail'][:300]}"
 

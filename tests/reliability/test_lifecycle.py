@@ -9,6 +9,7 @@ to the end with ``Connection: close``, and the process exits 0 within ``drain_se
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import statistics
@@ -26,11 +27,13 @@ from tests.integration.support import (
     PENGUINS_MODEL,
     PENGUINS_SPEC,
     admin,
+    assert_problem,
     bundle,
     copy_models,
     penguin,
     sample,
     scrape,
+    wait_serving,
 )
 from tests.reliability.fixture_models import assert_alive, knob_spec_bytes, slow_model, write_version
 
@@ -188,6 +191,163 @@ def test_b4_second_sigterm_ends_a_stalled_drain_at_once(start_server: StartServe
         proc.send(signal.SIGTERM)
         stopped = proc.wait(4)
     assert not stopped.killed and time.monotonic() - t0 < 3.0, f"{time.monotonic() - t0:.1f} s after the second SIGTERM"
+
+
+# --- B4 with --workers: the whole process group signalled ------------------------------------
+
+GROUP_RUNS = int(os.environ.get("DRIFTGATE_TEST_GROUP_SIGTERM_RUNS", "2"))
+"""Runs of the group-SIGTERM test in a row (the bug it guards showed in 4 runs of 5; run it
+20 times with ``DRIFTGATE_TEST_GROUP_SIGTERM_RUNS=20`` after touching the drain)."""
+
+
+def _answer(kind: str, url: str, path: str, body: object, started: threading.Event | None = None) -> Attempt:
+    """One request on a connection of its own (so the kernel may hand it to either worker)."""
+    with httpx.Client(base_url=url, timeout=30, headers={"connection": "close"}) as client:
+        t0 = time.monotonic()
+        if started is not None:
+            started.set()
+        try:
+            r = client.post(path, json=body)
+        except Exception as exc:  # noqa: BLE001 - classified and asserted on
+            return Attempt(kind, t0, time.monotonic(), None, failure=_failure(exc))
+    problem = r.headers.get("content-type", "").startswith("application/problem+json")
+    return Attempt(
+        kind, t0, time.monotonic(), r.status_code, failure="" if r.status_code == 200 or problem else r.text[:200]
+    )
+
+
+def _group_sigterm_run(start_server: StartServer, repository: Path) -> None:
+    drain = 10.0
+    proc = start_server(
+        repository=repository, args=["--workers", "2"], env={"DRIFTGATE_DRAIN_SECONDS": str(drain)}, new_group=True
+    )
+    wait_serving(proc, 2)
+    rows = [penguin(bill_length_mm=35.0 + (i % 20)) for i in range(64)]
+    slow_body = {"instances": [{"x": 1024.0}] + [{"x": 0.5}] * 255}  # about 0.3 s alone, more under load
+    attempts: list[Attempt] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            attempt = _answer("load", proc.url, "/v1/models/penguins:predict", {"instances": rows})
+            with lock:
+                attempts.append(attempt)
+            if attempt.failure == "refused":
+                return
+
+    def held(started: threading.Event) -> None:
+        attempt = _answer("held", proc.url, "/v1/models/slow:predict", slow_body, started)
+        with lock:
+            attempts.append(attempt)
+
+    loaders = [threading.Thread(target=load) for _ in range(3)]
+    starts = [threading.Event() for _ in range(4)]
+    holders = [threading.Thread(target=held, args=(s,)) for s in starts]
+    for t in loaders:
+        t.start()
+    try:
+        while len(attempts) < 20:
+            time.sleep(0.01)
+        for t in holders:
+            t.start()
+        for s in starts:
+            assert s.wait(10)
+        time.sleep(0.15)  # the held requests are read and running
+        signalled = time.monotonic()
+        proc.send_group(signal.SIGTERM)  # as systemd's KillMode=control-group or kill -TERM -PGID
+        stopped = proc.wait(drain + 10)
+        seconds = time.monotonic() - signalled
+    finally:
+        stop.set()
+        for t in [*loaders, *holders]:
+            t.join(timeout=30)
+    assert not stopped.killed and stopped.exit_code == 0, f"exit {stopped.exit_code}:\n{stopped.stderr[-3000:]}"
+    assert seconds < drain + EXIT_SLACK, seconds
+    for words in ("Traceback", "CancelledError", "Exception in ASGI application", "ending the drain now"):
+        assert words not in stopped.stderr, f"{words!r} in the log:\n{stopped.stderr[-3000:]}"
+    held_answers = [a for a in attempts if a.kind == "held"]
+    assert len(held_answers) == 4 and all(a.started < signalled < a.ended for a in held_answers), held_answers
+    assert all(a.status == 200 for a in held_answers), held_answers  # well within the drain bound
+    answered = [a for a in attempts if a.status is not None]
+    # 503 only as problem+json (the drain bound; a request past it), never uvicorn's text 500
+    assert all(a.status in (200, 503) and not a.failure for a in answered), [a for a in answered if a.failure][:3]
+    lost = [a for a in attempts if a.status is None and a.failure not in ("refused", "closed-idle", "reset")]
+    assert not lost, f"requests cut: {lost[:3]}"
+
+
+@pytest.mark.slow
+def test_b4_group_sigterm_with_workers_drains_every_request_in_flight(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """B4 with ``--workers 2``: SIGTERM to the whole process group under load (every process
+    gets it, and the supervisor passes it on) is one drain, not a drain cut short by the
+    copy: each request in flight is answered 200, the process exits 0 within the bound,
+    and the log holds no traceback. ``GROUP_RUNS`` runs in a row."""
+    repository = copy_models(tmp_path / "models")
+    write_version(repository, "slow", "1", slow_model(), knob_spec_bytes("slow"))
+    for _ in range(GROUP_RUNS):
+        _group_sigterm_run(start_server, repository)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("workers", "end"), [(1, "second SIGTERM"), (2, "second SIGTERM"), (1, "drain bound")])
+def test_b4_a_drain_ended_early_answers_what_it_cuts_503_problem_json(
+    start_server: StartServer, tmp_path: Path, workers: int, end: str
+) -> None:
+    """B4: a second SIGTERM (to the server, or to the supervisor of 2 workers), or the drain
+    bound (0.5 s here), while requests are in flight ends the drain: each request it cuts is
+    answered at once 503 problem+json ``shutting-down`` with ``Retry-After``, never uvicorn's
+    text 500, and the log holds no traceback. (The process itself ends once the model calls
+    already running on its threads return: a thread cannot be stopped.)"""
+    drain = 20.0 if end == "second SIGTERM" else 0.5
+    repository = copy_models(tmp_path / "models")
+    write_version(repository, "slow", "1", slow_model(rounds=16), knob_spec_bytes("slow"))
+    proc = start_server(
+        repository=repository, args=["--workers", str(workers)], env={"DRIFTGATE_DRAIN_SECONDS": str(drain)}
+    )
+    if workers > 1:
+        wait_serving(proc, workers)
+    slow_body = {"instances": [{"x": 1792.0}] + [{"x": 0.5}] * 255}  # 1.4 s alone, far more two at once
+    answers: list[tuple[float, httpx.Response | Exception]] = []
+    started = [threading.Event() for _ in range(2)]
+
+    def held(event: threading.Event) -> None:
+        with httpx.Client(base_url=proc.url, timeout=30, headers={"connection": "close"}) as client:
+            event.set()
+            try:
+                answer: httpx.Response | Exception = client.post("/v1/models/slow:predict", json=slow_body)
+            except httpx.HTTPError as exc:
+                answer = exc
+            answers.append((time.monotonic(), answer))
+
+    holders = [threading.Thread(target=held, args=(e,)) for e in started]
+    for t in holders:
+        t.start()
+    for e in started:
+        assert e.wait(10)
+    time.sleep(0.3)  # read and running
+    proc.send(signal.SIGTERM)
+    if end == "second SIGTERM":
+        time.sleep(0.5)
+        assert proc.running and not answers, "the first SIGTERM drains: the requests go on"
+        proc.send(signal.SIGTERM)
+    cut = time.monotonic() + (0 if end == "second SIGTERM" else drain)
+    for t in holders:
+        t.join(timeout=15)
+    stopped = proc.wait(30)
+    assert not stopped.killed and stopped.exit_code == 0, f"exit {stopped.exit_code}:\n{stopped.stderr[-3000:]}"
+    said = "ending the drain now" if end == "second SIGTERM" else "timeout graceful shutdown exceeded"
+    assert said in stopped.stderr, stopped.stderr[-2000:]
+    for words in ("Traceback", "CancelledError", "Exception in ASGI application"):
+        assert words not in stopped.stderr, f"{words!r} in the log:\n{stopped.stderr[-3000:]}"
+    assert len(answers) == 2, answers
+    for at, answer in answers:
+        assert isinstance(answer, httpx.Response), f"cut without an answer: {answer!r}"
+        problem = assert_problem(answer, 503)
+        assert problem["code"] == "shutting-down" and answer.headers["retry-after"] == "1", problem
+        assert answer.headers["connection"] == "close"
+        assert at - cut < 3.0, f"answered {at - cut:.1f} s after the {end}"
 
 
 # --- B1: SIGSTOP / SIGCONT ---------------------------------------------------------------

@@ -3,7 +3,7 @@
 Memory bombs, external-data references, an unknown operator domain and deep subgraph
 nesting, sent every way a model reaches the registry: ``PUT`` registration, ``driftgate
 register`` into the watched repository, and the start-up scan. Each is refused with 422
-``model_invalid`` and a generic message, nothing is written, ``/v2/health/live`` still
+``model-invalid`` and a generic message, nothing is written, ``/v2/health/live`` still
 answers, the version served before still answers, and the server's own memory (its peak,
 ``VmHWM`` in ``/proc/<pid>/status``, reset through ``clear_refs`` where allowed) moves
 less than 20 MB: the resource-limited trial child pays for the bomb, not the server.
@@ -87,7 +87,7 @@ def _register(client: httpx.Client, version: str, model: bytes) -> httpx.Respons
 
 def _assert_refused(response: httpx.Response, words: str) -> None:
     body = assert_problem(response, 422)
-    assert body["code"] == "model_invalid", body
+    assert body["code"] == "model-invalid", body
     assert words in body["detail"], body["detail"]
     for leak in ("/", "secret", "passwd", "ONNXRuntimeError", "onnxruntime_src"):
         assert leak not in body["detail"], body["detail"]

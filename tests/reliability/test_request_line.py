@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.http.protocol import MAX_HEAD_BYTES, MAX_HEADERS
+from gateway.http.limits import MAX_HEAD_BYTES, MAX_HEADERS
 from tests.reliability.conftest import ServerProcess, server_pid
 from tests.reliability.fixture_models import assert_alive
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import PayloadError
-from gateway.http.v1 import decode_instances
+from gateway.codecs.v1 import decode_instances
 from gateway.protocol.v2 import decode_request
 
 

@@ -252,7 +252,7 @@ def test_an_unknown_operator_domain_is_refused(where: str) -> None:
     with pytest.raises(ModelInvalidError, match="evil.domain") as caught:
         check_static(foreign_domain_model("evil.domain", where))
     assert caught.value.status_hint == 422
-    assert caught.value.code == "model_invalid"
+    assert caught.value.code == "model-invalid"
 
 
 def test_max_ir_version_is_what_onnxruntime_loads() -> None:

@@ -10,13 +10,13 @@ import msgspec
 import numpy as np
 import pytest
 
+from gateway.codecs.v1 import numeric_columns
 from gateway.config import load_settings
 from gateway.errors import InputRejectedError, PayloadError
-from gateway.http.v1 import answer_v1, numeric_columns
-from gateway.http.v2 import answer_v2
 from gateway.lifecycle import Gateway
 from gateway.samples import sample_records
 from gateway.table import records_to_columns
+from tests.dispatching import answer_v1, answer_v2
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 

@@ -1,0 +1,173 @@
+"""The V1 records protocol: ``{"instances": [{feature: value, ...}, ...]}`` in, and
+``{"model_name", "model_version", "predictions": [...]}`` out (see the contract)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+
+from gateway.codecs.base import JSON_HEADERS, Answer, Decoded, Headers
+from gateway.errors import PayloadError, PayloadTooLargeError
+from gateway.protocol.duplicate_keys import refuse_duplicate_keys
+from gateway.protocol.json_body import decode_json
+from gateway.protocol.json_values import OBJECT, refuse_many_values
+from gateway.table import matrix_to_columns, records_to_columns
+
+if TYPE_CHECKING:
+    from gateway.registry import LoadedModel
+    from gateway.service import Outcome
+    from gateway.table import Columns
+
+__all__ = ["EXTRA_FIELDS", "V1", "decode_instances", "numeric_columns", "predictions", "value_limit"]
+
+
+class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A V1 prediction request."""
+
+    instances: list[dict[str, Any]]
+
+
+_decode_predict = msgspec.json.Decoder(PredictRequest).decode
+_decode_predict_wide = msgspec.json.Decoder(PredictRequest, float_hook=float).decode
+"""Only for bodies the fast decoder refused with "Number out of range": parses every float
+in Python (slower), so 1e400 arrives as inf and the guards answer ``not_finite`` (422)."""
+_encode = msgspec.json.Encoder().encode
+
+
+def _decode_predict_request(body: bytes) -> PredictRequest:
+    try:
+        return _decode_predict(body)
+    except msgspec.ValidationError as exc:
+        if not str(exc).startswith("Number out of range"):
+            raise
+        return _decode_predict_wide(body)
+
+
+def decode_instances(body: bytes, max_rows: int) -> list[dict[str, Any]]:
+    """The rows of a V1 body as dicts (the general decoder: any spec, any value)."""
+    instances = decode_json(_decode_predict_request, body, "prediction request").instances
+    if not instances:
+        raise PayloadError("'instances' holds no rows")
+    if len(instances) > max_rows:
+        raise PayloadTooLargeError(f"{len(instances)} rows in one request; the limit is {max_rows}", max_rows=max_rows)
+    refuse_duplicate_keys(body, 1 + sum(map(len, instances)))
+    return instances
+
+
+@functools.lru_cache(maxsize=256)
+def _numeric_decoder(names: tuple[str, ...]) -> Callable[[bytes], Any]:
+    """A decoder of ``{"instances": [...]}`` whose rows are msgspec Structs with exactly
+    ``names`` as float fields: no per-row dict or key string is built, and a row with a
+    missing, extra or non-numeric field fails in C (built once per feature list)."""
+    fields = [f"f{j}" for j in range(len(names))]
+    row = msgspec.defstruct(
+        "NumericRow",
+        [(f, float) for f in fields],
+        rename=dict(zip(fields, names, strict=True)),
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    request = msgspec.defstruct("NumericPredictRequest", [("instances", list[row])], forbid_unknown_fields=True)  # type: ignore[valid-type]
+    return msgspec.json.Decoder(request).decode
+
+
+_astuple = msgspec.structs.astuple
+
+
+def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns | None:
+    """For a spec whose features are all numbers: the body's rows as one float64 matrix,
+    decoded and type-checked in C (no per-cell Python), or None when the body is anything
+    but rows holding exactly the features as JSON numbers (a missing or extra field, a
+    string, a bool, null, a malformed body): those take the general path, which names
+    every problem. Numbers outside float64 (1e400) also take it, and become ``not_finite``.
+    """
+    width = len(names)
+    if width < 2:
+        return None
+    try:
+        instances = _numeric_decoder(tuple(names))(body).instances
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
+    n = len(instances)
+    if not 0 < n <= max_rows:
+        return None
+    refuse_duplicate_keys(body, 1 + n * width)
+    if n == 1:  # the common request: its tuple of floats is the row the guards read
+        row = _astuple(instances[0])
+        return matrix_to_columns(np.array((row,)), names, row)
+    flat = np.fromiter(chain.from_iterable(map(_astuple, instances)), dtype=np.float64, count=n * width)
+    return matrix_to_columns(flat.reshape(n, width), names)
+
+
+EXTRA_FIELDS = 64
+"""Fields a row may carry beyond the features, on average, before the body's values are
+too many to decode (V2 reads as many inputs beyond the features)."""
+
+
+def value_limit(width: int, max_rows: int) -> int:
+    """The most JSON values (``gateway.protocol.json_values``) a V1 body is decoded with:
+    ``max_rows`` rows, each an object of ``width`` features and ``EXTRA_FIELDS`` more
+    values (unknown fields, or fields the spec ignores), in the body's object and list."""
+    return max_rows * (width + EXTRA_FIELDS + OBJECT) + OBJECT + 1
+
+
+def predictions(outcome: Outcome) -> list[dict[str, Any]]:
+    """The ``predictions`` list of a V1 answer (see the contract)."""
+    ids = outcome.ids
+    if outcome.probabilities is not None:
+        labels = outcome.model.spec.output.labels  # type: ignore[union-attr]
+        probs = outcome.probabilities.tolist()
+        conf = outcome.confidence.tolist()  # type: ignore[union-attr]
+        idx = outcome.label_index.tolist()  # type: ignore[union-attr]
+        rows = [
+            {"label": labels[i], "probabilities": dict(zip(labels, p, strict=True)), "confidence": c, "id": pid}
+            for i, p, c, pid in zip(idx, probs, conf, ids, strict=True)
+        ]
+    else:
+        rows = [{"value": v, "id": pid} for v, pid in zip(outcome.values.tolist(), ids, strict=True)]  # type: ignore[union-attr]
+    if outcome.review is not None:
+        for row in np.flatnonzero(outcome.review).tolist():
+            rows[row]["review"] = True
+    for row, marks in outcome.marks.items():
+        rows[row]["flagged"] = any(v.action == "flag" for v in marks)
+        rows[row]["violations"] = marks
+    return rows
+
+
+class V1Codec:
+    """The V1 records protocol (see the module docstring)."""
+
+    name = "v1"
+    media_types: tuple[str, ...] = ("application/json",)
+    request_schema: dict[str, Any] = {  # noqa: RUF012 - read only
+        "type": "object",
+        "required": ["instances"],
+        "properties": {"instances": {"type": "array", "minItems": 1, "items": {"type": "object"}}},
+    }
+
+    def decode(self, model: LoadedModel, body: bytes, headers: Headers, max_rows: int) -> Decoded:
+        """A V1 prediction request body as the guards' columns (raises ``GatewayError``s).
+
+        A body of more values than ``value_limit`` is refused (413) before the general decoder
+        builds them: values cost memory, not bytes (``gateway.protocol.json_values``). The
+        all-numeric decoder needs no such count: it builds a float per cell and stops at the
+        first value that is not a number."""
+        names = model.guards.names
+        columns = numeric_columns(body, names, max_rows) if model.guards.numeric else None
+        if columns is None:
+            refuse_many_values(body, value_limit(len(names), max_rows), "rows cap × (features + 68) + 5")
+            columns = records_to_columns(decode_instances(body, max_rows), names, model.guards.ignored)
+        return Decoded(columns)
+
+    def encode(self, decoded: Decoded, outcome: Outcome) -> Answer:
+        model = outcome.model
+        answer = {"model_name": model.name, "model_version": str(model.version), "predictions": predictions(outcome)}
+        return _encode(answer), JSON_HEADERS
+
+
+V1 = V1Codec()
