@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from gateway.listeners import ADMIN_LISTENING, is_admin_route
+from tests.helpers.ports import free_port
 from tests.integration.conftest import ServerProcess, StartServer
 from tests.integration.support import (
     ADMIN_TOKEN,
@@ -23,7 +24,6 @@ from tests.integration.support import (
     assert_problem,
     bundle,
     cli,
-    free_port,
     predict,
 )
 

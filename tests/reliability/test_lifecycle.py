@@ -18,20 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
+from tests.helpers.metrics import sample, scrape
 from tests.integration.conftest import StartServer
-from tests.integration.support import (
-    ADMIN_TOKEN,
-    PENGUINS_MODEL,
-    PENGUINS_SPEC,
-    admin,
-    bundle,
-    copy_models,
-    penguin,
-    sample,
-    scrape,
-)
+from tests.integration.support import ADMIN_TOKEN, PENGUINS_MODEL, PENGUINS_SPEC, admin, bundle, copy_models, penguin
 from tests.reliability.fixture_models import assert_alive, knob_spec_bytes, slow_model, write_version
 
 DRAIN_SECONDS = 10.0
