@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -318,20 +317,26 @@ def main() -> int:
     payload = json.loads((PEERS_HOME / "models" / "payload.json").read_text())
     features = json.loads((PEERS_HOME / "models" / "features.json").read_text())
     cells: list[dict[str, Any]] = []
+    failures: list[str] = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        for round_ in range(args.rounds):
-            order = names[round_ % len(names) :] + names[: round_ % len(names)]
-            print(f"round {round_ + 1}/{args.rounds}: {', '.join(order)}", file=sys.stderr)
-            for name in order:
-                cells += measure(name, args, payload, features, Path(tmp))
-    report = table(cells, args)
+    workdir = args.out.parent / "work"  # the servers' logs and the request bodies
+    workdir.mkdir(parents=True, exist_ok=True)
+    for round_ in range(args.rounds):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        print(f"round {round_ + 1}/{args.rounds}: {', '.join(order)}", file=sys.stderr)
+        for name in order:
+            try:
+                cells += measure(name, args, payload, features, workdir)
+            except (RuntimeError, OSError, SystemExit) as exc:  # one server failing must not stop the others
+                failures.append(f"{name}, round {round_ + 1}: {exc}")
+                print(f"  {name} FAILED: {exc}", file=sys.stderr)
+    report = table(cells, args) + "".join(f"\n\nFailed: {failure}" for failure in failures)
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(cells, indent=1) + "\n")
     print(f"{len(cells)} cells in {time.monotonic() - started:.0f} s; tables in {args.out}", file=sys.stderr)
-    failed = any(cell["errors"] + cell["status_errors"] or not cell["requests"] for cell in cells)
+    failed = failures or any(cell["errors"] + cell["status_errors"] or not cell["requests"] for cell in cells)
     return 1 if failed else 0
 
 
