@@ -8,16 +8,15 @@ ARG BASE_IMAGE=python:3.11-slim
 # Build stage: a virtualenv with driftgate and its wheels. Nothing of it but the venv ships.
 # deploy/image/wheelhouse/ is empty in a clone; build.sh fills it with wheels built on the
 # host, and then pip installs from it alone (--no-index), for builds that reach no index.
+# One COPY of the whole context (.dockerignore keeps it to what the build needs): every
+# instruction costs a copy of the file system on a vfs-backed daemon.
 FROM ${BASE_IMAGE} AS builder
-WORKDIR /src
-COPY deploy/image/wheelhouse/ /wheelhouse/
-COPY pyproject.toml README.md ./
-COPY gateway/ gateway/
+COPY . /src/
 RUN python -m venv /opt/venv \
-    && if ls /wheelhouse/*.whl >/dev/null 2>&1; then \
-         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse driftgate; \
+    && if ls /src/deploy/image/wheelhouse/*.whl >/dev/null 2>&1; then \
+         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /src/deploy/image/wheelhouse driftgate; \
        else \
-         /opt/venv/bin/pip install --no-cache-dir .; \
+         /opt/venv/bin/pip install --no-cache-dir /src; \
        fi \
     && /opt/venv/bin/pip uninstall -y -q pip
 
