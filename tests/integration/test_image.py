@@ -1,8 +1,9 @@
 """The built container image itself, run by a Docker daemon (``deploy/image/build.sh``).
 
-``DRIFTGATE_IMAGE`` names the image to test (``.ci/run`` builds it and sets it). Without it
-the tests are skipped, saying how to build one; in CI (``DRIFTGATE_REQUIRE_SYSTEM_TESTS=1``)
-they fail instead. The containers use the host's network (``--network host``: CI's daemon
+``IMAGE_UNDER_TEST`` names the image to test (``.ci/run`` builds it and sets it; not a
+``DRIFTGATE_*`` variable, which would be taken for a server setting). Without it the tests
+are skipped, saying how to build one; in CI (``DRIFTGATE_REQUIRE_SYSTEM_TESTS=1``) they
+fail instead. The containers use the host's network (``--network host``: CI's daemon
 runs without a bridge) on a free loopback port.
 
 One container runs as a Kubernetes pod would: read-only root filesystem, a tmpfs ``/tmp``,
@@ -51,8 +52,10 @@ UID = 10001
 
 
 def _image() -> str:
-    image = os.environ.get("DRIFTGATE_IMAGE", "")
-    message = "DRIFTGATE_IMAGE is not set (build one with deploy/image/build.sh, then DRIFTGATE_IMAGE=driftgate:0.1.0)"
+    image = os.environ.get("IMAGE_UNDER_TEST", "")
+    message = (
+        "IMAGE_UNDER_TEST is not set (build one with deploy/image/build.sh, then IMAGE_UNDER_TEST=driftgate:0.1.0)"
+    )
     if not image or shutil.which("docker") is None:
         if os.environ.get("DRIFTGATE_REQUIRE_SYSTEM_TESTS") == "1":
             pytest.fail(message)
