@@ -45,8 +45,9 @@ from tests.integration.support import (
 pytestmark = pytest.mark.slow
 
 MAX_IMAGE_MIB = 400
-"""The stated bound: measured 334 MiB on the Debian bookworm base (python3 + venv 123 MB,
-driftgate's virtualenv 226 MB, onnxruntime and numpy most of it)."""
+"""The stated bound: measured 334 MiB on the Debian bookworm base that build.sh --debootstrap
+makes (python3 and venv, 123 MB) plus driftgate's virtualenv (226 MB, onnxruntime and numpy
+most of it)."""
 DRAIN_SECONDS = Settings().drain_seconds
 UID = 10001
 
