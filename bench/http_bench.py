@@ -16,7 +16,7 @@ These 2-core machines are noisy: compare ratios, not absolute numbers.
     python bench/http_bench.py                       # full run (~2 min)
     python bench/http_bench.py --smoke               # seconds; what CI runs
 
-``--reference mlserver`` loads Seldon MLServer first (from the shared peer harness, serving
+``--reference mlserver`` loads Seldon MLServer first (as ``bench/peers`` runs it, serving
 the same ``lr``/``gbt`` models) with a V2 JSON ``[N, F]`` body at the same cells, and adds a
 column: each driftgate cell's rows/s ÷ MLServer's at the same rows and connections, in this
 one run (MLServer speaks V2 JSON only over REST, so that is what it gets).
@@ -48,8 +48,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.samples import sample_records  # noqa: E402
-from gateway.spec import load_spec  # noqa: E402
+from gateway.samples import sample_records
+from gateway.spec import load_spec
 
 LUA = Path(__file__).with_name("wrk_post.lua")
 MODES = {
@@ -127,25 +127,13 @@ class Server:
         self.log.close()
 
 
-def mlserver(peers: Path, venvs: Path, cpu: str | None, workdir: Path) -> Server:
-    """Seldon MLServer as the shared peer harness (``../shared/bench-peers``) runs it: its
-    own environment (made by the harness's ``setup.sh``), its server folder serving the
-    harness's ``lr`` and ``gbt`` models, inference in the HTTP process."""
-    binary = venvs / "mlserver" / "bin" / "mlserver"
-    folder = peers / "servers" / "mlserver"
-    if not binary.exists() or not folder.is_dir():
-        raise SystemExit(
-            f"--reference mlserver needs {binary} and {folder}: run the harness's setup.sh first "
-            "(BENCH_VENVS=/tmp/bench-venvs bash ../shared/bench-peers/setup.sh)"
-        )
-    env = {
-        "MLSERVER_HTTP_PORT": "{port}",
-        "MLSERVER_GRPC_PORT": str(free_port()),
-        "MLSERVER_METRICS_PORT": str(free_port()),
-        "MLSERVER_PARALLEL_WORKERS": "0",
-        "PYTHONPATH": str(folder),
-    }
-    return Server(Path(), env, cpu, workdir, command=[str(binary), "start", "."], cwd=folder)
+def mlserver(cpu: str | None, workdir: Path) -> Server:
+    """Seldon MLServer as ``bench/peers`` runs it (its pinned environment, its runtime serving
+    the ``lr`` and ``gbt`` models, inference in the HTTP process); ``bench/peers.sh`` or
+    ``bench/peers/setup.sh mlserver`` makes its environment first."""
+    from peers.compare import start
+
+    return start("mlserver", cpu, workdir)
 
 
 def wait_for_workers(url: str, spec: Any, workers: int, timeout: float = 60) -> None:
@@ -312,9 +300,9 @@ def main() -> int:
     parser.add_argument(
         "--reference",
         choices=["mlserver"],
-        help="also load Seldon MLServer (from the shared peer harness) with the same V2 JSON [N, F] body at "
+        help="also load Seldon MLServer (as bench/peers runs it) with the same V2 JSON [N, F] body at "
         "the same cells, first, and report every driftgate cell's rows/s ÷ MLServer's in this one run; "
-        "needs --repository /tmp/driftgate-peer-repository (bench/peers.sh builds it) and --model lr or gbt",
+        "needs --repository /tmp/driftgate-peers/driftgate-repository (bench/peers.sh builds it) and --model lr or gbt",
     )
     parser.add_argument(
         "--baseline",
@@ -322,16 +310,9 @@ def main() -> int:
         help="also run the guarded server from this checkout (another commit), interleaved, and report "
         "guarded ÷ baseline on the baseline's rows",
     )
-    parser.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench-peers", help="the peer harness")
-    parser.add_argument(
-        "--venvs",
-        type=Path,
-        default=Path(os.environ.get("BENCH_VENVS", "/tmp/bench-venvs")),
-        help="the harness's environments ($BENCH_VENVS)",
-    )
     args = parser.parse_args()
     if args.reference and args.model not in ("lr", "gbt"):
-        parser.error("--reference serves the harness's models: --model lr or gbt")
+        parser.error("--reference serves the bench/peers models: --model lr or gbt")
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -367,7 +348,7 @@ def main() -> int:
             if args.rounds > 1:
                 print(f"round {round_ + 1}/{args.rounds}: {label}", file=sys.stderr)
             if mode == "mlserver":
-                server = mlserver(args.peers, args.venvs, args.server_cpu, workdir)
+                server = mlserver(args.server_cpu, workdir)
             elif mode == "baseline":  # the checkout's own package first on the path
                 env = {"PYTHONPATH": str(args.baseline.resolve()), "DRIFTGATE_WORKERS": str(workers)}
                 server = Server(args.repository, env, args.server_cpu, workdir, cwd=args.baseline.resolve())

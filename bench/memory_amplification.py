@@ -50,8 +50,8 @@ from gateway.protocol.json_values import json_values
 from gateway.protocol.v2 import value_limit as v2_value_limit
 from gateway.samples import sample_records
 from gateway.spec import FeatureSpec, load_spec
+from tests.helpers.procfs import reset_peak, status_kib
 from tests.integration.conftest import ServerProcess
-from tests.integration.peak_rss import reset_peak, status_kib
 from tests.integration.support import copy_models
 
 MIB = 1024 * 1024

@@ -1,18 +1,19 @@
-"""Build a driftgate model repository that serves the peer benchmark's models.
+"""Build the driftgate model repository that serves the peer comparison's models.
 
-``../shared/bench-peers/`` measures every server on the same two ONNX models (a logistic
-regression ``lr`` and a gradient-boosting ``gbt`` on scikit-learn's bundled breast_cancer
-data, 30 float features, input ``input`` [N, 30]). For driftgate each needs a feature spec
-over those 30 features: fitted here on the same bundled data, with ``passthrough``
-transforms (the ONNX graphs carry their own scaling), so the guards check types and
-ranges and monitoring runs, exactly as in production.
+``bench/peers/`` measures every server on the same two ONNX models (``lr`` and ``gbt``,
+made by ``bench/peers/make_models.py`` from scikit-learn's bundled breast_cancer data: 30
+float features, input ``input`` [N, 30]). driftgate needs a feature spec for each, over
+those 30 features: fitted here on the same bundled data, with ``passthrough`` transforms
+(the ONNX graphs carry their own scaling), so the guards check types and ranges and
+monitoring runs, exactly as in production.
 
-    python bench/peer_repository.py --out /tmp/peer-repo [--peers ../shared/bench-peers]
+    python bench/peer_repository.py [--models DIR] [--out DIR]    (bench/peers.sh runs it)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,13 +24,13 @@ from gateway.repository import ModelRepository
 from gateway.service import register_model
 from gateway.spec import FeatureSpec, encode_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+PEERS_HOME = Path(os.environ.get("PEERS_HOME", "/tmp/driftgate-peers"))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="repository folder to create")
-    parser.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "bench-peers")
+    parser.add_argument("--models", type=Path, default=PEERS_HOME / "models", help="made by bench/peers/setup.sh")
+    parser.add_argument("--out", type=Path, default=PEERS_HOME / "driftgate-repository", help="repository to create")
     args = parser.parse_args()
     frame = load_breast_cancer(as_frame=True).frame  # shipped inside scikit-learn
     repository = ModelRepository(args.out, create=True)
@@ -38,7 +39,7 @@ def main() -> int:
             print(f"{name}: already in {args.out}")
             continue
         spec = FeatureSpec.fit(frame, name=name, target="target", numeric_transform="passthrough")
-        model = (args.peers / "models" / f"{name}.onnx").read_bytes()
+        model = (args.models / f"{name}.onnx").read_bytes()
         loaded = register_model(ModelRegistry(), repository, name, 1, model, encode_spec(spec))
         print(f"{name}: registered version {loaded.version} ({len(spec.features)} features, labels {list(spec.output.labels)})")
     return 0

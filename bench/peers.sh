@@ -1,22 +1,17 @@
 #!/usr/bin/env bash
-# driftgate side by side with its peers (MLServer, KServe, BentoML, a bare litestar app),
-# using the shared harness in ../shared/bench-peers (read its README first).
-#   bash bench/peers.sh [harness run.sh options]    e.g. --repeats 1 --duration 2 --only driftgate,mlserver
-# Environments and outputs go to $BENCH_VENVS and $BENCH_OUT (default /tmp/bench-venvs, /tmp/bench-out).
+# driftgate side by side with its peers (MLServer, KServe, BentoML, a bare litestar app, a bare
+# ASGI app), from a clone alone: bench/peers/setup.sh makes the peers' pinned environments and
+# the models, bench/peer_repository.py driftgate's repository of those models, and
+# bench/peers/compare.py runs and times them (its options pass through; see bench/README.md).
+#   bash bench/peers.sh                                         # driftgate, mlserver, litestar-uvicorn, hello-uvicorn
+#   bash bench/peers.sh --only driftgate,mlserver --rounds 1 --duration 2
+# Environments, models and results go to $PEERS_HOME (default /tmp/driftgate-peers).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PEERS="${PEERS:-$ROOT/../shared/bench-peers}"
-export BENCH_VENVS="${BENCH_VENVS:-/tmp/bench-venvs}" BENCH_OUT="${BENCH_OUT:-/tmp/bench-out}"
-REPO="${PEER_REPOSITORY:-/tmp/driftgate-peer-repository}"
-PY="$ROOT/.venv/bin/python"
+export PEERS_HOME="${PEERS_HOME:-/tmp/driftgate-peers}"
+PY="${PY:-$ROOT/.venv/bin/python}"
 
-bash "$PEERS/setup.sh"
-"$PY" "$ROOT/bench/peer_repository.py" --out "$REPO" --peers "$PEERS"
-mkdir -p "$BENCH_OUT"
-cat > "$BENCH_OUT/driftgate-server.json" <<JSON
-[{"name": "driftgate", "venv": "", "cwd": "$ROOT",
-  "cmd": ["$ROOT/.venv/bin/driftgate", "serve", "--repository", "$REPO", "--host", "127.0.0.1",
-          "--port", "{port}", "--log-level", "warning"],
-  "ready": "/v2/health/ready", "protocols": ["v1-records", "v2"]}]
-JSON
-EXTRA_SERVERS="$BENCH_OUT/driftgate-server.json" bash "$PEERS/run.sh" --ref mlserver "$@"
+read -r -a envs <<<"$("$PY" "$ROOT/bench/peers/compare.py" --print-envs "$@")"
+bash "$ROOT/bench/peers/setup.sh" "${envs[@]}"
+"$PY" "$ROOT/bench/peer_repository.py"
+exec "$PY" "$ROOT/bench/peers/compare.py" "$@"

@@ -41,7 +41,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from http_bench import free_port
 
 from gateway.samples import sample_records
 from gateway.spec import load_spec
@@ -201,12 +202,6 @@ def write_pool(pool: list[Entry], path: Path) -> None:
 
 
 # --- the server and its resources --------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def process_tree(pid: int) -> list[int]:

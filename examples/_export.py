@@ -1,8 +1,8 @@
 """Steps shared by the example training scripts (``train_penguins.py``, ``train_diabetes.py``, ``train_digits.py``).
 
 Every example ends the same way: convert the fitted scikit-learn model to an ONNX file
-that onnxruntime loads, turn model outputs into the histograms a spec's output baseline
-holds, and write a model version (the spec in ``feature_specs/`` plus the model repository
+that onnxruntime loads (``gateway.export``, which users call too), turn model outputs
+into the histograms a spec's output baseline holds, and write a model version (the spec in ``feature_specs/`` plus the model repository
 entry ``models/<name>/<version>/``). Those steps live here once, so the scripts differ only
 in their data and model.
 """
@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
-from sklearn.base import is_classifier
 
 from gateway import FeatureSpec
+from gateway.export import INPUT_NAME, OPSET
+from gateway.export import to_onnx as export_onnx
 from gateway.spec import HistogramBaseline
+
+__all__ = ["INPUT_NAME", "OPSET", "export_onnx"]  # the scripts' export step is the package's
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,13 +31,6 @@ SEED = 0
 
 TEST_SIZE = 0.25
 """Share of the rows held out to evaluate the model and record its output baseline."""
-
-INPUT_NAME = "input"
-"""Name of the ONNX model's single input, a float32 matrix ``[N, len(spec.output_columns)]``."""
-
-OPSET = {"": 17, "ai.onnx.ml": 3}
-"""Pinned ONNX opsets. Without a pin skl2onnx targets the newest opset it knows, which a
-slightly older onnxruntime on the serving side may not implement."""
 
 CONFIDENCE_EDGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 """Bin edges of a classifier's confidence (top-class probability) histogram. Fixed, not
@@ -55,56 +48,6 @@ def parse_args(description: str | None) -> argparse.Namespace:
         help="where feature_specs/ and models/ are written (default: the repository root)",
     )
     return parser.parse_args()
-
-
-def export_onnx(model: Any, width: int, name: str) -> bytes:
-    """The fitted model as ONNX bytes: input ``input`` float32 ``[N, width]``, graph ``name``.
-
-    A classifier is exported without skl2onnx's ZipMap, so its outputs are a plain
-    ``label`` tensor and a ``probabilities`` float32 tensor ``[N, n_labels]`` (ZipMap
-    would give a list of dicts, which the gateway cannot slice as a matrix).
-    """
-    options = {id(model): {"zipmap": False}} if is_classifier(model) else None
-    onx = convert_sklearn(
-        model,
-        initial_types=[(INPUT_NAME, FloatTensorType([None, width]))],
-        target_opset=OPSET,
-        options=options,
-    )
-    # onnx 1.23's default IR version is 14, which onnxruntime 1.31 refuses to load; which
-    # version a converter stamps depends on its release. Stamp the lowest IR version that
-    # can carry the pinned opsets (8 for opset 17), so any runtime implementing them loads it.
-    onx.ir_version = onnx.helper.find_min_ir_version_for(list(onx.opset_import))
-    # skl2onnx lists the opset imports in set order, which hash randomisation changes from
-    # one run to the next (and a pipeline may list one twice): sorted and unique, the file
-    # is the same bytes every time.
-    imports = sorted({(o.domain, o.version) for o in onx.opset_import})
-    del onx.opset_import[:]
-    for domain, version in imports:
-        onx.opset_import.add(domain=domain, version=version)
-    # skl2onnx names the graph with a random UUID; a fixed name makes the file reproducible.
-    onx.graph.name = name
-    # skl2onnx's VotingClassifier converter leaves an initializer no node reads
-    # (``classes_ind``), and onnxruntime warns about it on every load: drop such leftovers.
-    read = _names_read(onx.graph)
-    unread = [init for init in onx.graph.initializer if init.name not in read]
-    for init in unread:
-        onx.graph.initializer.remove(init)
-    onnx.checker.check_model(onx, full_check=True)
-    return onx.SerializeToString()
-
-
-def _names_read(graph: onnx.GraphProto) -> set[str]:
-    """Every name a node of ``graph`` reads, or a graph output is, subgraphs included (a
-    subgraph may read a name of its outer graph)."""
-    names = {output.name for output in graph.output}
-    for node in graph.node:
-        names.update(node.input)
-        for attribute in node.attribute:
-            single = [attribute.g] if attribute.HasField("g") else []
-            for sub in [*single, *attribute.graphs]:
-                names |= _names_read(sub)
-    return names
 
 
 def session(model_bytes: bytes) -> ort.InferenceSession:

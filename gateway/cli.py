@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
 
@@ -54,29 +54,65 @@ def _pairs(values: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _bounds(values: Sequence[str] | None) -> dict[str, tuple[float | None, float | None]]:
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for column, text in _pairs(values, "--bounds").items():
+        low, sep, high = text.partition(":")
+        try:
+            if not sep or not (low or high):
+                raise ValueError
+            out[column] = (float(low) if low else None, float(high) if high else None)
+        except ValueError:
+            raise UsageError(f"--bounds takes COLUMN=LOW:HIGH (either may be empty), got {column}={text!r}") from None
+    return out
+
+
+def _progress(enabled: bool | None) -> Callable[[str], None] | None:
+    """Progress lines on stderr: with --progress, or by default when stderr is a terminal."""
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    return lambda line: print(line, file=sys.stderr, flush=True)
+
+
 def cmd_fit_spec(args: argparse.Namespace) -> int:
+    import time
+
     from gateway.datafile import read_columns
     from gateway.spec import FeatureSpec
 
     types = _pairs(args.type, "--type")
-    data = read_columns(args.data, text=frozenset(c for c, t in types.items() if t == "category"))
+    progress = _progress(args.progress)
+    data = read_columns(args.data, text=frozenset(c for c, t in types.items() if t == "category"), progress=progress)
     n_rows = len(next(iter(data.values())))
+    started = time.perf_counter()
+    if progress:
+        progress(f"fitting {len(data)} columns of {n_rows:,} rows...")
+    decisions: list[str] = []
     spec = FeatureSpec.fit(
         data,
         name=args.name,
         target=args.target,
         exclude=args.exclude or (),
-        types=types,  # type: ignore[arg-type]
+        keep=args.keep or (),
+        types=types,
         transforms=_pairs(args.transform, "--transform"),
+        bounds=_bounds(args.bounds),
         on_violation=args.on_violation,
+        missing=args.missing,
+        vocabulary=args.vocabulary,
         margin=args.margin,
         bins=args.bins,
         review_threshold=args.review_threshold,
+        report=decisions.append,
     )
+    if progress:
+        progress(f"fitted in {time.perf_counter() - started:.1f} s")
     spec.save(args.output)
+    for line in decisions:
+        print(line)
     task = f", {spec.output.task} of {spec.output.target!r}" if spec.output else ""
     print(
-        f"fitted spec {spec.name!r} on {n_rows} rows: {len(spec.features)} features -> "
+        f"fitted spec {spec.name!r} on {n_rows:,} rows: {len(spec.features)} features -> "
         f"{len(spec.output_columns)} model inputs{task}; wrote {args.output} ({spec.digest[:19]})"
     )
     return 0
@@ -86,19 +122,22 @@ def cmd_fit_spec(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.datafile import read_columns
+    from gateway.datafile import read_columns, row_lines
     from gateway.spec import load_spec
 
     spec = load_spec(args.spec)
-    data = read_columns(args.data, spec)
+    data = read_columns(args.data, spec, progress=_progress(args.progress))
     n_rows = len(next(iter(data.values())))
     violations = spec.check(data)
+    lines = row_lines(args.data) if violations else None
     if args.format == "json":
-        sys.stdout.buffer.write(msgspec.json.encode({"rows": n_rows, "violations": violations}) + b"\n")
+        found = [{**msgspec.structs.asdict(v), **({"line": lines[v.row]} if lines else {})} for v in violations]
+        sys.stdout.buffer.write(msgspec.json.encode({"rows": n_rows, "violations": found}) + b"\n")
     else:
         for v in violations[: args.max_report]:
             action = "" if v.action == "reject" else f" ({v.action})"
-            print(f"row {v.row}: {v.feature}: {v.reason}{action} (value: {v.value!r})")
+            where = f"{args.data}:{lines[v.row]}: row {v.row}" if lines else f"row {v.row}"
+            print(f"{where}: {v.feature}: {v.reason}{action} (value: {v.value!r})")
         if len(violations) > args.max_report:
             print(f"... and {len(violations) - args.max_report} more (use --max-report or --format json)")
         bad_rows = len({v.row for v in violations})
@@ -242,37 +281,88 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"driftgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_fit_spec, _add_check, _add_serve, _add_register, _add_models, _add_spec_schema):
+        add(sub)
+    return parser
 
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""The type of ``add_subparsers``' result (private in typeshed, so named as a string)."""
+
+
+def _add_progress(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress lines on stderr for long reads and fits (default: when stderr is a terminal)",
+    )
+
+
+def _add_fit_spec(sub: Subparsers) -> None:
     fit = sub.add_parser(
         "fit-spec",
         help="infer a feature spec from training data",
         description="Infer a feature spec (types, valid ranges, categories, missing-value policy, "
-        "transform, training baselines) from a CSV or JSON data file.",
+        "transform, training baselines) from a data file. Prints one line per decision (a column "
+        "left out, a category's vocabulary policy).",
     )
-    fit.add_argument("data", type=Path, help="training data: .csv, .json (list of records) or .jsonl")
+    fit.add_argument("data", type=Path, help="training data: .csv, .tsv, .parquet, .json (list of records) or .jsonl")
     fit.add_argument("--name", required=True, help="name of the spec (usually the model's name)")
     fit.add_argument("--target", help="column the model predicts (becomes the spec's output)")
     fit.add_argument("-o", "--output", type=Path, required=True, help="spec file to write (.yaml or .json)")
     fit.add_argument("--exclude", action="append", metavar="COLUMN", help="leave a column out (repeatable)")
+    fit.add_argument(
+        "--keep", action="append", metavar="COLUMN", help="fit a column that looks like an identifier, timestamp or free text (repeatable)"
+    )
     fit.add_argument("--type", action="append", metavar="COLUMN=TYPE", help="force a type: number, integer, category, boolean")
     fit.add_argument("--transform", action="append", metavar="COLUMN=KIND", help="transform: standardize, minmax, log, passthrough, onehot, ordinal")
+    fit.add_argument(
+        "--bounds", action="append", metavar="COLUMN=LOW:HIGH", help="declared bounds, kept exactly (either may be empty, e.g. age=0:)"
+    )
     fit.add_argument("--on-violation", choices=("reject", "clip", "flag"), default="reject", help="policy for out-of-domain values (default: reject)")
-    fit.add_argument("--margin", type=float, default=0.1, help="widen observed numeric ranges by this fraction (default: 0.1)")
+    fit.add_argument(
+        "--missing",
+        choices=("auto", "observed", "reject", "impute"),
+        default="auto",
+        help="an absent value: impute where the training data had gaps and reject elsewhere (observed), "
+        "the same but impute gapless columns of under 6,000 rows too (auto, the default), or always reject or impute",
+    )
+    fit.add_argument(
+        "--vocabulary",
+        choices=("auto", "closed", "open"),
+        default="auto",
+        help="categories: refuse unseen values (closed), feed them as '(other)' and flag the row (open), "
+        "or decide per column from the share of values seen once (default: auto)",
+    )
+    fit.add_argument(
+        "--margin",
+        type=float,
+        help="widen observed numeric ranges by this fixed fraction of their width "
+        "(default: by a tail estimate from the sample; 0.1 was driftgate 0.1's rule)",
+    )
     fit.add_argument("--bins", type=_positive_int, default=10, help="quantile bins per numeric baseline (default: 10)")
     fit.add_argument("--review-threshold", type=float, help="mark classifications below this confidence for review")
+    _add_progress(fit)
     fit.set_defaults(handler=cmd_fit_spec)
 
+
+def _add_check(sub: Subparsers) -> None:
     check = sub.add_parser(
         "check",
         help="check a data file against a spec (exit 1 if any row violates)",
-        description="Report every cell of a data file that breaks a feature spec, exactly as the server would.",
+        description="Report every cell of a data file that breaks a feature spec, exactly as the server would, "
+        "with its file line and its data row (counted from 0, as the server counts rows).",
     )
-    check.add_argument("data", type=Path, help="data to check: .csv, .json or .jsonl")
+    check.add_argument("data", type=Path, help="data to check: .csv, .tsv, .parquet, .json or .jsonl")
     check.add_argument("--spec", type=Path, required=True, help="the feature spec (.yaml or .json)")
     check.add_argument("--format", choices=("text", "json"), default="text", help="report format (default: text)")
     check.add_argument("--max-report", type=_positive_int, default=50, help="violations to print in text format (default: 50)")
+    _add_progress(check)
     check.set_defaults(handler=cmd_check)
 
+
+def _add_serve(sub: Subparsers) -> None:
     srv = sub.add_parser(
         "serve",
         help="serve the models of a repository over HTTP",
@@ -288,6 +378,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the admin endpoints only on a listener of their own, on this port (default: off; DRIFTGATE_ADMIN_PORT)",
     )
     srv.add_argument("--admin-host", help="address of the admin listener (default: --host; DRIFTGATE_ADMIN_HOST)")
+    _add_serve_limits(srv)
+    srv.add_argument(
+        "--batch",
+        action="append",
+        metavar="NAME=MAX_ROWS:MAX_WAIT_MS",
+        help="dynamic batching for a model ('*' for all), repeatable, e.g. digits=32:2 (default: off; DRIFTGATE_BATCHING)",
+    )
+    srv.add_argument(
+        "--workers", type=_positive_int, help="server processes sharing the port; metrics are the fleet's (default: 1; DRIFTGATE_WORKERS)"
+    )
+    srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default: info)")
+    srv.set_defaults(handler=cmd_serve)
+
+
+def _add_serve_limits(srv: argparse.ArgumentParser) -> None:
+    """``serve``'s request limits and deadlines."""
     srv.add_argument("--max-batch-rows", type=_positive_int, help="rows per request (default: 4096; DRIFTGATE_MAX_BATCH_ROWS)")
     srv.add_argument("--max-body-bytes", type=_positive_int, help="request body limit (default: 16 MiB; DRIFTGATE_MAX_BODY_BYTES)")
     srv.add_argument(
@@ -302,18 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--body-timeout", type=float, metavar="SECONDS", help="request body read deadline before 408 (default: 30; DRIFTGATE_BODY_TIMEOUT_SECONDS)"
     )
-    srv.add_argument(
-        "--batch",
-        action="append",
-        metavar="NAME=MAX_ROWS:MAX_WAIT_MS",
-        help="dynamic batching for a model ('*' for all), repeatable, e.g. digits=32:2 (default: off; DRIFTGATE_BATCHING)",
-    )
-    srv.add_argument(
-        "--workers", type=_positive_int, help="server processes sharing the port; metrics are the fleet's (default: 1; DRIFTGATE_WORKERS)"
-    )
-    srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default: info)")
-    srv.set_defaults(handler=cmd_serve)
 
+
+def _add_where(command: argparse.ArgumentParser) -> None:
+    """``--repository`` or ``--url``: a local repository folder, or a running server."""
+    where = command.add_mutually_exclusive_group()
+    where.add_argument("--repository", help="local repository folder (default: ./models; DRIFTGATE_REPOSITORY)")
+    where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8080")
+
+
+def _add_register(sub: Subparsers) -> None:
     reg = sub.add_parser(
         "register",
         help="register a model version (into a repository, or on a running server)",
@@ -324,23 +428,23 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--model", type=Path, required=True, help="the ONNX file")
     reg.add_argument("--spec", type=Path, required=True, help="its feature spec (.yaml or .json)")
     reg.add_argument("--version", help="version number (default: one above the highest)")
-    where = reg.add_mutually_exclusive_group()
-    where.add_argument("--repository", help="local repository folder (default: ./models; DRIFTGATE_REPOSITORY)")
-    where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8080")
+    _add_where(reg)
     reg.add_argument("--token", help="admin token for --url (default: DRIFTGATE_ADMIN_TOKEN)")
     reg.set_defaults(handler=cmd_register)
 
+
+def _add_models(sub: Subparsers) -> None:
     mod = sub.add_parser(
         "models",
         help="list registered models (locally or on a running server)",
         description="List the models of a repository, or those a running server serves.",
     )
-    where = mod.add_mutually_exclusive_group()
-    where.add_argument("--repository", help="local repository folder (default: ./models; DRIFTGATE_REPOSITORY)")
-    where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8080")
+    _add_where(mod)
     mod.add_argument("--json", action="store_true", help="print JSON")
     mod.set_defaults(handler=cmd_models)
 
+
+def _add_spec_schema(sub: Subparsers) -> None:
     schema = sub.add_parser(
         "spec-schema",
         help="print the JSON Schema of feature spec files",
@@ -348,7 +452,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
     schema.set_defaults(handler=cmd_spec_schema)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

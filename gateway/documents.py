@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import msgspec
-import yaml  # type: ignore[import-untyped]  # no stubs installed
+import yaml
 
 from gateway.errors import GatewayError, PayloadTooLargeError
 from gateway.files import read_input

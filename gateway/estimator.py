@@ -17,6 +17,7 @@ inherits ``BaseEstimator`` so that ``clone``, ``repr`` and tag checks behave nat
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from gateway.spec import FeatureSpec
@@ -81,7 +82,7 @@ class SpecTransformer(*_BASES):  # type: ignore[misc]
 
     def transform(self, X: Any) -> NDArray[np.float32]:
         """The model's float32 matrix, exactly as the server computes it."""
-        spec = getattr(self, "spec_", None)
+        spec: FeatureSpec | None = getattr(self, "spec_", None)
         if spec is None:
             raise ValueError("SpecTransformer is not fitted yet: call fit first")
         return spec.transform(X)
@@ -110,10 +111,9 @@ def _with_column(X: Any, column: str, y: Any) -> Any:
     values = list(y.tolist() if hasattr(y, "tolist") else y)
     if hasattr(X, "assign"):  # pandas
         return X.assign(**{column: values})
-    if hasattr(X, "with_columns"):  # polars
-        import polars as pl
-
-        return X.with_columns(pl.Series(column, values))
+    if hasattr(X, "with_columns"):  # polars (optional: imported only when a polars frame is given)
+        polars = importlib.import_module("polars")
+        return X.with_columns(polars.Series(column, values))
     if isinstance(X, dict):
         return {**X, column: values}
     return [{**row, column: v} for row, v in zip(X, values, strict=True)]

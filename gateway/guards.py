@@ -266,7 +266,7 @@ class _NumberGuard(_FeatureGuard):
 
 
 class _CategoryGuard(_FeatureGuard):
-    __slots__ = ("codes", "lookup")
+    __slots__ = ("codes", "lookup", "unseen")
 
     def __init__(self, feature: CategoryFeature) -> None:
         super().__init__(feature)
@@ -274,6 +274,9 @@ class _CategoryGuard(_FeatureGuard):
         # The lookup maps missing (None) to -2 so one C-level pass tells missing from unseen.
         self.lookup: dict[Any, int] = {**self.codes, None: -2}
         self.fill = self.codes[feature.fill] if self.impute else 0  # type: ignore[index]
+        self.unseen = len(feature.categories) if feature.other else -1
+        """The code of an unseen value: the open vocabulary's ``(other)`` bucket, else -1
+        (no column: all zeros one-hot)."""
 
     def one(self, value: Any) -> tuple[Any, Reason | None, Verdict]:
         if value is None:
@@ -282,7 +285,7 @@ class _CategoryGuard(_FeatureGuard):
             return 0, "wrong_type", "reject"
         code = self.codes.get(value)
         if code is None:
-            return -1, "unseen_category", self.action
+            return self.unseen, "unseen_category", self.action
         return code, None, "reject"
 
     def batch(self, raw: Any, missing: NDArray[np.bool_] | None, n: int) -> tuple[NDArray[Any], list[Problem]]:
@@ -312,6 +315,7 @@ class _CategoryGuard(_FeatureGuard):
         unseen = codes == -1
         if unseen.any():
             problems.append((unseen, "unseen_category", self.action))
+            codes[unseen] = self.unseen
         return codes, problems
 
 
@@ -374,7 +378,7 @@ class Guards:
         self._index = column_index(tuple(self.names))
         self.reject_unknown = spec.unknown_fields == "reject"
         target = spec.output.target if spec.output else None
-        self.ignored = frozenset({target} if target else ())
+        self.ignored = frozenset({target} if target else ()) | frozenset(spec.ignored_fields)
         self.numeric = bool(self.features) and all(isinstance(g, _NumberGuard) for g in self.features)
         """Every feature is a number or an integer: batches may come as one matrix."""
         numbers = cast("tuple[_NumberGuard, ...]", self.features if self.numeric else ())
@@ -440,9 +444,9 @@ class Guards:
                 raw = columns.data[guard.name]
                 if isinstance(guard, _CategoryGuard):
                     codes = (
-                        [guard.codes.get(v, -1) for v in raw]
+                        [guard.codes.get(v, guard.unseen) for v in raw]
                         if n == 1
-                        else np.fromiter(map(guard.codes.get, raw, [-1] * n), np.int64, n)
+                        else np.fromiter(map(guard.codes.get, raw, [guard.unseen] * n), np.int64, n)
                     )
                     clean[guard.name] = codes
                 else:

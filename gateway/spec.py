@@ -17,7 +17,7 @@ import inspect
 import math
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from gateway.violations import Violation
 
 __all__ = [
+    "OTHER",
     "SPEC_FORMAT",
     "BooleanFeature",
     "CategoryBaseline",
@@ -47,6 +48,7 @@ __all__ = [
     "NumberFeature",
     "NumericBaseline",
     "NumericTransform",
+    "ObservedRange",
     "OneHot",
     "Ordinal",
     "Output",
@@ -75,7 +77,9 @@ def _check_choice(field: str, value: object, choices: object) -> None:
 
 
 class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
-    """Base of every spec-file Struct (subclasses repeat ``kw_only``: msgspec applies it per class).
+    """Base of every spec-file Struct (subclasses repeat ``frozen`` and ``kw_only``: msgspec
+    inherits ``frozen`` but type checkers read a subclass without it as mutable, and msgspec
+    applies ``kw_only`` per class).
 
     - ``frozen``: a loaded spec is a value; its digest must not change under a model.
     - ``forbid_unknown_fields``: a misspelt key in a hand-edited spec is an error, not a
@@ -88,7 +92,7 @@ class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 # --- transforms -------------------------------------------------------------------------
 
 
-class Standardize(Base, kw_only=True, tag_field="kind", tag="standardize"):
+class Standardize(Base, frozen=True, kw_only=True, tag_field="kind", tag="standardize"):
     """``(x - mean) / std``. ``std`` is never 0 (a constant column gets 1)."""
 
     mean: float
@@ -101,7 +105,7 @@ class Standardize(Base, kw_only=True, tag_field="kind", tag="standardize"):
             )
 
 
-class MinMax(Base, kw_only=True, tag_field="kind", tag="minmax"):
+class MinMax(Base, frozen=True, kw_only=True, tag_field="kind", tag="minmax"):
     """``(x - low) / (high - low)``: the training range maps to [0, 1]."""
 
     low: float
@@ -116,7 +120,7 @@ class MinMax(Base, kw_only=True, tag_field="kind", tag="minmax"):
             raise ValueError(f"minmax range is too wide for float64: low={self.low} high={self.high}")
 
 
-class Log(Base, kw_only=True, tag_field="kind", tag="log"):
+class Log(Base, frozen=True, kw_only=True, tag_field="kind", tag="log"):
     """``log1p(max(x - shift, 0))``: for skewed, non-negative quantities.
 
     ``shift`` is the lower end of the feature's domain, so every valid value maps to a
@@ -130,26 +134,26 @@ class Log(Base, kw_only=True, tag_field="kind", tag="log"):
             raise ValueError(f"log needs a finite shift, got {self.shift}")
 
 
-class Passthrough(Base, kw_only=True, tag_field="kind", tag="passthrough"):
+class Passthrough(Base, frozen=True, kw_only=True, tag_field="kind", tag="passthrough"):
     """The value as it is (booleans as 0 and 1)."""
 
 
-class OneHot(Base, kw_only=True, tag_field="kind", tag="onehot"):
+class OneHot(Base, frozen=True, kw_only=True, tag_field="kind", tag="onehot"):
     """One output column per known category; an unseen (flagged) category is all zeros."""
 
 
-class Ordinal(Base, kw_only=True, tag_field="kind", tag="ordinal"):
+class Ordinal(Base, frozen=True, kw_only=True, tag_field="kind", tag="ordinal"):
     """The category's index in ``categories``; an unseen (flagged) category is -1."""
 
 
-NumericTransform = Union[Standardize, MinMax, Log, Passthrough]
-CategoryTransform = Union[OneHot, Ordinal]
+NumericTransform = Standardize | MinMax | Log | Passthrough
+CategoryTransform = OneHot | Ordinal
 
 
 # --- baselines (the training distributions drift is measured against) --------------------
 
 
-class NumericBaseline(Base, kw_only=True):
+class NumericBaseline(Base, frozen=True, kw_only=True):
     """Training distribution of a number: counts between quantile-based bin edges.
 
     With ``k`` interior ``edges`` there are ``k + 1`` bins: ``(-inf, e0)``, ``[e0, e1)``,
@@ -172,7 +176,7 @@ class NumericBaseline(Base, kw_only=True):
             raise ValueError("baseline counts must not be negative")
 
 
-class CategoryBaseline(Base, kw_only=True):
+class CategoryBaseline(Base, frozen=True, kw_only=True):
     """Training distribution of a category (or boolean): a count per known value."""
 
     counts: tuple[int, ...]
@@ -182,8 +186,26 @@ class CategoryBaseline(Base, kw_only=True):
 
 # --- features ---------------------------------------------------------------------------
 
+OTHER = "(other)"
+"""The category name of an open vocabulary's bucket for unseen values: its one-hot column
+is ``name=(other)``. Parenthesised, so it cannot be mistaken for a value from the data."""
 
-class _FeatureBase(Base, kw_only=True):
+
+class ObservedRange(Base, frozen=True, kw_only=True):
+    """What the training data held, beside the ``min``/``max`` the spec allows: a reviewer
+    sees both the evidence and how far the fit extrapolated from it."""
+
+    min: float
+    max: float
+    rows: Annotated[int, Meta(ge=0)] = 0
+    """Training rows that held a value (the sample the widening was estimated from)."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.min) and math.isfinite(self.max) and self.min <= self.max):
+            raise ValueError(f"observed range needs finite min <= max, got min={self.min} max={self.max}")
+
+
+class _FeatureBase(Base, frozen=True, kw_only=True):
     name: Name
     description: str = ""
     on_violation: OnViolation = "reject"
@@ -205,36 +227,46 @@ class _FeatureBase(Base, kw_only=True):
             raise ValueError(f"feature {self.name!r}: missing 'impute' needs a fill value")
 
 
-class NumberFeature(_FeatureBase, kw_only=True, tag_field="type", tag="number"):
+class NumberFeature(_FeatureBase, frozen=True, kw_only=True, tag_field="type", tag="number"):
     """A real number. JSON numbers only: a string or a boolean is ``wrong_type``."""
 
     min: float | None = None
     max: float | None = None
     transform: NumericTransform = Passthrough()
     baseline: NumericBaseline | None = None
+    observed: ObservedRange | None = None
+    """The training data's range, when ``min``/``max`` were fitted from it (the allowed
+    range is wider: see ``gateway.fitting``)."""
 
     def __post_init__(self) -> None:
         _check_numeric(self)
 
 
-class IntegerFeature(_FeatureBase, kw_only=True, tag_field="type", tag="integer"):
+class IntegerFeature(_FeatureBase, frozen=True, kw_only=True, tag_field="type", tag="integer"):
     """A whole number. A number with a fractional part is ``wrong_type``."""
 
     min: int | None = None
     max: int | None = None
     transform: NumericTransform = Passthrough()
     baseline: NumericBaseline | None = None
+    observed: ObservedRange | None = None
+    """The training data's range, when ``min``/``max`` were fitted from it."""
 
     def __post_init__(self) -> None:
         _check_numeric(self)
 
 
-class CategoryFeature(_FeatureBase, kw_only=True, tag_field="type", tag="category"):
+class CategoryFeature(_FeatureBase, frozen=True, kw_only=True, tag_field="type", tag="category"):
     """One of a known set of strings. Anything else is ``unseen_category``."""
 
     categories: tuple[str, ...]
     transform: CategoryTransform = OneHot()
     baseline: CategoryBaseline | None = None
+    other: bool = False
+    """An open vocabulary: a value outside ``categories`` is fed to the model as a category
+    of its own, ``(other)`` (one more one-hot column, ``name=(other)``; ordinal code
+    ``len(categories)``), and the row is flagged (reason ``unseen_category``). Needs
+    ``on_violation: flag``. False: an unseen value is a violation like any other."""
 
     def __post_init__(self) -> None:
         if not self.categories:
@@ -243,6 +275,10 @@ class CategoryFeature(_FeatureBase, kw_only=True, tag_field="type", tag="categor
             raise ValueError(f"category feature {self.name!r} lists a category twice")
         if self.on_violation == "clip":
             raise ValueError(f"feature {self.name!r}: 'clip' applies to numbers only")
+        if self.other and self.on_violation != "flag":
+            raise ValueError(f"feature {self.name!r}: an 'other' bucket flags unseen values: it needs on_violation 'flag'")
+        if self.other and OTHER in self.categories:
+            raise ValueError(f"feature {self.name!r}: {OTHER!r} names the other bucket and cannot be a category")
         if self.baseline is not None and len(self.baseline.counts) != len(self.categories):
             raise ValueError(f"feature {self.name!r}: baseline needs one count per category")
         self._check_fill()
@@ -250,7 +286,7 @@ class CategoryFeature(_FeatureBase, kw_only=True, tag_field="type", tag="categor
             raise ValueError(f"feature {self.name!r}: imputed value must be a known category")
 
 
-class BooleanFeature(_FeatureBase, kw_only=True, tag_field="type", tag="boolean"):
+class BooleanFeature(_FeatureBase, frozen=True, kw_only=True, tag_field="type", tag="boolean"):
     """``true`` or ``false`` (JSON booleans only; 0 and 1 are ``wrong_type``)."""
 
     transform: Passthrough = Passthrough()
@@ -266,16 +302,18 @@ class BooleanFeature(_FeatureBase, kw_only=True, tag_field="type", tag="boolean"
             raise ValueError(f"feature {self.name!r}: imputed value must be true or false")
 
 
-Feature = Union[NumberFeature, IntegerFeature, CategoryFeature, BooleanFeature]
+Feature = NumberFeature | IntegerFeature | CategoryFeature | BooleanFeature
 
 
 def output_column_names(features: tuple[Feature, ...]) -> list[str]:
     """The transform's output columns, in order: a feature's own name, or ``name=category``
-    for each column of a one-hot category."""
+    for each column of a one-hot category (and ``name=(other)`` last for an open vocabulary)."""
     columns: list[str] = []
     for f in features:
         if isinstance(f, CategoryFeature) and isinstance(f.transform, OneHot):
             columns.extend(f"{f.name}={c}" for c in f.categories)
+            if f.other:
+                columns.append(f"{f.name}={OTHER}")
         else:
             columns.append(f.name)
     return columns
@@ -305,7 +343,7 @@ def _check_numeric(f: NumberFeature | IntegerFeature) -> None:
 # --- output -----------------------------------------------------------------------------
 
 
-class HistogramBaseline(Base, kw_only=True):
+class HistogramBaseline(Base, frozen=True, kw_only=True):
     """A histogram with explicit edges (``len(counts) == len(edges) - 1``)."""
 
     edges: tuple[float, ...]
@@ -322,7 +360,7 @@ class HistogramBaseline(Base, kw_only=True):
             raise ValueError("histogram counts must not be negative")
 
 
-class OutputBaseline(Base, kw_only=True):
+class OutputBaseline(Base, frozen=True, kw_only=True):
     """Training-side distribution of the model's output, recorded when it was trained.
 
     For classification: ``class_counts`` (in label order) and ``confidence`` (histogram of
@@ -334,7 +372,7 @@ class OutputBaseline(Base, kw_only=True):
     values: HistogramBaseline | None = None
 
 
-class Output(Base, kw_only=True):
+class Output(Base, frozen=True, kw_only=True):
     """What the model answers."""
 
     task: Literal["classification", "regression"]
@@ -364,7 +402,7 @@ class Output(Base, kw_only=True):
 # --- the spec ---------------------------------------------------------------------------
 
 
-class FeatureSpec(Base, kw_only=True, dict=True):
+class FeatureSpec(Base, frozen=True, kw_only=True, dict=True):
     """The description of a model's inputs, their transform, and the training baselines.
 
     Build one with ``FeatureSpec.fit(data, name=..., target=...)`` or load a file with
@@ -378,6 +416,10 @@ class FeatureSpec(Base, kw_only=True, dict=True):
     description: str = ""
     unknown_fields: UnknownFields = "reject"
     """A field that is not a feature: ``reject`` (reason ``unknown_feature``) or ``ignore``."""
+    ignored_fields: tuple[Name, ...] = ()
+    """Fields of the training data the model does not read (identifiers, timestamps, free
+    text that fitting left out): a row may carry them, and they are dropped unread, as the
+    output's target is."""
     format: int = SPEC_FORMAT
 
     def __post_init__(self) -> None:
@@ -390,6 +432,9 @@ class FeatureSpec(Base, kw_only=True, dict=True):
         dupes = _repeated(names)
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(dupes)}")
+        both = sorted(set(names) & set(self.ignored_fields))
+        if both:
+            raise ValueError(f"a field cannot be both a feature and ignored: {', '.join(both)}")
         columns = output_column_names(self.features)
         clashes = _repeated(columns)
         if clashes:

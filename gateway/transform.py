@@ -94,7 +94,8 @@ class _LogStep(_Step):
 
 
 class _OneHotStep(_Step):
-    """Codes to indicator columns; code -1 (an unseen, flagged category) is all zeros."""
+    """Codes to indicator columns; code -1 (an unseen, flagged category) is all zeros, and
+    an open vocabulary's unseen values (code ``len(categories)``) set its ``(other)`` column."""
 
     __slots__ = ()
 
@@ -121,7 +122,7 @@ def _images_fit_float32(features: Sequence[Feature], steps: Sequence[_LinearStep
 def _step_for(feature: Feature, start: int) -> _Step:
     t = feature.transform
     if isinstance(feature, CategoryFeature) and isinstance(t, OneHot):
-        return _OneHotStep(feature.name, start, len(feature.categories))
+        return _OneHotStep(feature.name, start, len(feature.categories) + feature.other)
     if isinstance(feature, BooleanFeature | CategoryFeature):  # booleans 0/1; ordinal codes, -1 unseen
         return _LinearStep(feature.name, start)
     if isinstance(t, Standardize):

@@ -1,5 +1,9 @@
 """HTTP/1.1 connections: uvicorn's httptools protocol plus read deadlines and a direct path.
 
+A thin subclass: the limits themselves (head size, read deadlines, the body budget, the
+answers that refuse) are plain code in ``gateway.http.limits``; this module wires them into
+uvicorn's parser callbacks and the event loop, and adds the direct path.
+
 uvicorn's only timer is keep-alive (idle between requests, reset on every byte), so a
 client that opens a connection and never sends a request, sends its head one byte every
 few seconds (slowloris), or declares a body it never sends, holds a connection and its
@@ -40,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from gateway.errors import OverloadedError
-from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_body
+from gateway.errors import OverloadedError, PayloadError, RequestTimeoutError
+from gateway.http.limits import BodyBudget, Deadlines, HeadLimits, HeadTooLarge, canned
 from gateway.http.routes import HotRoute, Target, canonical, hot_route
 
 if TYPE_CHECKING:
@@ -52,51 +56,8 @@ __all__ = ["BodyBudget", "deadline_protocol"]
 _CLOSE = (b"connection", b"close")
 
 
-MAX_HEAD_BYTES = 64 * 1024
-"""Largest request head (request line and header fields, as the parser delivers them);
-one more byte is answered 431. nginx allows 32 KiB by default, Node.js 16 KiB: no client
-of a model server sends more, and without a cap a head is buffered (and its fragments
-concatenated) for as long as the head deadline lets it grow."""
-MAX_HEADERS = 256
-"""Most header fields in one request; one more is answered 431."""
-_RAW_SLACK = 512 * 1024
-"""Bytes received while a head is incomplete are counted per read, not per parsed byte,
-so that count may include the end of the previous request (pipelining) and one read of
-up to 256 KiB: a head is refused on it only past ``MAX_HEAD_BYTES`` plus this slack. It
-stops a single endless header line, which the parser buffers before any callback sees it."""
-
-
 LINGER_SECONDS = 2.0
 """How long a refused request's remaining bytes are read and dropped before the close."""
-
-
-def _error_response(status: int, code: str, title: str, detail: str, extra: str = "") -> bytes:
-    """A whole problem+json answer that closes the connection (``extra``: more header lines)."""
-    body = problem_body(status, code, title, detail, "")
-    head = STATUS_LINE[status] + (
-        f"content-type: {PROBLEM_MEDIA_TYPE}\r\nconnection: close\r\n{extra}content-length: {len(body)}\r\n\r\n"
-    ).encode("latin-1")
-    return head + body
-
-
-class BodyBudget:
-    """Bytes of request bodies being received at once, over every connection of the process.
-
-    A body is read whole before it is decoded, and the concurrency cap counts a request only
-    from then on: without a budget, N clients uploading N bodies at once cost N bodies of
-    memory whatever the cap. A ``POST`` whose declared ``Content-Length`` does not fit is
-    answered 503 with ``Retry-After`` at once, its body never read; the bytes are given
-    back when the body is in (or the connection ends)."""
-
-    __slots__ = ("limit", "used")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-
-def _timeout_response(detail: str) -> bytes:
-    return _error_response(408, "request-timeout", "Request timeout", detail)
 
 
 MAX_PIPELINED = 16
@@ -104,10 +65,6 @@ MAX_PIPELINED = 16
 request cycle (about 2.4 KB), and one read of 256 KiB can hold thousands of small pipelined
 requests: past the limit the queued ones are answered and the connection then closed,
 which HTTP/1.1 lets a server do (the client sends the rest again on a new connection)."""
-
-
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback to stop parsing a head over the limits."""
 
 
 class _PipelineFull(Exception):
@@ -118,7 +75,7 @@ class _OverBudget(Exception):
     """Raised from a parser callback to stop a request whose body does not fit the budget."""
 
 
-class _DeadlineProtocol(HttpToolsProtocol):
+class _DeadlineProtocol(HeadLimits, Deadlines, HttpToolsProtocol):  # the mixins' callbacks first
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     direct: FastPath | None = None
@@ -134,19 +91,6 @@ class _DeadlineProtocol(HttpToolsProtocol):
     _direct_chunks: list[bytes]
     _close_after: bool = False
 
-    # One lazy timer per connection: arming a deadline only stores when it is due, and the
-    # timer, when it fires, either expires the request or re-arms itself for the current
-    # due time. A request therefore costs two clock reads, not two timers created and
-    # cancelled (measured: about 3 us of a one-row prediction).
-    _due: float | None = None
-    _what: str = "head"
-
-    # the request head being read: its size as parsed, its header count, the bytes received
-    # since it began (see _RAW_SLACK), and why it was refused (None: it was not)
-    _in_head: bool = True
-    _head_bytes: int = 0
-    _head_raw: int = 0
-    _head_refused: str | None = None
     _lingering: bool = False
     _input_closed: bool = False
     """Past the pipelining limit: what the client sends next is dropped."""
@@ -154,31 +98,6 @@ class _DeadlineProtocol(HttpToolsProtocol):
     """uvicorn's request cycles of this connection not known to be complete."""
     _write_timer: asyncio.TimerHandle | None = None
     write_timeout: float = 30.0
-    _timer: asyncio.TimerHandle | None = None
-    _timer_at: float = 0.0
-
-    def _arm(self, seconds: float, what: str) -> None:
-        due = self.loop.time() + seconds
-        self._due, self._what = due, what
-        if self._timer is not None and self._timer_at > due:
-            self._timer.cancel()  # a shorter deadline than the one the timer waits for
-            self._timer = None
-        if self._timer is None:
-            self._timer, self._timer_at = self.loop.call_at(due, self._check), due
-
-    def _disarm(self) -> None:
-        self._due = None
-
-    def _check(self) -> None:
-        self._timer = None
-        due = self._due
-        if due is None:
-            return  # nothing pending: the next deadline armed starts a new timer
-        if self.loop.time() < due:
-            self._timer, self._timer_at = self.loop.call_at(due, self._check), due
-            return
-        self._due = None
-        self._expire(self._what)
 
     def _expire(self, what: str) -> None:
         if self.transport.is_closing():
@@ -196,7 +115,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
         if stalled:
             self._abort()
             return
-        self.transport.write(_timeout_response(f"the request {what} did not arrive in time"))
+        self.transport.write(canned(RequestTimeoutError(f"the request {what} did not arrive in time")))
         self._disconnect_cycles()
         self._close_or_abort()  # should even the 408 not go out at once, nobody is reading
 
@@ -241,10 +160,7 @@ class _DeadlineProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._direct_path is not None:
             self._abandon()
-        self._due = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timer()
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
@@ -273,21 +189,15 @@ class _DeadlineProtocol(HttpToolsProtocol):
             if isinstance(exc.__context__, _OverBudget):
                 self._refuse_over_budget()
                 return
-            if not isinstance(exc.__context__, _HeadTooLarge):
+            if not isinstance(exc.__context__, HeadTooLarge):
                 self.logger.warning("Invalid HTTP request received.")
             self._refuse_head()
             return
-        if self._in_head and not self.transport.is_closing():
-            self._head_raw += len(data)
-            if self._head_raw > MAX_HEAD_BYTES + _RAW_SLACK:
-                self._head_refused = f"the request head is over {MAX_HEAD_BYTES} bytes"
-                self._refuse_head()
+        if self.in_head and not self.transport.is_closing() and self.count_raw(len(data)):
+            self._refuse_head()
 
     def _refuse_head(self) -> None:
-        if self._head_refused is not None:
-            answer = _error_response(431, "header-fields-too-large", "Request header fields too large", self._head_refused)
-        else:
-            answer = _error_response(400, "malformed-request", "Malformed request", "the request is not valid HTTP/1.1")
+        answer = canned(self.head_refused or PayloadError("the request is not valid HTTP/1.1"))
         if self._direct_path is not None:  # a direct-path body the parser refused mid-way
             self._abandon()
         under_way = self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete
@@ -327,38 +237,14 @@ class _DeadlineProtocol(HttpToolsProtocol):
         self._disconnect_cycles()
         self.transport.abort()
 
-    def _head_too_large(self) -> None:
-        if len(self.headers) > MAX_HEADERS:
-            self._head_refused = f"the request has over {MAX_HEADERS} header fields"
-        else:
-            self._head_refused = f"the request head is over {MAX_HEAD_BYTES} bytes"
-        raise _HeadTooLarge(self._head_refused)  # the parser stops; data_received answers 431
-
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_bytes, self._head_raw = True, 0, 0
+        self.begin_head()
         if self._due is None or self._what == "idle":
             self._arm(self.header_timeout, "head")
 
-    # on_url and on_header are uvicorn's own (inlined: they run for every header of every
-    # request), plus the head's size and field count checked as it grows
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) + self._head_bytes > MAX_HEAD_BYTES:
-            self._head_too_large()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        name = name.lower()
-        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which RFC 9110 excludes
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        self.headers.append((name, value))
-        if self._head_bytes + len(self.url) > MAX_HEAD_BYTES or len(self.headers) > MAX_HEADERS:
-            self._head_too_large()
-
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self.in_head = False
         self._arm(self.body_timeout, "body")
         length = self._body_length() if self.parser.get_method() == b"POST" else None
         if self.budget is not None and length:
@@ -386,14 +272,13 @@ class _DeadlineProtocol(HttpToolsProtocol):
         """Take the declared body's bytes from the budget, or stop the request (503)."""
         if self.direct is not None and declared > self.direct.max_body:
             return  # refused at once as too large, never read
-        if budget.used + declared > budget.limit:
+        if not budget.reserve(declared):
             raise _OverBudget
-        budget.used += declared
         self._reserved = declared
 
     def _release(self) -> None:
         if self._reserved and self.budget is not None:
-            self.budget.used -= self._reserved
+            self.budget.release(self._reserved)
             self._reserved = 0
 
     def _refuse_over_budget(self) -> None:
@@ -401,9 +286,10 @@ class _DeadlineProtocol(HttpToolsProtocol):
         detail = f"the server is receiving {self.budget.limit} bytes of request bodies already; retry shortly"
         path = canonical(self.url.split(b"?", 1)[0].decode("latin-1"))
         hot = hot_route("POST", path)
+        refusal = OverloadedError(detail)
         if self.direct is not None and hot is not None:
-            self.direct.refused(hot[1], OverloadedError(detail))
-        self.transport.write(_error_response(503, "overloaded", "Server overloaded", detail, "retry-after: 1\r\n"))
+            self.direct.refused(hot[1], refusal)
+        self.transport.write(canned(refusal))
         self._close_lingering()
 
     def _start_cycle(self) -> None:

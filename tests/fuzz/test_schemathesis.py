@@ -52,17 +52,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.spec import BooleanFeature, CategoryFeature, FeatureSpec, IntegerFeature, NumberFeature, load_spec
+from tests.helpers.metrics import scrape, series
 from tests.integration.conftest import ServerProcess, StartServer
-from tests.integration.support import (
-    ADMIN_TOKEN,
-    DIABETES_SPEC,
-    PENGUIN,
-    PENGUINS_SPEC,
-    PROBLEM_JSON,
-    admin,
-    scrape,
-    series,
-)
+from tests.integration.support import ADMIN_TOKEN, DIABETES_SPEC, PENGUIN, PENGUINS_SPEC, PROBLEM_JSON, admin
 
 SCHEMA_PATH = "/schema/openapi.json"
 MODELS = ("penguins", "diabetes")

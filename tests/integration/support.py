@@ -1,4 +1,6 @@
-"""Helpers shared by the integration tests: ports, repository copies, requests, metrics.
+"""Helpers of the integration tests: repository copies, requests, problems, the CLI, workers.
+Ports, metrics, raw HTTP and ``/proc`` readers, which the reliability suite uses too, are in
+``tests.helpers``.
 
 Nothing here starts a server (that is ``conftest.ServerProcess``); these are the small
 pieces every test module would otherwise write again.
@@ -8,16 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from tests.integration.conftest import ServerProcess
@@ -43,13 +42,17 @@ PENGUIN = {
     "year": 2008,
 }
 """A valid penguins row (a Gentoo, as it happens)."""
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now (bind port 0 and let the kernel choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+V2_ROW = [
+    {"name": "island", "datatype": "BYTES", "shape": [1], "data": ["Biscoe"]},
+    {"name": "sex", "datatype": "BYTES", "shape": [1], "data": ["male"]},
+    {"name": "year", "datatype": "INT64", "shape": [1], "data": [2008]},
+]
+"""One valid V2 penguins row (the other features are imputed)."""
+DIABETES_ROW = {
+    "age": 0.01, "sex": 0.05, "bmi": 0.06, "bp": 0.02, "s1": -0.04,
+    "s2": -0.03, "s3": -0.04, "s4": -0.002, "s5": 0.02, "s6": -0.01,
+}  # fmt: skip
+"""A valid diabetes row."""
 
 
 def copy_models(dest: Path) -> Path:
@@ -111,30 +114,6 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert body["error"] == body["detail"], body
     assert body.get("title") and body.get("type"), body
     return body
-
-
-def scrape(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """``GET /metrics`` as ``{(sample name, labels): value}``."""
-    response = client.get("/metrics")
-    assert response.status_code == 200, response.text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    }
-
-
-def sample(metrics: Mapping[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    """One sample's value; 0 when the series does not exist (yet)."""
-    return metrics.get((name, frozenset(labels.items())), 0.0)
-
-
-def series(
-    metrics: Mapping[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> dict[frozenset[tuple[str, str]], float]:
-    """Every series of ``name`` whose labels include ``labels``."""
-    want = set(labels.items())
-    return {lab: v for (n, lab), v in metrics.items() if n == name and want <= set(lab)}
 
 
 def cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.http.routes import is_admin_route
 from gateway.listeners import ADMIN_LISTENING
+from tests.helpers.ports import free_port
 from tests.integration.conftest import ServerProcess, StartServer
 from tests.integration.support import (
     ADMIN_TOKEN,
@@ -24,7 +25,6 @@ from tests.integration.support import (
     assert_problem,
     bundle,
     cli,
-    free_port,
     predict,
 )
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from tests.helpers.procfs import reset_peak, status_kib
 from tests.integration.conftest import ServerProcess
-from tests.integration.peak_rss import reset_peak, status_kib
 from tests.integration.support import PENGUIN, assert_problem
 
 LIMIT = 16 * 1024 * 1024

@@ -23,8 +23,9 @@ import httpx
 import pytest
 
 from gateway.config import Settings
+from tests.helpers.ports import free_port
 from tests.integration.conftest import ServerProcess, Stopped
-from tests.integration.support import REPO_ROOT, copy_models, free_port, penguin, predict
+from tests.integration.support import REPO_ROOT, copy_models, penguin, predict
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent

@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.metrics import sample, scrape
 from tests.integration.conftest import ServerProcess, StartServer
-from tests.integration.support import penguin, predict, sample, scrape
+from tests.integration.support import penguin, predict
 
 PREDICT = "/v1/models/penguins:predict"
 

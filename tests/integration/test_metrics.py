@@ -9,8 +9,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers.metrics import sample, scrape, series
 from tests.integration.conftest import ServerProcess
-from tests.integration.support import assert_problem, penguin, predict, sample, scrape, series
+from tests.integration.support import assert_problem, penguin, predict
 
 PENGUINS_V1 = {"model": "penguins", "version": "1"}
 

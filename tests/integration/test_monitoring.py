@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from gateway.spec import load_spec
+from tests.helpers.metrics import sample, scrape
 from tests.integration.conftest import ServerProcess, StartServer
-from tests.integration.support import PENGUINS_SPEC, penguin, predict, sample, scrape
+from tests.integration.support import PENGUINS_SPEC, penguin, predict
 
 BATCH = 100
 PENGUIN_FEATURES = ("island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year")

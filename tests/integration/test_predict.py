@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 
 from gateway.spec import load_spec
+from tests.helpers.metrics import sample, scrape, series
 from tests.integration.conftest import ServerProcess
 from tests.integration.support import (
     DIABETES_MODEL,
@@ -30,9 +31,6 @@ from tests.integration.support import (
     assert_problem,
     penguin,
     predict,
-    sample,
-    scrape,
-    series,
 )
 
 PROB_TOLERANCE = 1e-6

@@ -28,7 +28,9 @@ import numpy as np
 import pytest
 
 from gateway.spec import load_spec
-from tests.integration.support import PENGUINS_SPEC, REPO_ROOT, free_port, scrape, series
+from tests.helpers.metrics import scrape, series
+from tests.helpers.ports import free_port
+from tests.integration.support import PENGUINS_SPEC, REPO_ROOT
 from tests.system import require_binary
 
 RULES = REPO_ROOT / "deploy" / "prometheus" / "rules.yml"

@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.metrics import sample, scrape
 from tests.integration.conftest import ServerProcess, StartServer
-from tests.integration.support import copy_models, penguin, sample, scrape, wait_serving, worker_pids
+from tests.integration.support import copy_models, penguin, wait_serving, worker_pids
 
 CONVERGE_SECONDS = 3.0
 """A worker publishes every 0.5 s; every other worker's view is complete within this."""

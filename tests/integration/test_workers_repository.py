@@ -33,6 +33,7 @@ from gateway.unloads import POLL_INTERVAL
 from tests.integration.conftest import ServerProcess, StartServer
 from tests.integration.support import (
     ADMIN_TOKEN,
+    DIABETES_ROW,
     PENGUINS_MODEL,
     PENGUINS_SPEC,
     admin,
@@ -49,10 +50,6 @@ CONVERGE_SECONDS = 30.0
 """How long the probes may take to reach both workers (and, after a load, for the other
 worker to load the model again)."""
 
-DIABETES_ROW = {
-    "age": 0.01, "sex": 0.05, "bmi": 0.06, "bp": 0.02, "s1": -0.04,
-    "s2": -0.03, "s3": -0.04, "s4": -0.002, "s5": 0.02, "s6": -0.01,
-}  # fmt: skip
 PENGUIN_ASKS: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "v1 predict": ("POST", "/v1/models/penguins:predict", {"instances": [penguin()]}),
     "v1 predict pinned": ("POST", "/v1/models/penguins/versions/1:predict", {"instances": [penguin()]}),

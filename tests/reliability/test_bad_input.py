@@ -1,6 +1,6 @@
 """Reliability catalogue A (bad input), against the real server process.
 
-Every test names its catalogue ID (``/work/shared/research/reliability.md`` section 5),
+Every test names its catalogue ID (``tests/reliability/CATALOGUE.md``),
 adapted to the contract: errors are ``application/problem+json`` with ``error`` equal to
 ``detail``; guard rejections are 422 with ``violations`` [{row, feature, reason, value}].
 "Alive" (``assert_alive``): ``GET /v2/health/live`` answers 200 within 100 ms (best of
@@ -24,8 +24,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.support import admin, assert_problem, bundle, penguin
-from tests.reliability.conftest import Prober, ServerProcess, raw_exchange, read_response, scrape_all, server_pid
+from tests.helpers.metrics import scrape
+from tests.helpers.raw_http import raw_exchange, raw_request, read_response
+from tests.integration.support import V2_ROW, admin, assert_problem, bundle, penguin
+from tests.reliability.conftest import Prober, ServerProcess, server_pid
 from tests.reliability.fixture_models import assert_alive, knob_spec_bytes, nan_model
 
 PREDICT = "/v1/models/penguins:predict"
@@ -33,13 +35,6 @@ INFER = "/v2/models/penguins/infer"
 FEEDBACK = "/v1/models/penguins/feedback"
 LIMIT_BYTES = 65_536
 LIMIT_ROWS = 50
-
-V2_ROW = [
-    {"name": "island", "datatype": "BYTES", "shape": [1], "data": ["Biscoe"]},
-    {"name": "sex", "datatype": "BYTES", "shape": [1], "data": ["male"]},
-    {"name": "year", "datatype": "INT64", "shape": [1], "data": [2008]},
-]
-"""One valid V2 penguins row (the other features are imputed)."""
 
 
 @pytest.fixture(scope="module")
@@ -76,21 +71,13 @@ def violations(response: httpx.Response) -> list[tuple[int, str, str]]:
 
 
 def predicted_rows(client: httpx.Client, model: str = "penguins") -> float:
-    return scrape_all(client).get(
+    return scrape(client).get(
         ("driftgate_rows_total", frozenset({"model": model, "version": "1", "outcome": "predicted"}.items())), 0.0
     )
 
 
 def metric(client: httpx.Client, name: str, **labels: str) -> float:
-    return scrape_all(client).get((name, frozenset(labels.items())), 0.0)
-
-
-def post_raw_json(port: int, path: str, body: bytes, extra_headers: bytes = b"") -> tuple[int, dict[str, str], bytes]:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n"
-    ).encode()
-    return raw_exchange(port, head + extra_headers + b"\r\n" + body)
+    return scrape(client).get((name, frozenset(labels.items())), 0.0)
 
 
 def problem_of(status: int, headers: dict[str, str], body: bytes, expected: int) -> dict[str, Any]:
@@ -122,9 +109,9 @@ def problem_of(status: int, headers: dict[str, str], body: bytes, expected: int)
 def test_a1_numeric_boundaries_and_no_inference_on_rejection(
     client: httpx.Client, changes: dict[str, Any], expected: tuple[str, str] | None
 ) -> None:
-    before = scrape_all(client)
+    before = scrape(client)
     response = client.post(PREDICT, json={"instances": [penguin(**changes)]})
-    after = scrape_all(client)
+    after = scrape(client)
     key = {"model": "penguins", "version": "1"}
     predicted = ("driftgate_rows_total", frozenset({**key, "outcome": "predicted"}.items()))
     rejected = ("driftgate_rows_total", frozenset({**key, "outcome": "rejected"}.items()))
@@ -163,7 +150,7 @@ def test_a1_numeric_boundaries_and_no_inference_on_rejection(
 def test_a2_unseen_category_variants_are_422_with_bounded_echo(client: httpx.Client, value: str) -> None:
     """Categories match exactly (no case folding, trimming or Unicode normalisation): every
     variant of a known category is ``unseen_category``, echoed as sent up to 200 characters."""
-    before = {k for k in scrape_all(client) if k[0] == "driftgate_violations_total"}
+    before = {k for k in scrape(client) if k[0] == "driftgate_violations_total"}
     response = client.post(PREDICT, json={"instances": [penguin(island=value)]})
     body = assert_problem(response, 422)
     assert [(v["row"], v["feature"], v["reason"]) for v in body["violations"]] == [(0, "island", "unseen_category")]
@@ -173,7 +160,7 @@ def test_a2_unseen_category_variants_are_422_with_bounded_echo(client: httpx.Cli
     else:
         assert echoed == value[:200] + "…"
     assert len(response.content) < 2_000, "the answer must not amplify a long value"
-    after = {k for k in scrape_all(client) if k[0] == "driftgate_violations_total"}
+    after = {k for k in scrape(client) if k[0] == "driftgate_violations_total"}
     new = {dict(labels)["feature"] for _, labels in after - before}
     assert new <= {"island"}, f"a client value became a label: {new}"
     if value:
@@ -241,7 +228,7 @@ def test_a3_nan_model_output_is_an_error_never_a_silent_null(
     """The lead's decision: a NaN or infinite output is a 500 ``inference-failed`` naming the
     cause, nothing is predicted (no id, not counted), and the non-finite count rises."""
     labels = {"model": nan_served, "version": "1"}
-    before = scrape_all(client)
+    before = scrape(client)
     if protocol == "v1":
         response = client.post(f"/v1/models/{nan_served}:predict", json={"instances": [{"x": 0.0}]})
     else:
@@ -250,7 +237,7 @@ def test_a3_nan_model_output_is_an_error_never_a_silent_null(
     problem = assert_problem(response, 500)
     assert "non-finite" in problem["detail"]
     assert "null" not in response.text and "predictions" not in problem and "outputs" not in problem
-    after = scrape_all(client)
+    after = scrape(client)
     rows = ("driftgate_rows_total", frozenset({**labels, "outcome": "predicted"}.items()))
     nonfinite = ("driftgate_nonfinite_observations_total", frozenset(labels.items()))
     assert after.get(rows, 0) == before.get(rows, 0), "a NaN answer was counted as predicted"
@@ -557,7 +544,7 @@ def test_a9_gzip_body_is_not_decompressed(server: ServerProcess, client: httpx.C
     ids=["v1-value", "v1-overlong-key", "v1-surrogate", "v2-bytes", "feedback-id"],
 )
 def test_a9_invalid_utf8_is_400(server: ServerProcess, path: str, body: bytes) -> None:
-    status, headers, answer = post_raw_json(server.port, path, body)
+    status, headers, answer = raw_request(server.port, "POST", path, body)
     problem_of(status, headers, answer, 400)
 
 
@@ -734,9 +721,9 @@ def test_a14_v2_errors_carry_error(client: httpx.Client, path: str, body: dict[s
 def test_a15_one_bad_row_refuses_the_whole_batch(client: httpx.Client) -> None:
     rows = [penguin() for _ in range(1000)]
     rows[537] = penguin(island="Mars")
-    before = scrape_all(client)
+    before = scrape(client)
     body = assert_problem(client.post(PREDICT, json={"instances": rows}), 422)
-    after = scrape_all(client)
+    after = scrape(client)
     assert body["violations"] == [{"row": 537, "feature": "island", "reason": "unseen_category", "value": "Mars"}]
     assert body["rows"] == 1000 and body["rejected_rows"] == 1
     assert "row 537" in body["detail"]

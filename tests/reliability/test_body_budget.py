@@ -11,8 +11,9 @@ import socket
 import time
 from pathlib import Path
 
+from tests.helpers.metrics import scrape
+from tests.helpers.raw_http import raw_exchange, read_response
 from tests.integration.conftest import StartServer
-from tests.reliability.conftest import raw_exchange, read_response, scrape_all
 from tests.reliability.fixture_models import assert_alive, knob_repository
 
 KIB = 1024
@@ -74,7 +75,7 @@ def test_bodies_past_the_budget_are_503_at_once_and_the_budget_comes_back(
     assert status == 200
 
     with proc.client() as client:
-        metrics = scrape_all(client)
+        metrics = scrape(client)
     assert metrics.get(("driftgate_requests_total", frozenset({("model", "knob"), ("reason", "overloaded")}))) == 1.0
     assert_alive(proc.url, proc.process)
     assert second_rest  # never sent: the second holder gave up

@@ -19,8 +19,9 @@ import httpx
 import pytest
 
 from gateway.monitoring.feedback import PredictionLog
+from tests.helpers.metrics import sample, scrape, series
 from tests.integration.conftest import ServerProcess, StartServer
-from tests.integration.support import ADMIN_TOKEN, admin, assert_problem, bundle, sample, scrape, series
+from tests.integration.support import ADMIN_TOKEN, admin, assert_problem, bundle
 from tests.reliability.conftest import Prober
 from tests.reliability.fixture_models import (
     BROKEN_MODELS,

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers.metrics import sample, scrape
 from tests.integration.conftest import StartServer
 from tests.integration.support import (
     ADMIN_TOKEN,
@@ -31,8 +32,6 @@ from tests.integration.support import (
     bundle,
     copy_models,
     penguin,
-    sample,
-    scrape,
     wait_serving,
 )
 from tests.reliability.fixture_models import assert_alive, knob_spec_bytes, slow_model, write_version

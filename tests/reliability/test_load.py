@@ -7,7 +7,6 @@ Resource probes read ``/proc/<pid>/status`` (RSS), ``/proc/<pid>/fd`` (descripto
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -15,20 +14,11 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers.metrics import sample, scrape
+from tests.helpers.procfs import open_fds, rss_bytes
 from tests.integration.conftest import ServerProcess, StartServer
-from tests.integration.support import assert_problem, sample, scrape
+from tests.integration.support import assert_problem
 from tests.reliability.fixture_models import assert_alive, knob_predict, knob_repository, slow_model
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS line")
-
-
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _close_wait(port: int) -> int:
@@ -226,9 +216,9 @@ def test_c4_thousand_each_of_bad_json_oversize_deep_nesting_and_duplicate_keys_l
         return seen
 
     flood(100)
-    before = _rss_bytes(pid)
+    before = rss_bytes(pid)
     seen = flood(FLOOD)
-    after = _rss_bytes(pid)
+    after = rss_bytes(pid)
     assert seen == {"bad_json": {400}, "deep": {400}, "dupes": {400}}, seen
     growth = after - before
     assert growth <= 32 * MIB, f"RSS grew {growth / MIB:.1f} MiB over {4 * FLOOD} malformed requests"
@@ -249,7 +239,7 @@ def test_c5_connection_churn_leaks_no_descriptor_and_no_close_wait(start_server:
         for _ in range(20):
             assert knob_predict(client, 0.5).status_code == 200
     time.sleep(0.3)
-    baseline = _fds(pid)
+    baseline = open_fds(pid)
     deadline = time.monotonic() + 60
     statuses: list[set[int]] = []
 
@@ -274,8 +264,8 @@ def test_c5_connection_churn_leaks_no_descriptor_and_no_close_wait(start_server:
     assert statuses and set().union(*statuses) == {200}, statuses
 
     settled = time.monotonic() + 5
-    while time.monotonic() < settled and (_fds(pid) > baseline + 2 or _close_wait(proc.port)):
+    while time.monotonic() < settled and (open_fds(pid) > baseline + 2 or _close_wait(proc.port)):
         time.sleep(0.1)
-    assert _fds(pid) <= baseline + 2, f"descriptors: {baseline} before, {_fds(pid)} after"
+    assert open_fds(pid) <= baseline + 2, f"descriptors: {baseline} before, {open_fds(pid)} after"
     assert _close_wait(proc.port) == 0, "sockets left in CLOSE_WAIT"
     assert_alive(proc.url, proc.process, pid)

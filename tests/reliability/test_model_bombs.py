@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers.procfs import reset_peak, status_bytes
 from tests.integration.conftest import ServerProcess, StartServer
 from tests.integration.support import (
     PENGUINS_MODEL,
@@ -64,21 +65,6 @@ HOSTILE = {
 """case -> (model bytes, words the problem detail must hold)."""
 
 
-def _status(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(key)
-
-
-def _reset_peak(pid: int) -> bool:
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def _register(client: httpx.Client, version: str, model: bytes) -> httpx.Response:
     return client.put(
         f"/v1/models/penguins/versions/{version}", files=bundle(model, PENGUINS_SPEC.read_bytes()), headers=admin()
@@ -117,10 +103,10 @@ def test_hostile_models_by_put_are_refused_and_the_server_stays_flat(warm: Serve
     pid = warm.process.pid
     before = version_dirs(warm.repository)
     with warm.client() as client:
-        rss = _status(pid, "VmRSS")
-        exact = _reset_peak(pid)
+        rss = status_bytes(pid, "VmRSS")
+        exact = reset_peak(pid) is not None
         response = _register(client, "2", make())
-        grew = (_status(pid, "VmHWM") if exact else _status(pid, "VmRSS")) - rss
+        grew = (status_bytes(pid, "VmHWM") if exact else status_bytes(pid, "VmRSS")) - rss
         _assert_refused(response, words)
         _assert_serving_version_1(warm, client)
         assert "2" not in {v["version"] for v in client.get("/v1/models").json()["failed"]}
@@ -134,11 +120,11 @@ def test_e7_four_bombs_at_once_are_all_refused_and_the_server_stays_flat(warm: S
     pid = warm.process.pid
     before = version_dirs(warm.repository)
     data = bomb_model(10**8)
-    rss = _status(pid, "VmRSS")
-    exact = _reset_peak(pid)
+    rss = status_bytes(pid, "VmRSS")
+    exact = reset_peak(pid) is not None
     with warm.client() as client, ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda v: _register(client, str(v), data), range(3, 7)))
-        grew = (_status(pid, "VmHWM") if exact else _status(pid, "VmRSS")) - rss
+        grew = (status_bytes(pid, "VmHWM") if exact else status_bytes(pid, "VmRSS")) - rss
         for response in responses:
             _assert_refused(response, BUDGET)
         _assert_serving_version_1(warm, client)
@@ -173,7 +159,7 @@ def test_the_start_up_scan_refuses_a_bomb_on_disk_and_serves_the_rest(
         served = {m["name"]: m for m in listing["models"]}
         assert served["penguins"]["versions"] == ["1"]
         _assert_serving_version_1(proc, client)
-    assert _status(proc.process.pid, "VmHWM") < 1024 * MB, "the server itself never held the 1.6 GB"
+    assert status_bytes(proc.process.pid, "VmHWM") < 1024 * MB, "the server itself never held the 1.6 GB"
 
 
 def test_a_good_model_still_registers_after_the_bombs(warm: ServerProcess) -> None:

@@ -1,6 +1,6 @@
 """Reliability catalogue F (observability under failure), against the real server process.
 
-Each test names its catalogue ID (``/work/shared/research/reliability.md`` section 5).
+Each test names its catalogue ID (``tests/reliability/CATALOGUE.md``).
 Metrics are read with prometheus_client's own parser. The contract's counters:
 ``driftgate_rows_total{model,version,outcome}``, ``driftgate_requests_total{model,reason}``
 (every V1 predict / V2 infer request once, reason from a closed set, ``model`` a served
@@ -22,17 +22,20 @@ import pytest
 from onnx import TensorProto, helper
 
 from gateway.spec import FeatureSpec, encode_spec
+from tests.helpers.metrics import scrape
 from tests.integration.support import (
     ADMIN_TOKEN,
+    DIABETES_ROW,
     PENGUINS_MODEL,
     PENGUINS_SPEC,
+    V2_ROW,
     admin,
     assert_problem,
     bundle,
     copy_models,
     penguin,
 )
-from tests.reliability.conftest import ServerProcess, StartServer, scrape_all, server_pid
+from tests.reliability.conftest import ServerProcess, StartServer, server_pid
 from tests.reliability.fixture_models import IR_VERSION, OPSET, knob_spec_bytes, nan_model
 
 PREDICT = "/v1/models/penguins:predict"
@@ -48,23 +51,6 @@ REQUEST_REASONS = {
     "timeout",
     "canceled",
     "failed",
-}
-V2_ROW = [
-    {"name": "island", "datatype": "BYTES", "shape": [1], "data": ["Biscoe"]},
-    {"name": "sex", "datatype": "BYTES", "shape": [1], "data": ["male"]},
-    {"name": "year", "datatype": "INT64", "shape": [1], "data": [2008]},
-]
-DIABETES_ROW = {
-    "age": 0.01,
-    "sex": 0.05,
-    "bmi": 0.06,
-    "bp": 0.02,
-    "s1": -0.04,
-    "s2": -0.03,
-    "s3": -0.04,
-    "s4": -0.002,
-    "s5": 0.02,
-    "s6": -0.01,
 }
 Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -138,9 +124,9 @@ def _mixed_run(c: httpx.Client) -> tuple[dict[tuple[str, str], int], dict[str, t
 
 def test_f1_row_counters_reconcile_per_model(small: ServerProcess) -> None:
     with small.client() as c:
-        before = scrape_all(c)
+        before = scrape(c)
         _, rows = _mixed_run(c)
-        after = scrape_all(c)
+        after = scrape(c)
     for model, (predicted, rejected) in rows.items():
         labels = {"model": model, "version": "1"}
         got = tuple(
@@ -153,9 +139,9 @@ def test_f1_row_counters_reconcile_per_model(small: ServerProcess) -> None:
 
 def test_f1_requests_total_reconciles_per_model_and_reason(small: ServerProcess) -> None:
     with small.client() as c:
-        before = family(scrape_all(c), "driftgate_requests_total")
+        before = family(scrape(c), "driftgate_requests_total")
         expected, _ = _mixed_run(c)
-        after = family(scrape_all(c), "driftgate_requests_total")
+        after = family(scrape(c), "driftgate_requests_total")
     deltas = {}
     for labels, v in after.items():
         d = v - before.get(labels, 0.0)
@@ -178,7 +164,7 @@ def test_f4_counters_survive_a_swap_and_restart_from_zero(start_server: StartSer
     with proc.client() as c:
         for _ in range(3):
             assert c.post(PREDICT, json={"instances": [penguin()]}).status_code == 200
-        assert value(scrape_all(c), "driftgate_rows_total", **v1) == 3
+        assert value(scrape(c), "driftgate_rows_total", **v1) == 3
         registered = c.put(
             "/v1/models/penguins/versions/2",
             files=bundle(PENGUINS_MODEL.read_bytes(), PENGUINS_SPEC.read_bytes()),
@@ -187,7 +173,7 @@ def test_f4_counters_survive_a_swap_and_restart_from_zero(start_server: StartSer
         assert registered.status_code == 201, registered.text
         for _ in range(2):
             assert c.post(PREDICT, json={"instances": [penguin()]}).json()["model_version"] == "2"
-        metrics = scrape_all(c)
+        metrics = scrape(c)
     assert value(metrics, "driftgate_rows_total", **v1) == 3, "the swap reset version 1's counter"
     assert value(metrics, "driftgate_rows_total", **v2) == 2
     assert value(metrics, "driftgate_model_loaded", model="penguins", version="1") == 1
@@ -196,13 +182,13 @@ def test_f4_counters_survive_a_swap_and_restart_from_zero(start_server: StartSer
 
     again = start_server(repository=repository)
     with again.client() as c:
-        metrics = scrape_all(c)
+        metrics = scrape(c)
         assert value(metrics, "driftgate_rows_total", **v1) == 0 and value(metrics, "driftgate_rows_total", **v2) == 0
         assert value(metrics, "driftgate_model_loaded", model="penguins", version="2") == 1, (
             "the registered version persists"
         )
         assert c.post(PREDICT, json={"instances": [penguin()]}).json()["model_version"] == "2"
-        assert value(scrape_all(c), "driftgate_rows_total", **v2) == 1
+        assert value(scrape(c), "driftgate_rows_total", **v2) == 1
 
 
 # --- F6: NaN never reaches a histogram -----------------------------------------------------
@@ -247,7 +233,7 @@ def test_f6_nan_outputs_never_reach_a_histogram_sum(server: ServerProcess) -> No
             response = c.put(f"/v1/models/{name}/versions/1", files=bundle(model, spec), headers=admin())
             assert response.status_code == 201, response.text
             assert c.post(f"/v1/models/{name}:predict", json={"instances": [{"x": 0.5}]}).status_code == 200
-        before = scrape_all(c)
+        before = scrape(c)
         for name in ("nanreg", "nancls"):
             assert_problem(c.post(f"/v1/models/{name}:predict", json={"instances": [{"x": 0.0}] * 3}), 500)
             assert_problem(
@@ -257,7 +243,7 @@ def test_f6_nan_outputs_never_reach_a_histogram_sum(server: ServerProcess) -> No
                 ),
                 500,
             )
-        after = scrape_all(c)
+        after = scrape(c)
     sums = {k: v for k, v in after.items() if k[0].endswith("_sum")}
     assert sums and all(math.isfinite(v) for v in sums.values()), [k for k, v in sums.items() if not math.isfinite(v)]
     for name in ("nanreg", "nancls"):
@@ -308,7 +294,7 @@ def test_f7_windows_stay_bounded_and_late_feedback_is_expired(start_server: Star
         grown = psutil.Process(server_pid(proc)).memory_info().rss - rss
         feedback = [{"id": i, "label": "Gentoo"} for i in oldest + newest]
         result = c.post("/v1/models/penguins/feedback", json={"feedback": feedback}).json()
-        metrics = scrape_all(c)
+        metrics = scrape(c)
     assert (result["expired"], result["matched"], result["unknown_id"]) == (10, 10, 0), result
     assert value(metrics, "driftgate_rows_total", model="penguins", version="1", outcome="predicted") == 25 * BATCH
     assert value(metrics, "driftgate_drift_window_rows", model="penguins", version="1") <= WINDOW
@@ -389,7 +375,7 @@ def test_f8_ready_stays_up_through_reload_failure_and_unload(server: ServerProce
             assert c.post("/v1/models/diabetes:predict", json={"instances": [DIABETES_ROW]}).status_code == 404
             assert c.post("/v2/repository/models/diabetes/load", headers=admin()).status_code == 200
             assert c.get("/v2/models/diabetes/ready").status_code == 200
-            metrics = scrape_all(c)
+            metrics = scrape(c)
     finally:
         stop.set()
         poller.join()
@@ -408,7 +394,7 @@ def test_f8_a_version_that_fails_to_load_does_not_hold_readiness(start_server: S
         assert c.get("/v2/health/ready").status_code == 200
         assert c.get("/v2/models/penguins/versions/2/ready").status_code == 404
         assert c.post(PREDICT, json={"instances": [penguin()]}).json()["model_version"] == "1"
-        metrics = scrape_all(c)
+        metrics = scrape(c)
     assert value(metrics, "driftgate_model_loaded", model="penguins", version="2") == 0
     assert value(metrics, "driftgate_model_loaded", model="penguins", version="1") == 1
 

@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 
 from gateway.listeners import ADMIN_LISTENING
+from tests.helpers.metrics import sample, scrape
+from tests.helpers.raw_http import raw_exchange
 from tests.integration.conftest import StartServer
-from tests.integration.support import ADMIN_TOKEN, admin, sample, scrape
-from tests.reliability.conftest import raw_exchange
+from tests.integration.support import ADMIN_TOKEN, admin
 from tests.reliability.fixture_models import knob_repository, knob_spec_bytes, linear_model, slow_model
 
 V1_BODY = json.dumps({"instances": [{"x": 0.5}]}).encode()

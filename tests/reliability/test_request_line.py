@@ -12,11 +12,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from gateway.http.protocol import MAX_HEAD_BYTES, MAX_HEADERS
+from gateway.http.limits import MAX_HEAD_BYTES, MAX_HEADERS
+from tests.helpers.procfs import rss_bytes
 from tests.reliability.conftest import ServerProcess, server_pid
 from tests.reliability.fixture_models import assert_alive
 
@@ -50,11 +50,6 @@ def _exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict[
     assert lines[0].startswith(b"HTTP/1.1 "), f"no HTTP answer: {received[:200]!r}"
     headers = dict(line.lower().split(b": ", 1) for line in lines[1:] if b": " in line)
     return int(lines[0].split()[1]), headers, seconds
-
-
-def _rss(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) * 1024
 
 
 def _fields(n: int) -> bytes:
@@ -103,9 +98,9 @@ def test_a12_heads_within_the_limits_are_served(server: ServerProcess) -> None:
 def test_a12_an_endless_header_is_refused_without_the_memory_following_it(server: ServerProcess) -> None:
     """100 MB in one header line: 431 within a second, RSS up by less than 16 MiB, alive."""
     pid = server_pid(server)
-    before = _rss(pid)
+    before = rss_bytes(pid)
     status, _, seconds = _exchange(server.port, LIVE + b"X-Endless: " + b"a" * (100 << 20))
-    growth = _rss(pid) - before
+    growth = rss_bytes(pid) - before
     assert status == 431
     assert seconds < 1, f"refused after {seconds:.2f} s"
     assert growth < 16 << 20, f"RSS grew {growth / 2**20:.1f} MiB"

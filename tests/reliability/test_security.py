@@ -1,6 +1,6 @@
 """Reliability catalogue E (security), against the real server process.
 
-Each test names its catalogue ID (``/work/shared/research/reliability.md`` section 5),
+Each test names its catalogue ID (``tests/reliability/CATALOGUE.md``),
 adapted to the contract: problem+json errors with ``error``; 401 for a missing or wrong
 admin token, 403 when the admin endpoints are off (no token configured); model names are
 ``[A-Za-z0-9][A-Za-z0-9_-]{0,63}`` and versions ``[1-9][0-9]*`` (``gateway.repository``),
@@ -24,28 +24,27 @@ import pytest
 
 from gateway.config import load_settings
 from gateway.spec import MAX_SPEC_BYTES
+from tests.helpers.metrics import scrape
+from tests.helpers.procfs import reset_peak, status_kib
+from tests.helpers.raw_http import raw_request
 from tests.hostile_documents import alias_spec, alias_spec_of_size, merge_key_spec, padded_spec
-from tests.integration.peak_rss import reset_peak, status_kib
 from tests.integration.support import (
     ADMIN_TOKEN,
+    DIABETES_ROW,
     PENGUINS_MODEL,
     PENGUINS_SPEC,
+    V2_ROW,
     admin,
     assert_problem,
     bundle,
     penguin,
     tree,
 )
-from tests.reliability.conftest import ServerProcess, StartServer, raw_exchange, scrape_all, server_pid
+from tests.reliability.conftest import ServerProcess, StartServer, server_pid
 from tests.reliability.fixture_models import assert_alive, knob_spec_bytes, reshape_error_model
 
 PREDICT = "/v1/models/penguins:predict"
 INFER = "/v2/models/penguins/infer"
-V2_ROW = [
-    {"name": "island", "datatype": "BYTES", "shape": [1], "data": ["Biscoe"]},
-    {"name": "sex", "datatype": "BYTES", "shape": [1], "data": ["male"]},
-    {"name": "year", "datatype": "INT64", "shape": [1], "data": [2008]},
-]
 
 
 @pytest.fixture(scope="module")
@@ -72,20 +71,21 @@ def _multipart() -> tuple[bytes, str]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def _raw(
-    port: int,
-    method: str,
-    target: str,
-    *,
-    body: bytes = b"",
-    content_type: str = "application/json",
-    token: bool = True,
-) -> tuple[int, dict[str, str], bytes]:
-    """A request whose target goes on the wire exactly as given (httpx would normalise ``..``)."""
-    head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
-    if token:
-        head += f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
-    return raw_exchange(port, head.encode("latin-1") + b"\r\n" + body)
+AUTHORIZATION = f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
+"""The admin token as a raw header line, for ``raw_request`` (whose target goes on the wire
+exactly as given: httpx would normalise ``..``)."""
+
+
+def _put_bundle(port: int, target: str) -> tuple[int, dict[str, str], bytes]:
+    """Register the penguins bundle at ``target``, sent as is, with the admin token."""
+    body, content_type = _multipart()
+    return raw_request(port, "PUT", target, body, content_type=content_type, extra_headers=AUTHORIZATION)
+
+
+def _send(port: int, method: str, target: str) -> tuple[int, dict[str, str], bytes]:
+    """``method`` on ``target``, sent as is, with the admin token (a POST with no instances)."""
+    body = b'{"instances": []}' if method == "POST" else b""
+    return raw_request(port, method, target, body, extra_headers=AUTHORIZATION)
 
 
 # --- E1: the admin token -------------------------------------------------------------------
@@ -174,11 +174,8 @@ def _target(name: str) -> str:
 
 @pytest.mark.parametrize("name", TRITON_NAMES + ENCODED_NAMES + DOTTED_NAMES)
 def test_e2_traversal_names_are_refused_and_touch_no_file(server: ServerProcess, name: str) -> None:
-    body, content_type = _multipart()
     outside = tree(server.repository.parent)
-    status, _, answer = _raw(
-        server.port, "PUT", f"/v1/models/{_target(name)}/versions/1", body=body, content_type=content_type
-    )
+    status, _, answer = _put_bundle(server.port, f"/v1/models/{_target(name)}/versions/1")
     assert status in (400, 404), (status, answer[:300])
     problem = json.loads(answer)
     assert problem["error"] == problem["detail"]
@@ -192,7 +189,7 @@ def test_e2_traversal_names_are_refused_and_touch_no_file(server: ServerProcess,
         ("POST", f"/v2/repository/models/{_target(name)}/unload"),
         ("GET", f"/v1/models/{_target(name)}/monitor"),
     ):
-        status, _, answer = _raw(server.port, method, target, body=b'{"instances": []}' if method == "POST" else b"")
+        status, _, answer = _send(server.port, method, target)
         assert status in (400, 404), (method, target, status, answer[:300])
     assert tree(server.repository.parent) == outside, "a file was written (or removed) by a refused name"
     assert_alive(server.url, server.process, server_pid(server))
@@ -202,12 +199,9 @@ def test_e2_traversal_names_are_refused_and_touch_no_file(server: ServerProcess,
     "version", ["../2", "2/../../x", "-1", "1e3", "0x10", "\u0663", "%D9%A3", "02", "1.5", "3%20", "0", "9" * 12]
 )
 def test_e3_bad_versions_are_refused_and_touch_no_file(server: ServerProcess, version: str) -> None:
-    body, content_type = _multipart()
     outside = tree(server.repository.parent)
     target = quote(version, safe="/%") if not version.isascii() else version
-    status, _, answer = _raw(
-        server.port, "PUT", f"/v1/models/penguins/versions/{target}", body=body, content_type=content_type
-    )
+    status, _, answer = _put_bundle(server.port, f"/v1/models/penguins/versions/{target}")
     assert status in (400, 404), (status, answer[:300])
     if status == 400:
         assert "invalid version" in json.loads(answer)["detail"]
@@ -216,7 +210,7 @@ def test_e3_bad_versions_are_refused_and_touch_no_file(server: ServerProcess, ve
         ("POST", f"/v2/models/penguins/versions/{target}/infer"),
         ("GET", f"/v2/models/penguins/versions/{target}/ready"),
     ):
-        status, _, answer = _raw(server.port, method, path, body=b'{"instances": []}' if method == "POST" else b"")
+        status, _, answer = _send(server.port, method, path)
         assert status in (400, 404), (method, path, status, answer[:300])
     assert tree(server.repository.parent) == outside
 
@@ -225,7 +219,7 @@ def test_e3_bad_versions_are_refused_and_touch_no_file(server: ServerProcess, ve
 
 
 def _series(client: httpx.Client) -> set[tuple[str, frozenset[tuple[str, str]]]]:
-    return set(scrape_all(client))
+    return set(scrape(client))
 
 
 def test_e9_random_names_versions_and_paths_create_no_series(client: httpx.Client) -> None:
@@ -465,18 +459,7 @@ def test_e14_unknown_foreign_and_invalid_feedback_is_counted_never_joined(client
         client,
         1,
         "diabetes",
-        {
-            "age": 0.01,
-            "sex": 0.05,
-            "bmi": 0.06,
-            "bp": 0.02,
-            "s1": -0.04,
-            "s2": -0.03,
-            "s3": -0.04,
-            "s4": -0.002,
-            "s5": 0.02,
-            "s6": -0.01,
-        },
+        DIABETES_ROW,
     )
     prefix, _, counter = pid.rpartition("-")
     items = [

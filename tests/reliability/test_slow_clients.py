@@ -38,10 +38,11 @@ import httpx
 import pytest
 
 from gateway.http.protocol import MAX_PIPELINED
+from tests.helpers.procfs import open_fds, rss_bytes
 from tests.integration.conftest import ServerProcess, StartServer
 from tests.reliability.conftest import Prober, server_pid
 from tests.reliability.fixture_models import assert_alive, knob_predict, knob_repository
-from tests.reliability.test_load import HEAD, MIB, _fds, _rss_bytes
+from tests.reliability.test_load import HEAD, MIB
 
 DEADLINE = 1.0
 """``--header-timeout`` and ``--body-timeout`` of the servers here, in seconds."""
@@ -197,7 +198,7 @@ class SlowAttack:
                 now = time.monotonic()
                 self._send_trickles(now)
                 if now >= next_rss:
-                    self.peak_rss, next_rss = max(self.peak_rss, _rss_bytes(self.pid)), now + 0.05
+                    self.peak_rss, next_rss = max(self.peak_rss, rss_bytes(self.pid)), now + 0.05
         except Exception as exc:  # noqa: BLE001 - reported to the test through `errors`
             self.errors.append(repr(exc))
         finally:
@@ -276,7 +277,7 @@ def test_c2_hundreds_of_slow_heads_bodies_and_readers_are_cut_while_live_and_pre
     pid = server_pid(proc)
     with Prober(proc.url) as prober, proc.client() as client:
         _predict_for(client, time.monotonic() + 0.5)  # warm
-        baseline_fds, baseline_rss = _fds(pid), _rss_bytes(pid)
+        baseline_fds, baseline_rss = open_fds(pid), rss_bytes(pid)
         before = _predict_for(client, time.monotonic() + 3.0)
         probes_before = len(prober.latencies)
         attack = SlowAttack(
@@ -296,16 +297,16 @@ def test_c2_hundreds_of_slow_heads_bodies_and_readers_are_cut_while_live_and_pre
     try:
         # the readers are still open on this side: the server must have let go of them itself
         released_by = attack.readers[0].opened + KEEP_ALIVE + 3.0
-        while _fds(pid) > baseline_fds + 2 and time.monotonic() < released_by:
+        while open_fds(pid) > baseline_fds + 2 and time.monotonic() < released_by:
             time.sleep(0.05)
-        fds_with_readers_open = _fds(pid)
+        fds_with_readers_open = open_fds(pid)
         readers = attack.drain_readers()
     finally:
         attack.close_readers()
     settled = time.monotonic() + 3
-    while _fds(pid) > baseline_fds + 2 and time.monotonic() < settled:
+    while open_fds(pid) > baseline_fds + 2 and time.monotonic() < settled:
         time.sleep(0.05)
-    fds_after = _fds(pid)
+    fds_after = open_fds(pid)
 
     heads, bodies = attack.close_times("head"), attack.close_times("body")
     p99_before, p99_during = _p99(before), _p99(during)
@@ -384,7 +385,7 @@ def _stalled_readers(proc: ServerProcess, data: bytes) -> tuple[int, list[socket
     """``STALLED_READERS`` connections with a small window that send ``data`` and never read.
     Returns the server's descriptor count before them, and the sockets, once the server's
     answers to every one have stalled (over 1 MiB queued to send)."""
-    baseline = _fds(server_pid(proc))
+    baseline = open_fds(server_pid(proc))
     socks = []
     for _ in range(STALLED_READERS):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -421,9 +422,9 @@ def test_c2_a_reader_that_stops_reading_is_let_go_at_the_deadline(
     # server has answered, and the connection ends as an idle one does, at keep-alive
     wait = (KEEP_ALIVE if pending == "nothing" else DEADLINE) + 2.0
     let_go_by = time.monotonic() + wait
-    while _fds(pid) > baseline + 1 and time.monotonic() < let_go_by:  # the bound asserted below
+    while open_fds(pid) > baseline + 1 and time.monotonic() < let_go_by:  # the bound asserted below
         time.sleep(0.05)
-    held = _fds(pid) - baseline
+    held = open_fds(pid) - baseline
     for sock in readers:
         sock.close()
     assert_alive(proc.url, proc.process, pid)
@@ -441,7 +442,7 @@ def test_c2_pipelined_requests_behind_a_stalled_reader_cost_memory_in_proportion
     with proc.client() as client:
         for _ in range(20):
             assert client.get("/schema").status_code == 200
-    before = _rss_bytes(pid)
+    before = rss_bytes(pid)
     readers = []
     for _ in range(STALLED_READERS):
         sock = socket.create_connection((proc.host, proc.port), timeout=5)
@@ -450,7 +451,7 @@ def test_c2_pipelined_requests_behind_a_stalled_reader_cost_memory_in_proportion
         readers.append(sock)
     peak, until = before, time.monotonic() + DEADLINE + 0.5
     while time.monotonic() < until:
-        peak = max(peak, _rss_bytes(pid))
+        peak = max(peak, rss_bytes(pid))
         time.sleep(0.05)
     for sock in readers:
         sock.close()
@@ -470,7 +471,7 @@ def test_c2_a_stalled_reader_that_gives_up_leaves_no_error_in_the_log(
     for sock in readers:
         sock.close()
     gone_by = time.monotonic() + 3
-    while _fds(pid) > baseline and time.monotonic() < gone_by:
+    while open_fds(pid) > baseline and time.monotonic() < gone_by:
         time.sleep(0.05)
     # the answers woken by the close run before the event loop gets to this request
     assert_alive(proc.url, proc.process, pid)

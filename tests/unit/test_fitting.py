@@ -82,9 +82,15 @@ def test_imputes_where_the_data_had_gaps(spec: FeatureSpec, penguins: pd.DataFra
     for name in NUMBERS:
         assert feature(spec, name).fill == float(penguins[name].median()), name
     assert feature(spec, "sex").fill == penguins["sex"].mode()[0] == "male"
-    for name in ("island", "year"):  # no gaps in training: an absent value is refused
+    for name in ("island", "year"):  # no gaps in 344 rows, too few to rule gaps out: imputed too
         f = feature(spec, name)
+        assert (f.missing, f.baseline.missing) == ("impute", 0), name
+    observed = FeatureSpec.fit(penguins, name="penguins", target="species", missing="observed")
+    for name in ("island", "year"):  # 'observed': no gaps in training, so an absent value is refused
+        f = feature(observed, name)
         assert (f.missing, f.fill, f.baseline.missing) == ("reject", None, 0), name
+    big = pd.concat([penguins] * 20, ignore_index=True)  # 6,880 rows: enough to say 'never missing'
+    assert feature(FeatureSpec.fit(big, name="p", target="species"), "island").missing == "reject"
 
 
 def test_bounds_contain_every_training_value(spec: FeatureSpec, penguins: pd.DataFrame) -> None:
@@ -225,11 +231,12 @@ def test_margin_zero_gives_the_observed_range(penguins: pd.DataFrame) -> None:
 
 
 def test_margin_widens_and_rounds_outwards() -> None:
-    spec = fit_spec({"t": [10.0, 20.0, 15.0], "s": [-5.0, 5.0, 0.0]}, name="m")
+    spec = fit_spec({"t": [10.0, 20.0, 15.0], "s": [-5.0, 5.0, 0.0]}, name="m", margin=0.1)
     t, s = spec.features
     assert (t.min, t.max) == (9.0, 21.0)  # 10% of the width (10) on each side
     assert (s.min, s.max) == (-6.0, 6.0)
-    non_negative = fit_spec({"c": [0.0, 1.0, 2.0]}, name="m").features[0]
+    assert t.observed is None  # a fixed margin fits as driftgate 0.1 did
+    non_negative = fit_spec({"c": [0.0, 1.0, 2.0]}, name="m", margin=0.1).features[0]
     assert non_negative.min == 0.0  # not -0.2: a count never gets a negative bound
 
 
@@ -292,15 +299,21 @@ def test_regression_and_class_targets() -> None:
         ([{"a": 1}, {"a": "x"}], {}, "column 'a' mixes types (int, str)"),
         ([{"a": 1}, {"a": True}], {}, "column 'a' mixes types (bool, int)"),
         ([{"a": "1"}, {"a": 2.5}], {}, "column 'a' mixes types (float, str)"),
-        ([{"a": None, "b": 1}, {"a": None, "b": 2}], {}, "column 'a' has no values to fit"),
+        ([{"a": None, "b": 1}, {"a": None, "b": 2}], {}, "column 'a' has no values: all 2 rows are missing"),
         ([{"a": float("nan")}, {"a": 1.0}], {}, "column 'a' holds NaN or infinite values"),
         ([{"a": float("inf")}, {"a": 1.0}], {}, "column 'a' holds NaN or infinite values"),
         ([{"a": "x"}, {"a": "y"}], {"types": {"a": "number"}}, "column 'a' is declared number but holds non-numbers"),
         ([{"a": 1.0}], {"features": ["a", "zz"]}, "feature columns not in the data: zz"),
         ([{"a": 1.0, "t": "x"}], {"target": "t"}, "target column 't' has a single class"),
         ([{"a": 1.0, "t": None}, {"a": 2.0, "t": None}], {"target": "t"}, "target column 't' has no values"),
-        ([{"a": str(i)} for i in range(5)], {"max_categories": 3}, "column 'a' has 5 distinct values (over 3)"),
-        ([{"t": "x"}, {"t": "y"}], {"target": "t"}, "no feature columns left to fit"),
+        ([{"a": str(i)} for i in range(5)], {"max_categories": 3, "features": ["a"]}, "column 'a' has 5 distinct values (over 3"),
+        ([{"a": str(i)} for i in range(5)], {"max_categories": 3}, "no feature columns left to fit (left out: a"),
+        ([{"t": "x"}, {"t": "y"}], {"target": "t"}, "the data holds only the target column 't'"),
+        ([{"t": "x", "a": 1.0}], {"target": "t", "exclude": ["a"]}, "no feature columns left to fit"),
+        ([{"a": 1.0}], {"vocabulary": "maybe"}, "vocabulary must be auto, closed or open"),
+        ([{"a": 1.0}, {"a": 5.0}], {"bounds": {"a": (2.0, None)}}, "column 'a': training values (1 to 5) lie beyond its declared min 2"),
+        ([{"a": "x"}], {"bounds": {"a": (0.0, None)}}, "column 'a': bounds apply to numbers"),
+        ([{"a": 1.0}], {"bounds": {"b": (0.0, None)}}, "bounds given for columns that are not features: b"),
         ([{"a": 1.0}], {"margin": -0.1}, "margin must be >= 0"),
         ([{"a": 1.0}], {"bins": 0}, "bins >= 1"),
         (42, {}, "cannot fit a spec from int"),

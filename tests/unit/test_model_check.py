@@ -301,7 +301,7 @@ def test_the_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
         initializers=[numpy_helper.from_array(np.zeros(1000, dtype=np.float32), "W")],
     )
     check_static(data)
-    monkeypatch.setattr(model_check, "MAX_MODEL_BYTES", len(data) - 1)
+    monkeypatch.setattr(model_check.limits, "MAX_MODEL_BYTES", len(data) - 1)
     with pytest.raises(ModelInvalidError, match="larger than"):
         check_static(data)
 
@@ -323,7 +323,7 @@ def test_ten_thousand_levels_of_raw_nesting_are_refused_without_recursion_error(
     """model.graph.node.attribute.g.node.attribute.g... 10,000 levels, encoded by hand."""
 
     def field(number: int, payload: bytes) -> bytes:
-        return model_check._len_field(number, payload)
+        return model_check.wire_format.len_field(number, payload)
 
     graph = b""
     for _ in range(10_000):
@@ -389,7 +389,7 @@ def test_bytes_that_passed_are_not_tried_again_but_still_checked(monkeypatch: py
     first = check_model(data)
     assert check_model(data) is first, "the same bytes: no second child"
     assert check_model(data, intra_op_threads=2) is not first
-    monkeypatch.setattr(model_check, "MAX_MODEL_BYTES", len(data) - 1)
+    monkeypatch.setattr(model_check.limits, "MAX_MODEL_BYTES", len(data) - 1)
     with pytest.raises(ModelInvalidError, match="larger than"):
         check_model(data)
 
