@@ -12,7 +12,7 @@
 # pip configuration: its index, mirrors, constraints) into deploy/image/wheelhouse/, and the
 # image installs from there with --no-index, so the build itself needs no network.
 # Prints the image's size and the time each step took. Needs docker (a running daemon),
-# python3 with pip, and for --debootstrap, debootstrap and root.
+# python3 (with its venv module), and for --debootstrap, debootstrap and root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -63,11 +63,12 @@ fi
 t=$(date +%s)
 wheelhouse=deploy/image/wheelhouse
 find "$wheelhouse" -name '*.whl' -delete
-log=$(mktemp)
-if ! python3 -m pip wheel -q --wheel-dir "$wheelhouse" . >"$log" 2>&1; then
-  cat "$log" >&2; rm -f "$log"; echo "build.sh: pip wheel failed" >&2; exit 1
+# A throwaway venv's pip (ensurepip), so the host's Python needs no pip of its own.
+work=$(mktemp -d)
+if ! { python3 -m venv "$work/venv" && "$work/venv/bin/pip" wheel -q --wheel-dir "$wheelhouse" .; } >"$work/log" 2>&1; then
+  cat "$work/log" >&2; rm -rf "$work"; echo "build.sh: pip wheel failed" >&2; exit 1
 fi
-rm -f "$log"
+rm -rf "$work"
 step "wheelhouse ($(find "$wheelhouse" -name '*.whl' | wc -l) wheels)" "$t"
 
 t=$(date +%s)
