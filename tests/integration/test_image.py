@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from gateway.config import Settings
+from tests.helpers.ports import free_port
 from tests.integration.support import (
     ADMIN_TOKEN,
     MODELS,
@@ -37,7 +38,6 @@ from tests.integration.support import (
     admin,
     bundle,
     copy_models,
-    free_port,
     penguin,
     predict,
 )

@@ -28,8 +28,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.helpers.ports import free_port
 from tests.integration.conftest import StartServer
-from tests.integration.support import MODELS, PENGUINS_MODEL, copy_models, free_port, penguin, predict
+from tests.integration.support import MODELS, PENGUINS_MODEL, copy_models, penguin, predict
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
