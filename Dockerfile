@@ -1,13 +1,27 @@
 # driftgate as a sidecar: serves models/ (baked in at /models; mount a volume over it) on :8080.
+#
+# BASE_IMAGE is any Debian-like image with Python 3.11+ (`python` on PATH, the venv module,
+# useradd). The default is the official Python image; deploy/image/build.sh --debootstrap
+# builds an equivalent one from Debian packages where no image registry is reachable.
+ARG BASE_IMAGE=python:3.11-slim
+
 # Build stage: a virtualenv with driftgate and its wheels. Nothing of it but the venv ships.
-FROM python:3.11-slim AS builder
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY gateway/ gateway/
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
+# deploy/image/wheelhouse/ is empty in a clone; build.sh fills it with wheels built on the
+# host, and then pip installs from it alone (--no-index), for builds that reach no index.
+# One COPY of the whole context (.dockerignore keeps it to what the build needs): every
+# instruction costs a copy of the file system on a vfs-backed daemon.
+FROM ${BASE_IMAGE} AS builder
+COPY . /src/
+RUN python -m venv /opt/venv \
+    && if ls /src/deploy/image/wheelhouse/*.whl >/dev/null 2>&1; then \
+         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /src/deploy/image/wheelhouse driftgate; \
+       else \
+         /opt/venv/bin/pip install --no-cache-dir /src; \
+       fi \
+    && /opt/venv/bin/pip uninstall -y -q pip
 
 # Runtime stage: the venv, the bundled models, a non-root user; no compilers, no build cache.
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin driftgate
 COPY --from=builder /opt/venv /opt/venv
 COPY --chown=10001:10001 models/ /models/

@@ -74,8 +74,15 @@ def _exec_form(rest: str, what: str) -> list[str]:
 
 def parse_dockerfile(path: Path) -> list[Stage]:
     stages: list[Stage] = []
+    args: dict[str, str] = {}  # ARGs before the first FROM, with their defaults: usable in FROM
     for keyword, rest in _instructions(path.read_text()):
+        if keyword == "ARG" and not stages:
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+            continue
         if keyword == "FROM":
+            for name, default in args.items():
+                rest = rest.replace("${" + name + "}", default).replace("$" + name, default)
             parts = rest.split()
             stages.append(Stage(parts[0], parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None))
             continue

@@ -38,7 +38,8 @@ def test_every_manifest_parses_as_kubernetes_objects() -> None:
 
 @pytest.fixture(scope="module")
 def pod() -> dict[str, Any]:
-    deployments = [doc for _, doc in _documents() if doc["kind"] == "Deployment"]
+    """The sidecar variant's pod (fleet.yaml's is checked in test_manifests.py)."""
+    deployments = [doc for path, doc in _documents() if doc["kind"] == "Deployment" and path.name == "sidecar.yaml"]
     assert len(deployments) == 1
     deployment = deployments[0]
     assert deployment["apiVersion"] == "apps/v1"
