@@ -303,6 +303,18 @@ class _DeadlineProtocol(HeadLimits, Deadlines, HttpToolsProtocol):  # the mixins
         if self.cycle is not None:
             self._cycles = [c for c in self._cycles if not c.response_complete]
             self._cycles.append(self.cycle)
+            self.cycle.transport = _CycleTransport(self, self.cycle)  # type: ignore[assignment]  # duck-typed
+
+    def close_after_answer(self, cycle: Any) -> None:
+        """uvicorn closes the connection after an answer that ends it (``Connection: close``);
+        when the request's body has not all arrived (an answer before it was read: a 405, a
+        404), that close would reset the connection under the client's feet, and it could
+        lose the answer: close lingering instead."""
+        if cycle.more_body and not self.transport.is_closing():
+            self.flow.resume_reading()  # the rest is read (and dropped), not left in the kernel
+            self._close_lingering()
+        else:
+            self.transport.close()
 
     def on_body(self, body: bytes) -> None:
         if self._direct_path is None:
@@ -383,6 +395,28 @@ class _DeadlineProtocol(HeadLimits, Deadlines, HttpToolsProtocol):  # the mixins
             self._arm(self.timeout_keep_alive, "idle")
         else:
             self.transport.close()
+
+
+class _CycleTransport:
+    """The transport as one uvicorn request cycle sees it: the same, but its ``close``
+    is the protocol's ``close_after_answer``."""
+
+    __slots__ = ("_cycle", "_protocol", "_transport")
+
+    def __init__(self, protocol: _DeadlineProtocol, cycle: Any) -> None:
+        self._protocol, self._cycle, self._transport = protocol, cycle, protocol.transport
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())
+
+    def close(self) -> None:
+        self._protocol.close_after_answer(self._cycle)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def deadline_protocol(
