@@ -3,12 +3,12 @@ them: for unit and property tests that drive a real ``Gateway`` without a server
 
 from __future__ import annotations
 
-from gateway.codecs import V1, V2, Codec, header
+from gateway.codecs import V1, V2, Answer, Codec, Headers, header
 from gateway.lifecycle import Gateway
 from gateway.registry import LoadedModel
 
 
-async def _answer(gateway: Gateway, codec: Codec, model: LoadedModel, body: bytes, headers: list[tuple[bytes, bytes]]):  # type: ignore[no-untyped-def]
+async def _answer(gateway: Gateway, codec: Codec, model: LoadedModel, body: bytes, headers: Headers) -> Answer:
     async def read() -> bytes:
         return body
 

@@ -20,7 +20,4 @@ from gateway.codecs.base import Answer, Codec, Decoded, Headers, header
 from gateway.codecs.v1 import V1
 from gateway.codecs.v2 import V2
 
-__all__ = ["CODECS", "V1", "V2", "Answer", "Codec", "Decoded", "Headers", "header"]
-
-CODECS: dict[str, Codec] = {codec.name: codec for codec in (V1, V2)}
-"""Codec name -> codec, as the route table names them."""
+__all__ = ["V1", "V2", "Answer", "Codec", "Decoded", "Headers", "header"]

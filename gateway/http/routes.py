@@ -14,8 +14,7 @@ admitted, counted and drained like any other, and an admin endpoint is an admin 
 however its path is spelled.
 
 Adding a hot endpoint: a ``HotRoute`` row in ``HOT_ROUTES`` naming its codec, a module of
-``gateway.codecs`` listed in ``gateway.codecs.CODECS``; its Litestar declaration and its
-OpenAPI operation follow from the row (``gateway.http.predict``, ``gateway.http.openapi``).
+``gateway.codecs``; its Litestar declaration and its OpenAPI operation follow from the row (``gateway.http.predict``, ``gateway.http.openapi``).
 See the README's contributor section.
 """
 
@@ -34,7 +33,6 @@ __all__ = [
     "canonical",
     "hot_route",
     "is_admin_route",
-    "is_hot_path",
     "is_probe",
 ]
 
@@ -121,11 +119,6 @@ def hot_route(method: str, path: str) -> tuple[HotRoute, Target] | None:
         if target is not None:
             return route, target
     return None
-
-
-def is_hot_path(path: str) -> bool:
-    """True if a ``POST`` to the canonical ``path`` is a prediction request."""
-    return hot_route("POST", path) is not None
 
 
 def is_probe(method: str, path: str) -> bool:
