@@ -308,12 +308,14 @@ def fuzz(schema: Any) -> list[str]:
     return failures
 
 
+@pytest.mark.slow
 def test_served_document(served_schema: Any) -> None:
     """Random paths, queries and methods from the document as served: never a 5xx."""
     failures = fuzz(served_schema)
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow
 def test_guided_document(server: ServerProcess, guided_schema: Any) -> None:
     """Registered names and generated bodies (positive and negative): reach the decoders
     and guards, and never get a 5xx."""
@@ -340,6 +342,7 @@ def test_server_survived(server: ServerProcess, served_document: dict[str, Any])
 # --- the destructive admin routes, on a throwaway server ---------------------------------
 
 
+@pytest.mark.slow
 def test_repository_routes(start_server: StartServer) -> None:
     """index, load and unload with registered and random names: never a 5xx; the server
     lives on and loads the models back."""

@@ -102,6 +102,7 @@ def test_admin_endpoints_answer_only_on_the_admin_listener(start_server: StartSe
     assert stopped.exit_code == 0 and "Traceback" not in stopped.stderr
 
 
+@pytest.mark.slow
 def test_with_workers_both_listeners_are_shared_by_the_fleet(start_server: StartServer) -> None:
     proc, admin_url = _start(start_server, "--workers", "2")
     with httpx.Client(base_url=admin_url, timeout=30) as adm:

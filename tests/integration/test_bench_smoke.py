@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.system import require_binary
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
+@pytest.mark.slow
 def test_spec_bench_runs_and_reports_every_example_spec() -> None:
     result = subprocess.run(
         [sys.executable, str(BENCH / "spec_bench.py"), "--repeat", "1"], capture_output=True, text=True, timeout=300, check=False, cwd=BENCH.parent
@@ -19,6 +22,7 @@ def test_spec_bench_runs_and_reports_every_example_spec() -> None:
     assert "| penguins |" in result.stdout and "| diabetes |" in result.stdout
 
 
+@pytest.mark.slow
 def test_http_bench_smoke_run_has_no_errors(tmp_path: Path) -> None:
     require_binary("wrk", "wrk")
     out = tmp_path / "table.md"
@@ -32,6 +36,7 @@ def test_http_bench_smoke_run_has_no_errors(tmp_path: Path) -> None:
         assert sum(1 for line in table.splitlines() if line.startswith(f"| {protocol} |")) == 8, table
 
 
+@pytest.mark.slow
 def test_memory_amplification_quick_run_reports_each_kind_with_its_status() -> None:
     script = str(BENCH / "memory_amplification.py")
     usage = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60, check=False)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import ServerProcess
 from tests.integration.support import REPO_ROOT
 
@@ -26,6 +28,7 @@ def blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
 
 
+@pytest.mark.slow
 def test_the_readme_steps_serve_a_guarded_prediction(tmp_path: Path) -> None:
     text = section()
     python = "\n".join(blocks(text, "python"))

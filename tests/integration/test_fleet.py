@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import StartServer
 from tests.integration.support import (
     ADMIN_TOKEN,
@@ -25,6 +27,7 @@ from tests.integration.support import (
 WATCH_INTERVAL = 0.5
 
 
+@pytest.mark.slow
 def test_a_registration_through_one_replica_is_served_by_both(start_server: StartServer, tmp_path: Path) -> None:
     shared = copy_models(tmp_path / "shared-volume")
     env = {"DRIFTGATE_ADMIN_TOKEN": ADMIN_TOKEN, "DRIFTGATE_WATCH_INTERVAL": str(WATCH_INTERVAL)}

@@ -34,6 +34,7 @@ EXIT_SLACK = 3.0
 # --- start-up ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_live_at_once_ready_only_after_every_version_is_loaded(start_server: StartServer, tmp_path: Path) -> None:
     repository = copy_models(tmp_path / "bulk-models")
     for v in range(1, BULK_VERSIONS + 1):
@@ -215,6 +216,7 @@ def _stalled_upload(proc: ServerProcess) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow
 def test_drain_bound_holds_against_a_stalled_client(start_server: StartServer) -> None:
     drain = 1.0
     proc = start_server(env={"DRIFTGATE_DRAIN_SECONDS": str(drain)})

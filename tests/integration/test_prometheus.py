@@ -154,6 +154,7 @@ def fleet(start_server: Any, tmp_path: Path) -> Any:
     prometheus.stop()
 
 
+@pytest.mark.slow
 def test_drift_alert_fires_for_the_shifted_feature_only(fleet: Any) -> None:
     replicas, prometheus = fleet
     features = [f.name for f in load_spec(PENGUINS_SPEC).features]

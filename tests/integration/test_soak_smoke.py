@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.system import require_binary
 
 SOAK = Path(__file__).resolve().parents[2] / "bench" / "soak.py"
@@ -30,6 +32,7 @@ def test_soak_help() -> None:
         assert option in result.stdout
 
 
+@pytest.mark.slow
 def test_soak_smoke_run_is_clean_and_reports_its_table() -> None:
     require_binary("wrk", "wrk")
     result = soak("--requests", "2000", "--connections", "8")
@@ -47,6 +50,7 @@ def test_soak_smoke_run_is_clean_and_reports_its_table() -> None:
     assert 0.6 < statuses[200] / total < 0.8 and 0.15 < statuses[422] / total < 0.25, statuses
 
 
+@pytest.mark.slow
 def test_soak_fails_when_a_limit_is_broken() -> None:
     """The verdict can fail: no RSS growth at all is allowed here, so any growth fails
     the run (and even none: the limit is below zero)."""

@@ -479,6 +479,7 @@ def _index(tc: triton.InferenceServerClient) -> dict[tuple[str, str], dict[str, 
     return {(e["name"], e["version"]): e for e in tc.get_model_repository_index(headers=admin())}
 
 
+@pytest.mark.slow
 def test_unload_and_load(start_server: StartServer, tmp_path: Path, frames: dict[str, Any]) -> None:
     proc = start_server(env={"DRIFTGATE_ADMIN_TOKEN": ADMIN_TOKEN, "DRIFTGATE_WATCH_INTERVAL": str(WATCH_INTERVAL)})
     tc = triton.InferenceServerClient(url=f"{proc.host}:{proc.port}")

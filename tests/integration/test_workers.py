@@ -159,6 +159,7 @@ def _failure_kind(exc: Exception) -> str:
     return "other"
 
 
+@pytest.mark.slow
 def test_sigterm_drains_both_workers_loses_no_accepted_request_and_exits_0(start_server: StartServer) -> None:
     proc = start_server(args=["--workers", "2"], env={"DRIFTGATE_DRAIN_SECONDS": "5"})
     wait_serving(proc, 2)
@@ -204,6 +205,7 @@ def test_sigterm_drains_both_workers_loses_no_accepted_request_and_exits_0(start
     assert not early, f"failures before the signal: {early[:5]}"
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_the_fleet_carries_on(start_server: StartServer) -> None:
     proc = start_server(args=["--workers", "2"])
     wait_serving(proc, 2)

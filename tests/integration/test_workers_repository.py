@@ -141,6 +141,7 @@ def fleet(start_server: StartServer) -> ServerProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_unload_and_load_reach_every_worker(fleet: ServerProcess) -> None:
     before = probe_until_both(fleet.url, 200)
     assert len({p.worker for p in before}) == 2
@@ -162,6 +163,7 @@ def test_unload_and_load_reach_every_worker(fleet: ServerProcess) -> None:
     assert fleet.stop().exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_worker_replaced_after_an_unload_does_not_serve_the_model(fleet: ServerProcess) -> None:
     with fleet.client(headers={"connection": "close"}) as client:
         since = unload(client)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.repository import STAGING, STAGING_GRACE_SECONDS
 from tests.integration.conftest import StartServer
@@ -30,6 +31,7 @@ def _put(url: str, version: str, model: bytes, spec: bytes) -> httpx.Response:
         return client.put(f"/v1/models/knob/versions/{version}", files=bundle(model, spec), headers=admin())
 
 
+@pytest.mark.slow
 def test_b2_sigkill_during_registration_leaves_the_version_whole_or_absent(start_server: StartServer, tmp_path: Path) -> None:
     repository = knob_repository(tmp_path / "repo")
     model, spec = padded_model(5.0, 48), knob_spec_bytes("knob")  # 48 MiB: a write worth killing

@@ -126,6 +126,7 @@ def _requests_total(client: httpx.Client, model: str, reason: str) -> float:
     return sample(scrape(client), "driftgate_requests_total", model=model, reason=reason)
 
 
+@pytest.mark.slow
 def test_b10_deadline_is_504_live_stays_fast_and_the_late_result_is_dropped(
     start_server: StartServer, tmp_path: Path
 ) -> None:

@@ -63,6 +63,7 @@ def _failure(exc: Exception) -> str:
     return f"other: {exc!r}"
 
 
+@pytest.mark.slow
 def test_b4_sigterm_under_load_drains_in_flight_work_and_exits_zero(start_server: StartServer, tmp_path: Path) -> None:
     """B4: SIGTERM while 6 clients send 256-row batches and 2 slow (0.7 s or more) requests are
     in flight. Readiness answers 503 (never 200) from the signal on while liveness answers
@@ -173,6 +174,7 @@ def test_b4_sigterm_under_load_drains_in_flight_work_and_exits_zero(start_server
     assert all(p.status == 200 for p in settled if p.kind == "/v2/health/live"), settled
 
 
+@pytest.mark.slow
 def test_b4_second_sigterm_ends_a_stalled_drain_at_once(start_server: StartServer) -> None:
     """B4: a client stalls mid-upload, so the drain would last its full 20 s bound; a second
     SIGTERM ends the process at once (within 3 s)."""

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers.metrics import sample, scrape
 from tests.helpers.procfs import open_fds, rss_bytes
@@ -191,6 +192,7 @@ def _oversize(host: str, port: int, declared: int) -> None:
         assert head.startswith(b"HTTP/1.1 413"), head[:200]
 
 
+@pytest.mark.slow
 def test_c4_thousand_each_of_bad_json_oversize_deep_nesting_and_duplicate_keys_leak_nothing(
     start_server: StartServer, tmp_path: Path
 ) -> None:
@@ -228,6 +230,7 @@ def test_c4_thousand_each_of_bad_json_oversize_deep_nesting_and_duplicate_keys_l
 # --- C5: connection churn leaves nothing behind -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_c5_connection_churn_leaks_no_descriptor_and_no_close_wait(start_server: StartServer, tmp_path: Path) -> None:
     """C5 (lite: 2,000 requests, not 20k): 4 clients send 500 requests each with
     ``Connection: close``, and 500 connections open and close without a request. Then the

@@ -156,6 +156,7 @@ def test_f1_requests_total_reconciles_per_model_and_reason(small: ServerProcess)
 # --- F4: counters across a swap and a restart ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_f4_counters_survive_a_swap_and_restart_from_zero(start_server: StartServer, tmp_path: Path) -> None:
     repository = copy_models(tmp_path / "repo")
     proc = start_server(repository=repository, env={"DRIFTGATE_ADMIN_TOKEN": ADMIN_TOKEN})
@@ -272,6 +273,7 @@ WINDOW = 100
 BATCH = 4096
 
 
+@pytest.mark.slow
 def test_f7_windows_stay_bounded_and_late_feedback_is_expired(start_server: StartServer) -> None:
     """About 100 times the prediction store's capacity (100k rows) with a 100-row drift
     window: the window stays at its cap, RSS stays flat, and feedback for the oldest ids is
@@ -310,6 +312,7 @@ def _probe(url: str) -> tuple[int, int]:
         return c.get("/v2/health/live").status_code, c.get("/v2/health/ready").status_code
 
 
+@pytest.mark.slow
 def test_f8_live_at_once_ready_only_after_the_initial_load(start_server: StartServer, tmp_path: Path) -> None:
     repository = copy_models(tmp_path / "repo")
     for v in range(2, 41):  # forty versions to load and warm: long enough to be seen loading

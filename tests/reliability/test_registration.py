@@ -224,6 +224,7 @@ def _wait_for_version(client: httpx.Client, version: str, seconds: float) -> boo
     return False
 
 
+@pytest.mark.slow
 def test_d4_model_written_slowly_before_its_spec_is_loaded_only_whole(
     start_server: StartServer, tmp_path: Path
 ) -> None:
@@ -248,6 +249,7 @@ def test_d4_model_written_slowly_before_its_spec_is_loaded_only_whole(
     assert_alive(proc.url, proc.process)
 
 
+@pytest.mark.slow
 def test_d4_half_written_model_is_never_loaded_and_loads_once_complete(
     start_server: StartServer, tmp_path: Path
 ) -> None:
@@ -277,6 +279,7 @@ def test_d4_half_written_model_is_never_loaded_and_loads_once_complete(
 # --- D5: a bundle changes as one, or not at all --------------------------------------------
 
 
+@pytest.mark.slow
 def test_d5_editing_a_served_version_on_disk_never_mixes_model_and_spec(
     start_server: StartServer, tmp_path: Path
 ) -> None:

@@ -222,6 +222,7 @@ def _series(client: httpx.Client) -> set[tuple[str, frozenset[tuple[str, str]]]]
     return set(scrape(client))
 
 
+@pytest.mark.slow
 def test_e9_random_names_versions_and_paths_create_no_series(client: httpx.Client) -> None:
     """10,000 requests with random model names, versions, paths, category values, field
     names and ``x-request-id`` headers: the set of series in /metrics does not change."""

@@ -258,6 +258,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+@pytest.mark.slow
 def test_c2_hundreds_of_slow_heads_bodies_and_readers_are_cut_while_live_and_predictions_stay_fast(
     fd_headroom: int, start_server: StartServer, tmp_path: Path
 ) -> None:
@@ -406,6 +407,7 @@ def _stalled_readers(proc: ServerProcess, data: bytes) -> tuple[int, list[socket
 
 
 @pytest.mark.parametrize("pending", ["head", "body", "nothing"])
+@pytest.mark.slow
 def test_c2_a_reader_that_stops_reading_is_let_go_at_the_deadline(
     start_server: StartServer, tmp_path: Path, pending: str
 ) -> None:
@@ -460,6 +462,7 @@ def test_c2_pipelined_requests_behind_a_stalled_reader_cost_memory_in_proportion
     assert growth < 16 * MIB, f"server RSS grew {growth / MIB:.1f} MiB for 0.9 MB of pipelined requests"
 
 
+@pytest.mark.slow
 def test_c2_a_stalled_reader_that_gives_up_leaves_no_error_in_the_log(
     start_server: StartServer, tmp_path: Path
 ) -> None:
@@ -479,6 +482,7 @@ def test_c2_a_stalled_reader_that_gives_up_leaves_no_error_in_the_log(
     assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
 
 
+@pytest.mark.slow
 def test_pipelining_past_the_limit_answers_the_queued_requests_then_closes(
     start_server: StartServer, tmp_path: Path
 ) -> None:

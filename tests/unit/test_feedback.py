@@ -152,6 +152,7 @@ def test_memory_is_fixed_at_start_and_never_grows() -> None:
     assert all(a.shape == (capacity,) for a in (log.counters, log.models, log.versions, log.labels, log.values, log.times))
 
 
+@pytest.mark.slow
 def test_recording_allocates_nothing_that_stays_or_grows_with_traffic() -> None:
     """200k rows in batches of 1,000, then 10,000 small requests: traced memory (Python
     objects and numpy buffers alike) does not grow beyond the id strings of the batch in

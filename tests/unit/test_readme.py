@@ -25,3 +25,10 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     # .ci/run adds -q to pip for a shorter log; everything else is the README's command
     assert test.replace("pip install -e", "pip install -q -e") in ci
+
+
+def test_ci_also_runs_what_the_readme_command_leaves_out() -> None:
+    test = _indented_commands((ROOT / "README.md").read_text())[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert '-m "not slow"' in test
+    assert re.search(r"^\.venv/bin/python -m pytest -q -m slow$", ci, re.MULTILINE)
