@@ -114,30 +114,38 @@ def decode_baseline(raw: bytes, source: str = "baseline file") -> Baseline:
 
 def fit_calibration(confidence: NDArray[np.floating[Any]], correct: NDArray[np.bool_]) -> Calibration | None:
     """Isotonic regression of ``correct`` on ``confidence`` (pool-adjacent-violators, on
-    confidences pooled to ``CALIBRATION_GRID``). None without rows."""
+    confidences pooled to ``CALIBRATION_GRID``). Each block of the fit keeps its lowest and
+    highest confidence, so the map is flat across a block and linear only between blocks,
+    as scikit-learn's ``IsotonicRegression`` keeps its thresholds. None without rows."""
     if len(confidence) == 0:
         return None
-    grid = np.round(np.asarray(confidence, dtype=np.float64) / CALIBRATION_GRID).astype(np.int64)
+    conf = np.asarray(confidence, dtype=np.float64)
+    grid = np.round(conf / CALIBRATION_GRID).astype(np.int64)
     keys, inverse, weights = np.unique(grid, return_inverse=True, return_counts=True)
     hits = np.bincount(inverse, weights=np.asarray(correct, dtype=np.float64), minlength=len(keys))
-    xs = np.bincount(inverse, weights=np.asarray(confidence, dtype=np.float64), minlength=len(keys))
-    # blocks as parallel stacks: total weight, sum of correct, sum of confidence
+    means = np.bincount(inverse, weights=conf, minlength=len(keys)) / weights  # one x per grid cell
+    # blocks as parallel stacks: weight, correct rows, lowest and highest x
     w: list[float] = []
     s: list[float] = []
-    c: list[float] = []
-    for wi, si, ci in zip(weights.tolist(), hits.tolist(), xs.tolist(), strict=True):
+    lo: list[float] = []
+    hi: list[float] = []
+    for wi, si, xi in zip(weights.tolist(), hits.tolist(), means.tolist(), strict=True):
         w.append(wi)
         s.append(si)
-        c.append(ci)
+        lo.append(xi)
+        hi.append(xi)
         while len(w) > 1 and s[-2] / w[-2] > s[-1] / w[-1]:  # pool a violation
-            w[-2] += w.pop()
-            s[-2] += s.pop()
-            c[-2] += c.pop()
-    return Calibration(
-        x=tuple(ci / wi for ci, wi in zip(c, w, strict=True)),
-        y=tuple(min(1.0, max(0.0, si / wi)) for si, wi in zip(s, w, strict=True)),
-        rows=len(confidence),
-    )
+            w[-2 :] = [w[-2] + w[-1]]
+            s[-2 :] = [s[-2] + s[-1]]
+            lo.pop()
+            hi[-2 :] = [hi[-1]]
+    xs: list[float] = []
+    ys: list[float] = []
+    for wi, si, a, b in zip(w, s, lo, hi, strict=True):
+        y = min(1.0, max(0.0, si / wi))
+        xs.extend((a, b) if b > a else (a,))
+        ys.extend((y, y) if b > a else (y,))
+    return Calibration(x=tuple(np.maximum.accumulate(np.asarray(xs)).tolist()), y=tuple(ys), rows=len(conf))
 
 
 def monitored_spec(spec: FeatureSpec, baseline: Baseline | None) -> FeatureSpec:

@@ -66,6 +66,7 @@ __all__ = [
     "MetricsView",
     "ModelMetrics",
     "PredictedBatch",
+    "label_drift",
     "merge_states",
 ]
 
