@@ -206,9 +206,9 @@ def label_reference(spec: FeatureSpec, baseline: Baseline | None) -> LabelRefere
     for source, recorded in (("training", out.baseline), ("holdout", baseline.target if baseline else None)):
         if recorded is None:
             continue
-        if out.task == "classification" and recorded.class_counts is not None and sum(recorded.class_counts):
+        if out.task == "classification" and recorded.class_counts is not None and any(recorded.class_counts):
             return LabelReference(list(out.labels), recorded.class_counts, None, source)
-        if out.task == "regression" and recorded.values is not None and sum(recorded.values.counts):
+        if out.task == "regression" and recorded.values is not None and any(recorded.values.counts):
             hist = recorded.values
             labels = [f"[{a:g},{b:g})" for a, b in zip(hist.edges, hist.edges[1:], strict=False)]
             return LabelReference(labels, hist.counts, hist.edges, source)

@@ -4,7 +4,7 @@ Every failure prints one line, ``driftgate: error: <what went wrong>``, and exit
 non-zero; ``exit_code_for`` is the one place that maps the error tree to exit codes:
 
     0  success
-    1  ``check`` found rows that break the spec
+    1  ``check`` found rows that break the spec; ``evaluate --require-better`` did not hold
     2  unusable input: a missing or empty file, a bad flag, an invalid spec, a file over its size limit
     3  the model or the server refused or failed
 """

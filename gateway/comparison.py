@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
 from gateway.errors import ModelNotFoundError, UsageError
 from gateway.evaluation import HIGHER_IS_BETTER, METRICS, Evaluation, evaluate, read_labelled
 from gateway.files import read_input

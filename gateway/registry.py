@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from gateway.baseline import decode_baseline
 from gateway.errors import GatewayError, ModelNotFoundError, SpecError
 from gateway.model_check import check_model
-from gateway.repository import BASELINE_FILE
 from gateway.monitoring.metrics import ModelMetrics
+from gateway.repository import BASELINE_FILE
 from gateway.runtime import OnnxRuntime
 from gateway.spec import decode_spec
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import msgspec
 import numpy as np
 
+from gateway.baseline import encode_baseline
 from gateway.errors import GatewayError, InferenceFailedError, InputRejectedError, ModelConflictError, UsageError
 from gateway.monitoring.metrics import PredictedBatch
-from gateway.baseline import encode_baseline
 from gateway.registry import LoadedModel, load_runtime
 from gateway.repository import check_name, check_version
 

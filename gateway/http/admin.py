@@ -19,7 +19,13 @@ from litestar import Request, Response, get, put
 from litestar.datastructures import UploadFile
 
 from gateway.baseline import missing_output_baseline
-from gateway.errors import AdminDisabledError, ModelNotFoundError, NotOnThisListenerError, PayloadError, UnauthorizedError
+from gateway.errors import (
+    AdminDisabledError,
+    ModelNotFoundError,
+    NotOnThisListenerError,
+    PayloadError,
+    UnauthorizedError,
+)
 from gateway.http.context import gateway_of
 from gateway.repository import parse_version
 from gateway.service import register_model

@@ -12,7 +12,14 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import accuracy_score, f1_score, log_loss, mean_absolute_error, r2_score, roc_auc_score
 
-from gateway.baseline import decode_baseline, encode_baseline, fit_calibration, label_reference, missing_output_baseline, monitored_spec
+from gateway.baseline import (
+    decode_baseline,
+    encode_baseline,
+    fit_calibration,
+    label_reference,
+    missing_output_baseline,
+    monitored_spec,
+)
 from gateway.datafile import read_columns
 from gateway.errors import SpecError, UsageError
 from gateway.evaluation import baseline_of, classification_metrics, evaluate, read_labelled, regression_metrics
