@@ -349,7 +349,12 @@ def register_model(
     if data is not None:
         from gateway.evaluation import baseline_of, evaluate, read_labelled
 
-        baseline = baseline_of(evaluate(spec, runtime, read_labelled(data, spec)), data_name or data.name)
+        name_shown = data_name or data.name
+        try:
+            columns = read_labelled(data, spec)
+        except UsageError as exc:  # said of the file as the client named it, never of a server path
+            raise UsageError(str(exc).replace(str(data), name_shown)) from None
+        baseline = baseline_of(evaluate(spec, runtime, columns), name_shown)
     loaded = LoadedModel(name, number, spec, runtime, model_registry.monitor, baseline)
     repository.add(name, number, model, spec_text, encode_baseline(baseline) if baseline is not None else None)
     model_registry.add(loaded)

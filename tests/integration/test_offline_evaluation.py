@@ -12,7 +12,7 @@ import palmerpenguins
 import pandas as pd
 
 from tests.integration.conftest import StartServer
-from tests.integration.support import ADMIN_TOKEN, PENGUINS_MODEL, PENGUINS_SPEC, admin, assert_problem, cli
+from tests.integration.support import ADMIN_TOKEN, PENGUINS_MODEL, PENGUINS_SPEC, admin, assert_problem, bundle, cli
 
 PENGUINS_CSV = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
 
@@ -39,6 +39,12 @@ def test_registered_held_out_figures_are_served_and_the_served_version_can_be_ev
         download = client.get("/v1/models/penguins/versions/2", headers=admin()).json()
         assert download["baseline"]["metrics"] == stored["metrics"] and download["model"]
         assert_problem(client.get("/v1/models/penguins/versions/9", headers=admin()), 404)
+        # held-out rows without the target: refused in words about the client's file, nothing written
+        unlabelled = pd.read_csv(PENGUINS_CSV).drop(columns=["species"]).to_csv(index=False).encode()
+        parts = {**bundle(PENGUINS_MODEL.read_bytes(), PENGUINS_SPEC.read_bytes()), "data": ("rows.csv", unlabelled, "text/csv")}
+        problem = assert_problem(client.put("/v1/models/penguins/versions/3", files=parts, headers=admin()), 400)
+        assert problem["detail"].startswith("rows.csv: no column 'species'"), problem
+        assert not (server.repository / "penguins" / "3").exists()
 
     evaluated = cli(
         "evaluate", "--model", PENGUINS_MODEL, "--spec", PENGUINS_SPEC, PENGUINS_CSV,

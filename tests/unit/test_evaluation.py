@@ -135,3 +135,26 @@ def test_data_without_the_target_is_one_clear_error(tmp_path: Path) -> None:
     unlabelled.write_text("island,bill_length_mm\nBiscoe,40\n")
     with pytest.raises(UsageError, match="no column 'species'"):
         read_labelled(unlabelled, spec)
+
+
+def test_a_regressor_is_scored_and_its_value_baseline_uses_the_specs_bins() -> None:
+    from sklearn.datasets import load_diabetes
+
+    folder = ROOT / "models" / "diabetes" / "1"
+    spec, runtime = load_runtime("diabetes", 1, (folder / "model.onnx").read_bytes(), (folder / "spec.yaml").read_bytes())
+    frame = load_diabetes(as_frame=True).frame.rename(columns={"target": "progression"})
+    data = {c: frame[c].to_numpy() for c in frame.columns}
+    result = evaluate(spec, runtime, data)
+    assert result.values is not None and result.probabilities is None
+    rows = result.scored
+    predicted = runtime.run(spec.transform({k: data[k][rows] for k in spec.feature_names})).values
+    figures = result.metrics()
+    assert figures["r2"] == pytest.approx(r2_score(data["progression"][rows], predicted), rel=1e-6)
+    assert figures["mae"] == pytest.approx(mean_absolute_error(data["progression"][rows], predicted), rel=1e-6)
+    baseline = baseline_of(result)
+    assert baseline.output.values.edges == spec.output.baseline.values.edges  # type: ignore[union-attr]
+    assert sum(baseline.target.values.counts) == baseline.scored_rows == int(rows.sum())  # type: ignore[union-attr]
+    assert baseline.calibration is None
+    reference = label_reference(spec, baseline)
+    assert reference is not None and reference.edges is not None
+    assert reference.bin_values(np.array([-1e9, 1e9])).tolist() == [0, reference.bins - 1]  # beyond the ends: the end bins
