@@ -23,6 +23,7 @@ from gateway.baseline import (
 from gateway.datafile import read_columns
 from gateway.errors import SpecError, UsageError
 from gateway.evaluation import baseline_of, classification_metrics, evaluate, read_labelled, regression_metrics
+from gateway.monitoring.metrics import ModelMetrics
 from gateway.registry import load_runtime
 from gateway.spec import load_spec
 
@@ -124,6 +125,9 @@ def test_the_held_out_output_baseline_fills_in_for_a_fitted_spec(tmp_path: Path,
     baseline = baseline_of(evaluate(bare, runtime, read_labelled(PENGUINS_CSV, bare)))  # type: ignore[arg-type]
     assert missing_output_baseline(bare, baseline) is None
     assert monitored_spec(bare, baseline).output.baseline.confidence == baseline.output.confidence  # type: ignore[union-attr]
+    # so the confidence-drop alert has its reference (driftgate_baseline_mean_confidence)
+    assert ModelMetrics(bare, "penguins", 1).baseline_mean_confidence is None
+    assert ModelMetrics(bare, "penguins", 1, baseline=baseline).baseline_mean_confidence is not None
     reference = label_reference(bare, baseline)
     assert reference is not None and reference.source == "training"  # fit-spec's target counts come first
     assert label_reference(replace(bare, output=replace(bare.output, baseline=None)), baseline).source == "holdout"  # type: ignore[union-attr, arg-type]
