@@ -98,7 +98,7 @@ def test_penguins_estimate_is_within_002_of_feedback_accuracy() -> None:
     holdout, production = _halves(load_penguins(), "species")
     raw, calibrated, accuracy = Served("penguins", *_bundled("penguins"), holdout).estimates(production)
     assert abs(calibrated - accuracy) <= 0.02, (raw, calibrated, accuracy)
-    assert abs(calibrated - accuracy) < abs(raw - accuracy)  # measured: raw 0.967, calibrated 1.000, feedback 1.000
+    assert abs(calibrated - accuracy) < abs(raw - accuracy)  # measured: raw 0.969, calibrated 1.000, feedback 1.000
 
 
 def test_digits_estimate_is_within_002_of_feedback_accuracy() -> None:
