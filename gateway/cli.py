@@ -4,7 +4,7 @@ Every failure prints one line, ``driftgate: error: <what went wrong>``, and exit
 non-zero; ``exit_code_for`` is the one place that maps the error tree to exit codes:
 
     0  success
-    1  ``check`` found rows that break the spec
+    1  ``check`` found rows that break the spec; ``evaluate --require-better`` did not hold
     2  unusable input: a missing or empty file, a bad flag, an invalid spec, a file over its size limit
     3  the model or the server refused or failed
 """
@@ -195,8 +195,10 @@ def cmd_register(args: argparse.Namespace) -> int:
         from gateway.client import register_remote
 
         token = args.token or os.environ.get("DRIFTGATE_ADMIN_TOKEN")
-        answer = register_remote(args.url, token, args.name, args.version, model, spec_text, args.spec.name)
+        data = (read_input(args.data, "data file"), args.data.name) if args.data else None
+        answer = register_remote(args.url, token, args.name, args.version, model, spec_text, args.spec.name, data)
         print(f"registered {answer['name']} version {answer['version']} on {args.url} ({answer['spec_digest'][:19]})")
+        _say_offline(answer.get("offline"), answer.get("notes", []))
         return 0
     from gateway.registry import ModelRegistry
     from gateway.repository import ModelRepository
@@ -205,9 +207,38 @@ def cmd_register(args: argparse.Namespace) -> int:
     repository = ModelRepository(args.repository or os.environ.get("DRIFTGATE_REPOSITORY", "models"), create=True)
     if sys.stderr.isatty():  # progress for a person; a script sees only the result or one error line
         print(f"checking {args.model} against {args.spec} (load and warm-up)...", file=sys.stderr)
-    loaded = register_model(ModelRegistry(), repository, args.name, args.version, model, spec_text)
+    loaded = register_model(ModelRegistry(), repository, args.name, args.version, model, spec_text, data=args.data)
     print(f"registered {loaded.name} version {loaded.version} in {repository.root} ({loaded.spec.digest[:19]})")
+    from gateway.baseline import missing_output_baseline
+
+    offline = {"rows": loaded.baseline.scored_rows, **loaded.baseline.metrics} if loaded.baseline else None
+    note = missing_output_baseline(loaded.spec, loaded.baseline)
+    _say_offline(offline, [note] if note else [])
     return 0
+
+
+def _say_offline(offline: dict[str, Any] | None, notes: list[str]) -> None:
+    """The held-out figures registration recorded (stdout), and any note (stderr, one line each)."""
+    if offline:
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in offline.items() if k != "rows")
+        print(f"offline on {offline['rows']:,} held-out rows: {figures}")
+    for note in notes:
+        print(f"driftgate: note: {note}", file=sys.stderr)
+
+
+# --- evaluate ---------------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from gateway.comparison import run_evaluate
+
+    report, text = run_evaluate(args)
+    if args.json:
+        sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
+    else:
+        print(text)
+    verdict = report.get("require_better")
+    return EXIT_VIOLATIONS if verdict is not None and not verdict["passed"] else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -282,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"driftgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_fit_spec, _add_check, _add_serve, _add_register, _add_models, _add_spec_schema):
+    for add in (_add_fit_spec, _add_check, _add_serve, _add_register, _add_evaluate, _add_models, _add_spec_schema):
         add(sub)
     return parser
 
@@ -437,7 +468,37 @@ def _add_register(sub: Subparsers) -> None:
     reg.add_argument("--version", help="version number (default: one above the highest)")
     _add_where(reg)
     reg.add_argument("--token", help="admin token for --url (default: DRIFTGATE_ADMIN_TOKEN)")
+    reg.add_argument(
+        "--data",
+        type=Path,
+        metavar="HOLDOUT",
+        help="labelled held-out rows (.csv, .tsv, .parquet, .json, .jsonl with the spec's target column): "
+        "the model's figures and output baseline on them are stored with the version",
+    )
     reg.set_defaults(handler=cmd_register)
+
+
+def _add_evaluate(sub: Subparsers) -> None:
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a model on labelled data, beside the served version",
+        description="Score a candidate model on labelled rows through its spec, as the server would run them: "
+        "accuracy, macro F1, log loss, ROC AUC (two classes) or MAE, RMSE, R², and the rows its spec refuses. "
+        "With --against, the served version is scored on the same rows. Exit 1 when --require-better does not hold.",
+    )
+    ev.add_argument("data", type=Path, help="labelled rows (.csv, .tsv, .parquet, .json, .jsonl) holding the spec's target column")
+    ev.add_argument("--model", type=Path, required=True, help="the candidate ONNX file")
+    ev.add_argument("--spec", type=Path, required=True, help="its feature spec (.yaml or .json)")
+    ev.add_argument("--against", metavar="NAME", help="compare with the served version of this model")
+    _add_where(ev)
+    ev.add_argument("--token", help="admin token for --url, to read the served model (default: DRIFTGATE_ADMIN_TOKEN)")
+    ev.add_argument(
+        "--require-better",
+        metavar="METRIC",
+        help="exit 1 unless the candidate beats the served version on METRIC (accuracy, macro_f1, log_loss, roc_auc; mae, rmse, r2)",
+    )
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.set_defaults(handler=cmd_evaluate)
 
 
 def _add_models(sub: Subparsers) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.errors import GatewayError, UsageError
 
-__all__ = ["RemoteError", "list_remote", "register_remote"]
+__all__ = ["RemoteError", "fetch_version", "list_remote", "register_remote"]
 
 TIMEOUT_SECONDS = 300
 """Registration loads and warms the model on the server before answering."""
@@ -43,7 +43,29 @@ def list_remote(url: str) -> dict[str, Any]:
     return _call(urllib.request.Request(url.rstrip("/") + "/v1/models"))
 
 
-def register_remote(url: str, token: str | None, name: str, version: str | None, model: bytes, spec: bytes, spec_filename: str) -> dict[str, Any]:
+def fetch_version(url: str, token: str | None, name: str) -> dict[str, Any]:
+    """The served (default) version of ``name`` on a server: its number, model bytes, spec
+    text and baseline (``GET /v1/models/{name}/versions/{v}``, an admin endpoint)."""
+    if not token:
+        raise UsageError("--url needs an admin token to read a served model: pass --token or set DRIFTGATE_ADMIN_TOKEN")
+    described = _call(urllib.request.Request(f"{url.rstrip('/')}/v1/models/{name}"))
+    version = str(described["version"])
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/v1/models/{name}/versions/{version}", headers={"Authorization": f"Bearer {token}"}
+    )
+    return _call(request)
+
+
+def register_remote(
+    url: str,
+    token: str | None,
+    name: str,
+    version: str | None,
+    model: bytes,
+    spec: bytes,
+    spec_filename: str,
+    data: tuple[bytes, str] | None = None,
+) -> dict[str, Any]:
     if not token:
         raise UsageError("--url needs an admin token: pass --token or set DRIFTGATE_ADMIN_TOKEN")
     if version is None:
@@ -52,10 +74,13 @@ def register_remote(url: str, token: str | None, name: str, version: str | None,
         version = str(max(served, default=0) + 1)
     boundary = uuid.uuid4().hex
     parts = []
-    for field, filename, data, ctype in (("model", "model.onnx", model, "application/octet-stream"), ("spec", spec_filename, spec, "application/yaml")):
+    files = [("model", "model.onnx", model, "application/octet-stream"), ("spec", spec_filename, spec, "application/yaml")]
+    if data is not None:
+        files.append(("data", data[1], data[0], "application/octet-stream"))
+    for field, filename, content, ctype in files:
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\nContent-Type: {ctype}\r\n\r\n'.encode()
-            + data
+            + content
             + b"\r\n"
         )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()

@@ -17,19 +17,22 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
+from gateway.baseline import decode_baseline
 from gateway.errors import GatewayError, ModelNotFoundError, SpecError
 from gateway.model_check import check_model
 from gateway.monitoring.metrics import ModelMetrics
+from gateway.repository import BASELINE_FILE
 from gateway.runtime import OnnxRuntime
 from gateway.spec import decode_spec
 
 if TYPE_CHECKING:
+    from gateway.baseline import Baseline
     from gateway.monitoring.metrics import GatewayCollector
     from gateway.repository import VersionEntry
     from gateway.runtime import Runtime
     from gateway.spec import FeatureSpec
 
-__all__ = ["LoadFailure", "LoadedModel", "ModelRegistry", "load_model"]
+__all__ = ["LoadFailure", "LoadedModel", "ModelRegistry", "load_model", "load_runtime"]
 
 log = logging.getLogger("driftgate.registry")
 
@@ -39,10 +42,16 @@ State = Literal["READY", "LOADING", "UNAVAILABLE"]
 class LoadedModel:
     """One served model version, ready to predict."""
 
-    __slots__ = ("guards", "loaded_at", "metrics", "name", "runtime", "spec", "transform", "version")
+    __slots__ = ("baseline", "guards", "loaded_at", "metrics", "name", "runtime", "spec", "transform", "version")
 
     def __init__(
-        self, name: str, version: int, spec: FeatureSpec, runtime: Runtime, monitor: dict[str, Any] | None = None
+        self,
+        name: str,
+        version: int,
+        spec: FeatureSpec,
+        runtime: Runtime,
+        monitor: dict[str, Any] | None = None,
+        baseline: Baseline | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -50,7 +59,9 @@ class LoadedModel:
         self.guards = spec.guards
         self.transform = spec.transformer
         self.runtime = runtime
-        self.metrics = ModelMetrics(spec, name, version, **(monitor or {}))
+        self.baseline = baseline
+        """What the version did on held-out rows at registration (``gateway.baseline``), or None."""
+        self.metrics = ModelMetrics(spec, name, version, **(monitor or {}), baseline=baseline)
         self.loaded_at = time.time()
 
 
@@ -72,6 +83,7 @@ def load_model(
     spec_text: bytes,
     intra_op_threads: int = 1,
     monitor: dict[str, Any] | None = None,
+    baseline: Baseline | None = None,
 ) -> LoadedModel:
     """Decode, check, load and warm a model version. Raises a ``GatewayError`` on refusal.
 
@@ -79,6 +91,14 @@ def load_model(
     (``gateway.model_check``) before this process builds its own session, so a hostile
     or broken file costs the child, never the server (``ModelInvalidError``, 422).
     """
+    spec, runtime = load_runtime(name, version, model, spec_text, intra_op_threads)
+    return LoadedModel(name, version, spec, runtime, monitor, baseline)
+
+
+def load_runtime(
+    name: str, version: int, model: bytes, spec_text: bytes, intra_op_threads: int = 1
+) -> tuple[FeatureSpec, OnnxRuntime]:
+    """``load_model`` without the monitoring: the decoded spec and the checked, warmed runtime."""
     spec = decode_spec(spec_text, "yaml", source=f"{name} version {version} spec")
     if spec.output is None:
         raise SpecError(f"{name} version {version}: the spec has no output (task and labels); fit it with a target")
@@ -89,7 +109,7 @@ def load_model(
     runtime.variable_cost = trial.variable_cost
     if trial.variable_cost:
         log.info("%s version %d: its cost depends on input values; every call runs off the event loop", name, version)
-    return LoadedModel(name, version, spec, runtime, monitor)
+    return spec, runtime
 
 
 class ModelRegistry:
@@ -202,8 +222,10 @@ class ModelRegistry:
         with self._lock:
             self._loading = self._loading | {key}
         try:
+            raw = entry.read_baseline()
+            baseline = None if raw is None else decode_baseline(raw, f"{entry.name} version {entry.version} {BASELINE_FILE}")
             model = load_model(
-                entry.name, entry.version, entry.read_model(), entry.read_spec(), intra_op_threads, self.monitor
+                entry.name, entry.version, entry.read_model(), entry.read_spec(), intra_op_threads, self.monitor, baseline
             )
             self.add(model)
             return model

@@ -4,6 +4,7 @@ Layout (one folder per model version; versions are positive integers)::
 
     <root>/<name>/<version>/model.onnx
     <root>/<name>/<version>/spec.yaml     # the exact spec the version was registered with
+    <root>/<name>/<version>/baseline.json # optional: its held-out figures (register --data)
 
 A version folder is written whole under ``<root>/.staging/`` and then renamed into place,
 which is atomic on one file system: a scanner sees a version complete or not at all, and
@@ -25,10 +26,12 @@ from pathlib import Path
 
 from gateway.errors import ConfigError, ModelConflictError, UsageError
 
-__all__ = ["MODEL_FILE", "SPEC_FILE", "ModelRepository", "VersionEntry", "check_name", "check_version", "parse_version"]
+__all__ = ["BASELINE_FILE", "MODEL_FILE", "SPEC_FILE", "ModelRepository", "VersionEntry", "check_name", "check_version", "parse_version"]
 
 MODEL_FILE = "model.onnx"
 SPEC_FILE = "spec.yaml"
+BASELINE_FILE = "baseline.json"
+"""Optional: what the version did on held-out rows at registration (``gateway.baseline``)."""
 STAGING = ".staging"
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -89,6 +92,13 @@ class VersionEntry:
     def read_spec(self) -> bytes:
         return (self.path / SPEC_FILE).read_bytes()
 
+    def read_baseline(self) -> bytes | None:
+        """The version's ``baseline.json`` (``register --data``), or None when it has none."""
+        try:
+            return (self.path / BASELINE_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+
 
 class ModelRepository:
     """A model repository folder (see the module docstring)."""
@@ -122,8 +132,8 @@ class ModelRepository:
     def next_version(self, name: str) -> int:
         return max(self.versions(name), default=0) + 1
 
-    def add(self, name: str, version: int | None, model: bytes, spec: bytes) -> VersionEntry:
-        """Write a new version atomically and return it.
+    def add(self, name: str, version: int | None, model: bytes, spec: bytes, baseline: bytes | None = None) -> VersionEntry:
+        """Write a new version atomically (with its ``baseline.json`` when given) and return it.
 
         Raises:
             UsageError: a bad name or version.
@@ -138,7 +148,8 @@ class ModelRepository:
         staging.mkdir(exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=f"{name}-{number}-p{os.getpid()}-", dir=staging))
         try:
-            for filename, data in ((MODEL_FILE, model), (SPEC_FILE, spec)):
+            files = [(MODEL_FILE, model), (SPEC_FILE, spec), *([(BASELINE_FILE, baseline)] if baseline is not None else [])]
+            for filename, data in files:
                 with open(folder / filename, "wb") as fh:
                     fh.write(data)
                     fh.flush()

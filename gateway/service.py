@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import msgspec
 import numpy as np
 
+from gateway.baseline import encode_baseline
 from gateway.errors import GatewayError, InferenceFailedError, InputRejectedError, ModelConflictError, UsageError
 from gateway.monitoring.metrics import PredictedBatch
-from gateway.registry import LoadedModel, load_model
+from gateway.registry import LoadedModel, load_runtime
 from gateway.repository import check_name, check_version
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from numpy.typing import NDArray
 
     from gateway.guards import Checked
@@ -269,11 +272,13 @@ def record_feedback(
         index = np.asarray([s for s, _ in pairs], dtype=np.intp)
         truths = np.asarray([t for _, t in pairs], dtype=np.float64)
         metrics = target.metrics
+        reference = metrics.label_reference
+        truth_bins = reference.bin_values(truths) if reference is not None else None
         with metrics.lock:
             if classification:
-                metrics.feedback.add(correct=predicted_labels[index] == truths.astype(np.int32))
+                metrics.feedback.add(correct=predicted_labels[index] == truths.astype(np.int32), truth_bins=truth_bins)
             else:
-                metrics.feedback.add(errors=predicted_values[index] - truths)
+                metrics.feedback.add(errors=predicted_values[index] - truths, truth_bins=truth_bins)
             metrics.feedback_counts["matched"] += len(pairs)
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):
@@ -312,6 +317,8 @@ def register_model(
     model: bytes,
     spec_text: bytes,
     intra_op_threads: int = 1,
+    data: Path | None = None,
+    data_name: str = "",
 ) -> LoadedModel:
     """Check, load, store and serve a new version. A refusal changes nothing.
 
@@ -319,8 +326,15 @@ def register_model(
     bad bundle never reaches the repository; the version folder is then written
     atomically, and the loaded model swapped in.
 
+    With ``data`` (a labelled held-out file), the loaded model is run on its rows through
+    the spec (``gateway.evaluation``) before anything is written, and what it did is
+    stored with the version as ``baseline.json`` (``gateway.baseline``). It runs here,
+    after the trial load in the resource-limited child (``gateway.model_check``) has
+    proved the file safe to load, because the figures must come from the very code that
+    serves: the spec's guards and transform and this process's ``OnnxRuntime``.
+
     Raises:
-        UsageError: a bad name or version.
+        UsageError: a bad name or version; a data file without the target column.
         SpecError / SpecMismatchError: the spec is invalid or does not fit the model.
         ModelConflictError: the version exists.
     """
@@ -330,7 +344,18 @@ def register_model(
         raise ModelConflictError(f"{name} version {number} exists already; versions are immutable, register a new one")
     if not model:
         raise UsageError("the model file is empty")
-    loaded = load_model(name, number, model, spec_text, intra_op_threads, model_registry.monitor)
-    repository.add(name, number, model, spec_text)
+    spec, runtime = load_runtime(name, number, model, spec_text, intra_op_threads)
+    baseline = None
+    if data is not None:
+        from gateway.evaluation import baseline_of, evaluate, read_labelled
+
+        name_shown = data_name or data.name
+        try:
+            columns = read_labelled(data, spec)
+        except UsageError as exc:  # said of the file as the client named it, never of a server path
+            raise UsageError(str(exc).replace(str(data), name_shown)) from None
+        baseline = baseline_of(evaluate(spec, runtime, columns), name_shown)
+    loaded = LoadedModel(name, number, spec, runtime, model_registry.monitor, baseline)
+    repository.add(name, number, model, spec_text, encode_baseline(baseline) if baseline is not None else None)
     model_registry.add(loaded)
     return loaded

@@ -1,4 +1,4 @@
-"""Admin endpoints: registering a model version over HTTP.
+"""Admin endpoints: registering a model version over HTTP, and downloading one.
 
 Off unless the server has an admin token. The token is compared in constant time
 (``hmac.compare_digest``), and never echoed in an answer or a log line.
@@ -6,16 +6,28 @@ Off unless the server has an admin token. The token is compared in constant time
 
 from __future__ import annotations
 
+import base64
+import functools
 import hmac
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, Response, put
+from litestar import Request, Response, get, put
 from litestar.datastructures import UploadFile
 
-from gateway.errors import AdminDisabledError, NotOnThisListenerError, PayloadError, UnauthorizedError
+from gateway.baseline import missing_output_baseline
+from gateway.errors import (
+    AdminDisabledError,
+    ModelNotFoundError,
+    NotOnThisListenerError,
+    PayloadError,
+    UnauthorizedError,
+)
 from gateway.http.context import gateway_of
+from gateway.repository import parse_version
 from gateway.service import register_model
 
 __all__ = ["MAX_MODEL_BYTES", "ROUTES", "require_admin"]
@@ -54,19 +66,65 @@ async def _part(form: Any, name: str) -> bytes:
 @put("/v1/models/{name:str}/versions/{target:str}", status_code=201, request_max_body_size=MAX_MODEL_BYTES, summary="Register a model version")
 async def register(request: Request[Any, Any, Any], name: str, target: str) -> Response[bytes]:
     """Register and load a version: multipart parts ``model`` (ONNX) and ``spec`` (YAML or
-    JSON). Refused with one clear message, changing nothing, if the bundle is bad."""
+    JSON), and optionally ``data``: labelled held-out rows (a CSV, TSV, Parquet, JSON or
+    JSON Lines file, by its file name) the model is scored on before it is stored; the
+    figures and output baseline are kept with the version. Refused with one clear
+    message, changing nothing, if the bundle is bad."""
     require_admin(request)
     gateway = gateway_of(request)
     form = await request.form()
     model, spec = await _part(form, "model"), await _part(form, "spec")
-    loaded = await anyio.to_thread.run_sync(
-        register_model, gateway.model_registry, gateway.repository, name, target, model, spec, gateway.settings.intra_op_threads
-    )
+    data = await _part(form, "data") if form.get("data") is not None else None
+    data_name = _data_name(form.get("data"))
+    with tempfile.TemporaryDirectory(prefix="driftgate-holdout-") as folder:
+        path = None
+        if data is not None:  # read as a file, by its suffix, as the command line reads one
+            path = Path(folder) / f"holdout{Path(data_name).suffix.lower() or '.csv'}"
+            path.write_bytes(data)
+        loaded = await anyio.to_thread.run_sync(
+            functools.partial(
+                register_model, gateway.model_registry, gateway.repository, name, target, model, spec,
+                gateway.settings.intra_op_threads, data=path, data_name=data_name,
+            )
+        )  # fmt: skip
     if name in gateway.unloaded:  # a new version of an unloaded model: serve the model again, on every worker
         await anyio.to_thread.run_sync(gateway.load, name)
-    body = {"name": loaded.name, "version": str(loaded.version), "spec_digest": loaded.spec.digest, "default": True}
+    body: dict[str, Any] = {"name": loaded.name, "version": str(loaded.version), "spec_digest": loaded.spec.digest}
     body["default"] = gateway.model_registry.get(loaded.name).version == loaded.version
+    if loaded.baseline is not None:
+        body["offline"] = {"rows": loaded.baseline.scored_rows, **loaded.baseline.metrics}
+    note = missing_output_baseline(loaded.spec, loaded.baseline)
+    if note is not None:
+        body["notes"] = [note]
     return Response(content=msgspec.json.encode(body), status_code=201, media_type="application/json")
 
 
-ROUTES = [register]
+def _data_name(part: Any) -> str:
+    """The held-out part's file name, without any folder (``holdout.csv`` when it has none)."""
+    filename = getattr(part, "filename", None) or "holdout.csv"
+    return Path(str(filename).replace("\\", "/")).name[:200] or "holdout.csv"
+
+
+@get("/v1/models/{name:str}/versions/{target:str}", summary="Download a model version")
+async def download(request: Request[Any, Any, Any], name: str, target: str) -> Response[bytes]:
+    """A registered version's files, as stored in the repository: ``model`` (base64),
+    ``spec`` (text) and ``baseline`` (``register --data``'s record, or null). Admin only:
+    a model file is its owner's property. ``driftgate evaluate --against NAME --url`` reads it."""
+    require_admin(request)
+    gateway = gateway_of(request)
+    number = parse_version(target)
+    entry = next((e for e in gateway.repository.scan() if e.name == name and e.version == number), None)
+    if entry is None:
+        raise ModelNotFoundError(f"no model {name[:80]!r} version {target[:20]!r} in the repository")
+    raw = entry.read_baseline()
+    body = {
+        "name": name,
+        "version": str(number),
+        "model": base64.b64encode(entry.read_model()).decode(),
+        "spec": entry.read_spec().decode(errors="replace"),
+        "baseline": None if raw is None else msgspec.json.decode(raw),
+    }
+    return Response(content=msgspec.json.encode(body), media_type="application/json")
+
+
+ROUTES = [register, download]

@@ -67,7 +67,11 @@ _FEEDBACK = {
 _BUNDLE = {
     "type": "object",
     "required": ["model", "spec"],
-    "properties": {"model": {"type": "string", "format": "binary"}, "spec": {"type": "string", "format": "binary"}},
+    "properties": {
+        "model": {"type": "string", "format": "binary"},
+        "spec": {"type": "string", "format": "binary"},
+        "data": {"type": "string", "format": "binary", "description": "optional labelled held-out rows (register --data)"},
+    },
 }
 
 
@@ -111,7 +115,7 @@ def _operation_kind(method: str, path: str) -> tuple[dict[str, Any] | None, tupl
         return body, _PREDICT_ERRORS, obj
     if method == "put":
         return {"required": True, "content": {"multipart/form-data": {"schema": _BUNDLE}}}, _ADMIN_ERRORS, obj
-    if path.startswith("/v2/repository/"):
+    if path.startswith("/v2/repository/") or (method == "get" and path.startswith("/v1/models/") and "/versions/" in path):
         index = path.endswith("/index")
         return None, _ADMIN_ERRORS, ({"type": "array", "items": {"type": "object"}} if index else obj)
     return None, _READ_ERRORS, obj

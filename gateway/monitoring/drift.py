@@ -446,7 +446,9 @@ def window_statistics(
 
 def estimate_accuracy(total_rows: int, total_confidence: float, has_confidence: bool) -> float | None:
     """Confidence-based performance estimate (as NannyML's CBPE): for a calibrated
-    classifier, the expected accuracy of a window is its mean top-class probability."""
+    classifier, the expected accuracy of a window is its mean top-class probability. With
+    a version's held-out calibration, the window sums the calibrated chances instead
+    (``DriftWindow.observe``'s ``expected``), so the mean is calibrated too."""
     if total_rows < MIN_ROWS or not has_confidence and total_confidence == 0:
         return None
     return total_confidence / total_rows if total_rows else None
@@ -537,9 +539,12 @@ class DriftWindow:
         values: NDArray[np.float32] | None = None,
         *,
         advance: bool = True,
+        expected: NDArray[np.float64] | None = None,
     ) -> None:
         """Count a predicted batch: its clean feature columns (``gateway.guards.Checked``),
-        which cells were imputed, and the model's outputs.
+        which cells were imputed, and the model's outputs. ``expected`` is each row's
+        calibrated chance of being right (``gateway.baseline.Calibration``): the accuracy
+        estimate then sums it instead of the raw ``confidence``.
 
         In size mode a batch larger than the room left in the current chunk is split
         across chunks, so the window never holds more than its size (to a chunk). With
@@ -553,15 +558,16 @@ class DriftWindow:
                 room = self._chunk_rows
             if n > room:
                 cut = slice(0, room)
-                self._count(_take(columns, cut), _take(imputed, cut), room, *_outs(cut, classes, confidence, values))
-                rest = slice(room, n)
-                self.observe(
-                    _take(columns, rest), _take(imputed, rest), n - room, *_outs(rest, classes, confidence, values)
+                self._count(
+                    _take(columns, cut), _take(imputed, cut), room, *_outs(cut, classes, confidence, values, expected)
                 )
+                rest = slice(room, n)
+                more = _outs(rest, classes, confidence, values, expected)
+                self.observe(_take(columns, rest), _take(imputed, rest), n - room, *more[:3], expected=more[3])
                 return
         elif advance:
             self._advance()
-        self._count(columns, imputed, n, classes, confidence, values)
+        self._count(columns, imputed, n, classes, confidence, values, expected)
 
     def _count(
         self,
@@ -571,6 +577,7 @@ class DriftWindow:
         classes: NDArray[np.intp] | None,
         confidence: NDArray[np.float32] | None,
         values: NDArray[np.float32] | None,
+        expected: NDArray[np.float64] | None = None,
     ) -> None:
         outputs = {"_class": classes, "_confidence": confidence, "_prediction": values}
         if n == 1 and type(next(iter(columns.values()), None)) is list:
@@ -603,7 +610,7 @@ class DriftWindow:
         self.rows[self.current] += n
         self.total_rows += n
         if confidence is not None:
-            added = float(confidence.sum())
+            added = float((confidence if expected is None else expected).sum())
             self.confidence_sum[self.current] += added
             self.total_confidence += added
 

@@ -53,6 +53,7 @@ from gateway.monitoring.metrics import (
     STAGES,
     UNKNOWN_FEATURE_LABEL,
     MetricsState,
+    label_drift,
     merge_states,
 )
 from gateway.violations import REASONS
@@ -173,6 +174,16 @@ _FAMILIES: list[tuple[str, str, str]] = [
         "gauge",
         "Mean top-class probability on the reference data recorded in the spec (from the histogram's bin midpoints).",
     ),
+    (
+        "driftgate_offline_metric",
+        "gauge",
+        "The version's figures on labelled held-out rows at registration (register --data).",
+    ),
+    (
+        "driftgate_label_drift",
+        "gauge",
+        "Population stability index of the feedback's true labels (or values) against the training target's.",
+    ),
     ("driftgate_ready", "gauge", "1 when every model is loaded and warmed and the server is not draining."),
     ("driftgate_model_loaded", "gauge", "1 for a served model version, 0 for one that failed to load."),
     ("driftgate_requests_total", "counter", "Prediction requests (V1 predict, V2 infer), by how they ended."),
@@ -292,6 +303,10 @@ class _Layout:
             if m.baseline_mean_confidence is not None
             else ""
         )
+        self.offline = "".join(
+            f"{labelled('driftgate_offline_metric', ('metric', k))}{_number(v)}\n" for k, v in m.offline.items()
+        )
+        self.label_drift = f"driftgate_label_drift{lab} "
         self.loaded = f"driftgate_model_loaded{lab} 1.0\n"
         if level >= DETAILED:
             self.distance = {
@@ -390,6 +405,11 @@ def _model_text(m: ModelMetrics, state: MetricsState, level: int, out: dict[str,
     out["driftgate_feedback_window_rows"].append(f"{lay.feedback_rows}{int(fb[0])}\n")
     if lay.baseline_confidence:
         out["driftgate_baseline_mean_confidence"].append(lay.baseline_confidence)
+    if lay.offline:
+        out["driftgate_offline_metric"].append(lay.offline)
+    shift = label_drift(m, state)
+    if shift is not None:
+        out["driftgate_label_drift"].append(f"{lay.label_drift}{_number(shift)}\n")
     out["driftgate_model_loaded"].append(lay.loaded)
 
 

@@ -328,25 +328,32 @@ class FeedbackState(msgspec.Struct, kw_only=True):
     """A ``FeedbackWindow`` as numbers (what a worker publishes; see ``gateway.monitoring.fleet``)."""
 
     chunks: Any
-    """``(CHUNKS, 4)`` float64: rows, correct, absolute error sum, squared error sum per chunk."""
+    """``(CHUNKS, 4 + bins)`` float64: rows, correct, absolute error sum, squared error sum
+    and the truths' count per label-drift bin, per chunk."""
     total: Any
-    """``(4,)`` float64: the chunks' sum."""
+    """``(4 + bins,)`` float64: the chunks' sum."""
     current: int
 
 
 class FeedbackWindow:
-    """Online accuracy (or MAE/RMSE) over the last ``window`` feedback rows, in chunks."""
+    """Online accuracy (or MAE/RMSE) over the last ``window`` feedback rows, in chunks, and
+    the truths' distribution over ``bins`` label-drift bins (classes, or value bins)."""
 
     CHUNKS = 10
 
-    def __init__(self, window: int = 10_000) -> None:
+    def __init__(self, window: int = 10_000, bins: int = 0) -> None:
         self.chunk_size = max(1, window // self.CHUNKS)
-        # per chunk: rows, correct, absolute error sum, squared error sum
-        self.chunks = np.zeros((self.CHUNKS, 4), dtype=np.float64)
-        self.total = np.zeros(4, dtype=np.float64)
+        # per chunk: rows, correct, absolute error sum, squared error sum, truths per bin
+        self.chunks = np.zeros((self.CHUNKS, 4 + bins), dtype=np.float64)
+        self.total = np.zeros(4 + bins, dtype=np.float64)
         self.current = 0
 
-    def add(self, correct: NDArray[np.bool_] | None = None, errors: NDArray[np.float64] | None = None) -> None:
+    def add(
+        self,
+        correct: NDArray[np.bool_] | None = None,
+        errors: NDArray[np.float64] | None = None,
+        truth_bins: NDArray[np.intp] | None = None,
+    ) -> None:
         n = len(correct) if correct is not None else len(errors) if errors is not None else 0
         done = 0
         while done < n:  # split across chunk boundaries so the window stays exact to a chunk
@@ -357,7 +364,7 @@ class FeedbackWindow:
                 self.chunks[self.current] = 0
                 continue
             take = min(room, n - done)
-            part = np.zeros(4)
+            part = np.zeros(len(self.total))
             part[0] = take
             if correct is not None:
                 part[1] = float(correct[done : done + take].sum())
@@ -365,6 +372,8 @@ class FeedbackWindow:
                 e = errors[done : done + take]
                 part[2] = float(np.abs(e).sum())
                 part[3] = float((e * e).sum())
+            if truth_bins is not None and len(part) > 4:
+                part[4:] = np.bincount(truth_bins[done : done + take], minlength=len(part) - 4)
             self.chunks[self.current] += part
             self.total += part
             done += take
@@ -412,3 +421,8 @@ class FeedbackWindow:
 
     def rmse(self) -> float | None:
         return float(np.sqrt(self.total[3] / self.total[0])) if self.total[0] else None
+
+    def truth_counts(self) -> NDArray[np.float64]:
+        """The window's truths per label-drift bin."""
+        counts: NDArray[np.float64] = self.total[4:]
+        return counts

@@ -32,7 +32,8 @@ import msgspec
 import numpy as np
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from gateway.monitoring.drift import DriftState, DriftWindow, estimate_accuracy
+from gateway.baseline import label_reference, monitored_spec
+from gateway.monitoring.drift import MIN_ROWS, DriftState, DriftWindow, estimate_accuracy, psi
 from gateway.monitoring.feedback import FeedbackState, FeedbackWindow
 from gateway.monitoring.instruments import (
     BatchHistogram,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
     from prometheus_client.metrics_core import Metric
 
+    from gateway.baseline import Baseline
     from gateway.spec import FeatureSpec
     from gateway.violations import Violation
 
@@ -64,6 +66,7 @@ __all__ = [
     "MetricsView",
     "ModelMetrics",
     "PredictedBatch",
+    "label_drift",
     "merge_states",
 ]
 
@@ -193,7 +196,14 @@ class ModelMetrics:
         window_seconds: float | None = None,
         feedback_window: int = 10_000,
         fleet: Any = None,
+        baseline: Baseline | None = None,
     ) -> None:
+        self.label_reference = label_reference(spec, baseline)
+        """What feedback truths are compared with (label drift), or None."""
+        self.offline: dict[str, float] = dict(baseline.metrics) if baseline is not None else {}
+        """The version's figures on held-out rows at registration (``register --data``)."""
+        self.calibration = baseline.calibration if baseline is not None else None
+        spec = monitored_spec(spec, baseline)
         self.model = model
         self.version = str(version)
         self.features = list(spec.feature_names)
@@ -217,7 +227,7 @@ class ModelMetrics:
         self.drift = DriftWindow(
             spec, window_rows=None if window_seconds else window_rows, window_seconds=window_seconds
         )
-        self.feedback = FeedbackWindow(feedback_window)
+        self.feedback = FeedbackWindow(feedback_window, self.label_reference.bins if self.label_reference else 0)
         self.baseline_mean_confidence = _baseline_mean_confidence(spec)
         self._pending: list[PredictedBatch] = []
         self._pending_rows = 0
@@ -304,7 +314,8 @@ class ModelMetrics:
                 self.entropy.observe_many(-(p * np.log(p)).sum(axis=1) / np.log(probabilities.shape[1]))
         if values is not None:
             self.values.observe_many(values)
-        self.drift.observe(columns, imputed, n_rows, classes, confidence, values, advance=False)
+        expected = self.calibration.apply(confidence) if self.calibration is not None and confidence is not None else None
+        self.drift.observe(columns, imputed, n_rows, classes, confidence, values, advance=False, expected=expected)
 
     def _flush_rows(self) -> None:
         """Count the buffered predictions as one batch (caller holds the lock)."""
@@ -450,9 +461,23 @@ class MetricsView:
         self.estimated_accuracy = estimate_accuracy(
             self.drift_rows, float(state.drift.total_confidence), "_confidence" in m.drift.by_name
         )
+        self.offline = m.offline
+        self.label_reference = m.label_reference
+        self.label_drift = label_drift(m, state)
 
     def live_counts(self, segment: Any) -> NDArray[np.int64]:
         return self.drift_total[segment.offset : segment.offset + segment.size]
+
+
+def label_drift(m: ModelMetrics, state: MetricsState) -> float | None:
+    """PSI of the feedback window's truths against the label reference (the training
+    target's distribution), once the window holds ``MIN_ROWS`` feedback rows; else None."""
+    reference = m.label_reference
+    counts = np.asarray(state.feedback.total, dtype=np.float64)[4:]
+    total = float(counts.sum())
+    if reference is None or total < MIN_ROWS:
+        return None
+    return psi(counts / total, reference.shares)
 
 
 def _mask(mask: Any, n: int) -> NDArray[np.bool_]:

@@ -72,6 +72,7 @@ def snapshot(model: LoadedModel) -> dict[str, Any]:
     else:
         feedback["mae"] = m.feedback.mae()
         feedback["rmse"] = m.feedback.rmse()
+    feedback["label_drift"] = _label_drift(m)
     confidence_mean = m.confidence.total / max(int(m.confidence.counts.sum()), 1) if m.classification else None
     out = {
         "model": model.name,
@@ -100,8 +101,35 @@ def snapshot(model: LoadedModel) -> dict[str, Any]:
             "estimated_accuracy": m.estimated_accuracy if m.classification else None,
         },
         "feedback": feedback,
+        "offline": _offline(model),
     }
     return out
+
+
+def _offline(model: LoadedModel) -> dict[str, Any] | None:
+    """The version's figures on held-out rows at registration (``register --data``)."""
+    b = model.baseline
+    if b is None:
+        return None
+    return {"rows": b.rows, "scored_rows": b.scored_rows, "data": b.data, "metrics": b.metrics, "calibrated": b.calibration is not None}
+
+
+def _label_drift(m: Any) -> dict[str, Any] | None:
+    """The feedback's truths against the training target's distribution, bin by bin."""
+    reference = m.label_reference
+    if reference is None:
+        return None
+    counts = m.feedback.truth_counts()
+    total = float(counts.sum())
+    return {
+        "psi": m.label_drift,
+        "status": _status(m.label_drift),
+        "reference": reference.source,
+        "bins": [
+            {"bin": label, "live": (float(c) / total if total else 0.0), "baseline": float(b)}
+            for label, c, b in zip(reference.labels, counts.tolist(), reference.shares.tolist(), strict=True)
+        ],
+    }
 
 
 _CSS = """
@@ -177,5 +205,28 @@ flagged {rows["flagged"]}, clipped {rows["clipped"]}, sent for review {rows["rev
 <table><tr><th>feature</th><th>violations</th></tr>{by_feature or "<tr><td>none</td><td>0</td></tr>"}</table>
 <h2>Online accuracy from feedback</h2>
 <p>{online} over {fb["window_rows"]} rows; matched {fb["matched"]}, unknown ids {fb["unknown_id"]}, expired {fb["expired"]}, invalid {fb["invalid"]}.</p>
+{_label_drift_html(fb.get("label_drift"))}
+{_offline_html(snap.get("offline"))}
 </body></html>
 """
+
+
+def _label_drift_html(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return ""
+    return (
+        f"<h3 id='label-drift'>Label drift <small>PSI {_fmt(entry['psi'])} ({html.escape(entry['status'])}) "
+        f"against the {html.escape(entry['reference'])} target</small></h3>{_dist_table(entry)}"
+    )
+
+
+def _offline_html(offline: dict[str, Any] | None) -> str:
+    if offline is None:
+        return "<h2>Offline evaluation</h2><p>No held-out figures: registered without <code>--data</code>.</p>"
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v, 4)}</td></tr>" for k, v in offline["metrics"].items())
+    return (
+        f"<h2>Offline evaluation</h2><p>At registration, on {offline['scored_rows']} of {offline['rows']} held-out rows"
+        f" of {html.escape(offline['data'] or 'the held-out file')}"
+        f"{'; the accuracy estimate is calibrated on them' if offline['calibrated'] else ''}.</p>"
+        f"<table id='offline'><tr><th>metric</th><th>offline</th></tr>{rows}</table>"
+    )

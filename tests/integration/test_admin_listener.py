@@ -184,7 +184,8 @@ def test_an_admin_port_in_use_is_exit_3_with_one_clear_line(start_server: StartS
         ("POST", "/v2/repository/models/penguins/unload", True),
         ("POST", "/v2/repository/models/penguins/load", True),
         ("POST", "/v1/models/penguins/versions/2:predict", False),
-        ("GET", "/v1/models/penguins/versions/2", False),
+        ("GET", "/v1/models/penguins/versions/2", True),  # a version's files (evaluate --against --url)
+        ("GET", "/v1/models/penguins/versions/2/x", False),
         ("POST", "/v2/models/penguins/infer", False),
         ("GET", "/v2/repository", False),
         ("GET", "/metrics", False),

@@ -147,3 +147,4 @@ def test_monitor_page_renders_in_chromium(chromium_binary: str, busy_server: Ser
     assert by_feature["body_mass_g"][-1] == "major", by_feature["body_mass_g"]  # the heavy batch
     assert all(cells[-1] != "major" for name, cells in by_feature.items() if name != "body_mass_g"), by_feature
     assert by_feature["island"][1] == "category" and by_feature["year"][1] == "numeric"
+    assert "Offline evaluation" in dom and "registered without" in dom  # the bundled version has no held-out figures

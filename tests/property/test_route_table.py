@@ -24,7 +24,7 @@ from gateway.http.routes import HOT_ROUTES, canonical, hot_route, is_admin_route
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:litestar")
 
 PREDICT_HANDLERS = {"v1_predict", "v2_predict"}
-ADMIN_HANDLERS = {"register", "repository_index", "repository_load", "repository_unload"}
+ADMIN_HANDLERS = {"register", "download", "repository_index", "repository_load", "repository_unload"}
 
 
 @pytest.fixture(scope="module")
