@@ -10,6 +10,7 @@ from pathlib import Path
 
 import palmerpenguins
 import pandas as pd
+import pytest
 
 from tests.integration.conftest import StartServer
 from tests.integration.support import ADMIN_TOKEN, PENGUINS_MODEL, PENGUINS_SPEC, admin, assert_problem, bundle, cli
@@ -17,6 +18,7 @@ from tests.integration.support import ADMIN_TOKEN, PENGUINS_MODEL, PENGUINS_SPEC
 PENGUINS_CSV = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
 
 
+@pytest.mark.slow
 def test_registered_held_out_figures_are_served_and_the_served_version_can_be_evaluated(start_server: StartServer, tmp_path: Path) -> None:
     server = start_server(env={"DRIFTGATE_ADMIN_TOKEN": ADMIN_TOKEN})
     holdout = tmp_path / "holdout.jsonl"  # a JSON Lines part: read by its file name, as the command line reads it
