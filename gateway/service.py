@@ -106,7 +106,7 @@ def reject(model: LoadedModel, prepared: Prepared, *, monitored: bool = True) ->
     assert checked.rejected is not None
     if monitored:
         model.metrics.time_stage("validate", prepared.t1 - prepared.t0)
-        model.metrics.count_rejected(n, checked.violations)
+        model.metrics.count_rejected(n, checked.violations, checked)
     bad = int(checked.rejected.sum())
     raise InputRejectedError(
         f"{bad} of {n} rows break the feature spec of {model.name!r}; no row was predicted ({summarize(rejecting)})",
@@ -164,7 +164,16 @@ def complete(
     if not monitored:
         outcome.ids = [""] * n
         return outcome
-    outcome.ids = log.record(model.name, model.version, n, outcome.label_index, outcome.values)
+    slicing = model.metrics.slicing
+    segments: Any = 0
+    if slicing.count:
+        columns = checked.columns
+        if n == 1 and type(columns[slicing.segment_names[0]]) is list:
+            segments = slicing.pack_one(columns, checked.imputed)
+        else:
+            imputed = {k: v for k, v in checked.imputed.items() if k in slicing.segment_names}
+            segments = slicing.pack(slicing.codes(columns, imputed, n))
+    outcome.ids = log.record(model.name, model.version, n, outcome.label_index, outcome.values, segments)
     if checked.violations:
         for v in checked.violations:
             outcome.marks.setdefault(v.row, []).append(v)
@@ -227,7 +236,7 @@ def record_feedback(
     id in the ring of the worker that predicted it.
     """
     default = model_registry.get(name)
-    versions, predicted_labels, predicted_values, status = log.join(name, [item.id for item in items])
+    versions, predicted_labels, predicted_values, segments, status = log.join_segments(name, [item.id for item in items])
     output = default.spec.output
     classification = output is not None and output.task == "classification"
     label_index = {label: i for i, label in enumerate(output.labels)} if classification and output else {}
@@ -271,9 +280,15 @@ def record_feedback(
         metrics = target.metrics
         with metrics.lock:
             if classification:
-                metrics.feedback.add(correct=predicted_labels[index] == truths.astype(np.int32))
+                correct = predicted_labels[index] == truths.astype(np.int32)
+                metrics.feedback.add(correct=correct)
+                if metrics.slicing.count:
+                    metrics.segments.add_feedback(segments[index], correct=correct)
             else:
-                metrics.feedback.add(errors=predicted_values[index] - truths)
+                errors = predicted_values[index] - truths
+                metrics.feedback.add(errors=errors)
+                if metrics.slicing.count:
+                    metrics.segments.add_feedback(segments[index], errors=errors)
             metrics.feedback_counts["matched"] += len(pairs)
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):

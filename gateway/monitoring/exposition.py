@@ -55,6 +55,7 @@ from gateway.monitoring.metrics import (
     MetricsState,
     merge_states,
 )
+from gateway.monitoring.segments import slice_report
 from gateway.violations import REASONS
 
 if TYPE_CHECKING:
@@ -173,6 +174,25 @@ _FAMILIES: list[tuple[str, str, str]] = [
         "gauge",
         "Mean top-class probability on the reference data recorded in the spec (from the histogram's bin midpoints).",
     ),
+    ("driftgate_segment_rows_total", "counter", "Rows received per segment value, by outcome."),
+    ("driftgate_segment_violations_total", "counter", "Violations of the feature spec per segment value, by reason."),
+    (
+        "driftgate_segment_estimated_accuracy",
+        "gauge",
+        "Accuracy estimated from confidence (CBPE) over the segment value's rows in the live window.",
+    ),
+    ("driftgate_segment_window_rows", "gauge", "Rows of the segment value in the live drift window."),
+    (
+        "driftgate_segment_feature_drift",
+        "gauge",
+        "Population stability index of a feature among the segment value's live rows against its training rows.",
+    ),
+    (
+        "driftgate_segment_online_metric",
+        "gauge",
+        "Online accuracy (classifiers) or MAE and RMSE (regressors) of the segment value's feedback.",
+    ),
+    ("driftgate_segment_feedback_window_rows", "gauge", "Feedback rows of the segment value in the online-metric window."),
     ("driftgate_ready", "gauge", "1 when every model is loaded and warmed and the server is not draining."),
     ("driftgate_model_loaded", "gauge", "1 for a served model version, 0 for one that failed to load."),
     ("driftgate_requests_total", "counter", "Prediction requests (V1 predict, V2 infer), by how they ended."),
@@ -198,8 +218,10 @@ _FAMILY_LEVEL = {
         DETAILED,
     ),
     **dict.fromkeys(("driftgate_drift_bin_count", "driftgate_drift_baseline_share"), FULL),
+    **dict.fromkeys((name for name in _HEADERS if name.startswith("driftgate_segment_")), FULL + 1),
 }
-"""The level from which a family is declared (written even while it has no sample)."""
+"""The level from which a family is declared (written even while it has no sample); the
+per-segment families are written only where a spec names segments."""
 
 
 def _escape(value: str) -> str:
@@ -391,6 +413,40 @@ def _model_text(m: ModelMetrics, state: MetricsState, level: int, out: dict[str,
     if lay.baseline_confidence:
         out["driftgate_baseline_mean_confidence"].append(lay.baseline_confidence)
     out["driftgate_model_loaded"].append(lay.loaded)
+    if m.slicing.count:
+        _segment_text(m, lay, state, out)
+
+
+def _segment_text(m: ModelMetrics, lay: _Layout, state: MetricsState, out: dict[str, list[str]]) -> None:
+    """The per-segment families (``gateway.monitoring.segments``)."""
+    key = lay.key
+    rows, violations, estimated, window, drift, online, feedback = [], [], [], [], [], [], []
+    for entry in slice_report(m.slicing, state.segments, lay.classification):
+        where = [*key, ("segment", entry["segment"]), ("value", entry["value"])]
+        for outcome in ("predicted", "rejected"):
+            rows.append(f"driftgate_segment_rows_total{_labels([*where, ('outcome', outcome)])} {entry[outcome]}\n")
+        for reason, count in entry["violations"].items():
+            violations.append(f"driftgate_segment_violations_total{_labels([*where, ('reason', reason)])} {count}\n")
+        labels = _labels(where)
+        window.append(f"driftgate_segment_window_rows{labels} {entry['window_rows']}\n")
+        if entry["estimated_accuracy"] is not None:
+            estimated.append(f"driftgate_segment_estimated_accuracy{labels} {_number(entry['estimated_accuracy'])}\n")
+        for feature, value in entry["drift"].items():
+            drift.append(f"driftgate_segment_feature_drift{_labels([*where, ('feature', feature)])} {_number(value)}\n")
+        for metric in ("accuracy", "mae", "rmse"):
+            if metric in entry:
+                online.append(f"driftgate_segment_online_metric{_labels([*where, ('metric', metric)])} {_number(entry[metric])}\n")
+        feedback.append(f"driftgate_segment_feedback_window_rows{labels} {entry['feedback_rows']}\n")
+    for family, lines in (
+        ("driftgate_segment_rows_total", rows),
+        ("driftgate_segment_violations_total", violations),
+        ("driftgate_segment_estimated_accuracy", estimated),
+        ("driftgate_segment_window_rows", window),
+        ("driftgate_segment_feature_drift", drift),
+        ("driftgate_segment_online_metric", online),
+        ("driftgate_segment_feedback_window_rows", feedback),
+    ):
+        out[family].append("".join(lines))
 
 
 def _drift_text(

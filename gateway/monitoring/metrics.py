@@ -42,6 +42,7 @@ from gateway.monitoring.instruments import (
     LabelledCounts,
     StateMismatchError,
 )
+from gateway.monitoring.segments import SegmentState, SegmentWindow, Slicing
 from gateway.table import MatrixColumns
 from gateway.violations import REASONS
 
@@ -151,6 +152,7 @@ class MetricsState(msgspec.Struct, kw_only=True):
     feedback_counts: dict[str, int]
     drift: DriftState
     feedback: FeedbackState
+    segments: SegmentState
 
 
 INSTRUMENTS: dict[str, Any] = {
@@ -166,6 +168,7 @@ INSTRUMENTS: dict[str, Any] = {
     "feedback_counts": LabelledCounts,
     "drift": DriftWindow,
     "feedback": FeedbackWindow,
+    "segments": SegmentWindow,
 }
 """The instrument class of every ``MetricsState`` field: ``ModelMetrics`` holds one of each
 under the field's name, and exports, restores and merges them all by this table."""
@@ -218,6 +221,9 @@ class ModelMetrics:
             spec, window_rows=None if window_seconds else window_rows, window_seconds=window_seconds
         )
         self.feedback = FeedbackWindow(feedback_window)
+        self.slicing = Slicing(spec, self.drift.segments)
+        """The spec's segments (``gateway.monitoring.segments``): ``count`` 0 when it names none."""
+        self.segments = SegmentWindow(self.slicing, feedback_window)
         self.baseline_mean_confidence = _baseline_mean_confidence(spec)
         self._pending: list[PredictedBatch] = []
         self._pending_rows = 0
@@ -244,10 +250,13 @@ class ModelMetrics:
                         exc,
                     )
 
-    def count_rejected(self, rejected_rows: int, violations: Sequence[Violation]) -> None:
+    def count_rejected(self, rejected_rows: int, violations: Sequence[Violation], checked: Any = None) -> None:
+        """Count a refused batch (``checked``: its ``gateway.guards.Checked``, for the segments)."""
         with self.lock:
             self.rows.counts["rejected"] += rejected_rows
             self._count_violations(violations)
+            if self.slicing.count and checked is not None:
+                self.segments.count_violations(checked.columns, checked.imputed, checked.n_rows, violations, rejected=True)
 
     def count_nonfinite_outputs(self, n_rows: int) -> None:
         """A batch the model answered with NaN or infinity: refused, kept out of the
@@ -269,6 +278,8 @@ class ModelMetrics:
             self.rows.counts["predicted"] += batch.rows
             if batch.violations:
                 self._count_violations(batch.violations)
+                if self.slicing.count:
+                    self.segments.count_violations(batch.columns, batch.imputed, batch.rows, batch.violations, rejected=False)
             if batch.flagged or batch.clipped or batch.review:
                 marks = self.marks.counts
                 marks["flagged"] += batch.flagged
@@ -305,6 +316,9 @@ class ModelMetrics:
         if values is not None:
             self.values.observe_many(values)
         self.drift.observe(columns, imputed, n_rows, classes, confidence, values, advance=False)
+        if self.slicing.count:
+            self.segments.follow(self.drift.rotations)
+            self.segments.observe(columns, {k: _mask(v, n_rows) for k, v in imputed.items()}, n_rows, confidence)
 
     def _flush_rows(self) -> None:
         """Count the buffered predictions as one batch (caller holds the lock)."""
@@ -360,6 +374,8 @@ class ModelMetrics:
         self._flush_rows()
         self._flush_times()
         self.drift.catch_up()
+        if self.slicing.count:
+            self.segments.follow(self.drift.rotations)
 
     def export(self) -> MetricsState:
         """Everything counted so far, as numbers (copies). Takes the lock and flushes."""
@@ -404,6 +420,7 @@ class ModelMetrics:
             for name in INSTRUMENTS:
                 getattr(self, name).restore(getattr(state, name))
             self.drift.age(age)
+            self.segments.rotations = self.drift.rotations
 
     def view(self) -> MetricsView:
         """What every reader reads: this worker's state, plus every other worker's last
@@ -447,6 +464,8 @@ class MetricsView:
         self.drift_total = np.asarray(state.drift.total)
         self.drift_rows = int(state.drift.total_rows)
         self.statistics = m.drift.table.compute(self.drift_total, self.drift_rows)
+        self.slicing = m.slicing
+        self.segment_state = state.segments
         self.estimated_accuracy = estimate_accuracy(
             self.drift_rows, float(state.drift.total_confidence), "_confidence" in m.drift.by_name
         )

@@ -11,6 +11,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from gateway.monitoring.drift import MIN_ROWS
+from gateway.monitoring.segments import slice_report
 from gateway.violations import REASONS
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def snapshot(model: LoadedModel) -> dict[str, Any]:
         feedback["mae"] = m.feedback.mae()
         feedback["rmse"] = m.feedback.rmse()
     confidence_mean = m.confidence.total / max(int(m.confidence.counts.sum()), 1) if m.classification else None
-    out = {
+    out: dict[str, Any] = {
         "model": model.name,
         "version": str(model.version),
         "spec_digest": spec.digest,
@@ -101,7 +102,50 @@ def snapshot(model: LoadedModel) -> dict[str, Any]:
         },
         "feedback": feedback,
     }
+    if m.slicing.count:
+        out["segments"] = segment_findings(
+            slice_report(m.slicing, m.segment_state, m.classification),
+            overall_accuracy=feedback.get("accuracy"),
+            overall_estimated=out["output"]["estimated_accuracy"],
+            overall_drift={f["name"]: f["psi"] for f in features},
+        )
     return out
+
+
+SEGMENT_GAP = 0.15
+"""A segment value is named when its online or estimated accuracy is this far below the
+model's overall (the shipped alert rules use the same gap)."""
+SEGMENT_MIN_FEEDBACK = 50
+"""Feedback rows a segment value needs before its online accuracy is compared."""
+
+
+def segment_findings(
+    slices: list[dict[str, Any]],
+    overall_accuracy: float | None,
+    overall_estimated: float | None,
+    overall_drift: dict[str, float | None],
+) -> list[dict[str, Any]]:
+    """Each slice with ``findings``: why it stands out against the whole model (accuracy or
+    confidence well below it, or a feature that drifts within it while the whole does not)."""
+    for entry in slices:
+        findings: list[str] = []
+        accuracy = entry.get("accuracy")
+        if (
+            accuracy is not None
+            and overall_accuracy is not None
+            and entry["feedback_rows"] >= SEGMENT_MIN_FEEDBACK
+            and accuracy < overall_accuracy - SEGMENT_GAP
+        ):
+            findings.append(f"online accuracy {accuracy:.3f} against {overall_accuracy:.3f} overall")
+        estimated = entry.get("estimated_accuracy")
+        if estimated is not None and overall_estimated is not None and estimated < overall_estimated - SEGMENT_GAP:
+            findings.append(f"estimated accuracy {estimated:.3f} against {overall_estimated:.3f} overall")
+        for feature, value in entry["drift"].items():
+            whole = overall_drift.get(feature)
+            if value > DRIFT_MAJOR and (whole is None or whole <= DRIFT_MAJOR):
+                findings.append(f"{feature} drifted (PSI {value:.2f}) while the whole did not")
+        entry["findings"] = findings
+    return slices
 
 
 _CSS = """
@@ -131,6 +175,24 @@ def _dist_table(entry: dict[str, Any]) -> str:
         for b in entry["bins"]
     )
     return f"<table><tr><th>bin</th><th>live</th><th>baseline</th><th>live / baseline</th></tr>{rows}</table>"
+
+
+def _segments_html(slices: list[dict[str, Any]] | None) -> str:
+    if not slices:
+        return ""
+    rows = "".join(
+        f"<tr class='{'major' if s['findings'] else 'stable'}'><td>{html.escape(s['segment'])}</td><td>{html.escape(s['value'])}</td>"
+        f"<td>{s['predicted']}</td><td>{s['rejected']}</td><td>{_fmt(s['mean_confidence'])}</td><td>{_fmt(s['estimated_accuracy'])}</td>"
+        f"<td>{_fmt(s.get('accuracy', s.get('mae')))}</td><td>{s['feedback_rows']}</td>"
+        f"<td>{_fmt(max(s['drift'].values(), default=None))}</td>"
+        f"<td style='text-align:left'>{html.escape('; '.join(s['findings']) or 'as the whole')}</td></tr>"
+        for s in slices
+    )
+    return (
+        "<h2>Segments</h2><table id='segments'><tr><th>segment</th><th>value</th><th>predicted</th><th>rejected</th>"
+        "<th>mean confidence</th><th>estimated accuracy</th><th>online accuracy / MAE</th><th>feedback rows</th>"
+        f"<th>largest PSI</th><th>finding</th></tr>{rows}</table>"
+    )
 
 
 def render_html(snap: dict[str, Any]) -> str:
@@ -175,6 +237,7 @@ flagged {rows["flagged"]}, clipped {rows["clipped"]}, sent for review {rows["rev
 <h2>Rejections</h2>
 <table><tr><th>reason</th><th>violations</th></tr>{reasons or "<tr><td>none</td><td>0</td></tr>"}</table>
 <table><tr><th>feature</th><th>violations</th></tr>{by_feature or "<tr><td>none</td><td>0</td></tr>"}</table>
+{_segments_html(snap.get("segments"))}
 <h2>Online accuracy from feedback</h2>
 <p>{online} over {fb["window_rows"]} rows; matched {fb["matched"]}, unknown ids {fb["unknown_id"]}, expired {fb["expired"]}, invalid {fb["invalid"]}.</p>
 </body></html>
