@@ -1,0 +1,105 @@
+"""Segments end to end: a real server, a real Prometheus and the shipped rules.
+
+The bundled penguins model is served with a spec naming ``island`` as a segment (its other
+features' baselines fitted per island from the palmerpenguins package's data). Traffic is
+resampled from that data; on Torgersen (about 15% of rows) the body mass moves to the top
+of its valid domain and the labels sent back as feedback turn wrong for most rows, while
+Biscoe and Dream stay as trained. The segment alerts fire for Torgersen alone; the model's
+own drift and accuracy alerts stay quiet, and ``/monitor`` names the segment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from gateway.fitting import fit_segments
+from gateway.spec import NumberFeature, load_spec
+from tests.integration.support import PENGUINS_MODEL, PENGUINS_SPEC
+from tests.integration.test_prometheus import Prometheus
+from tests.system import require_binary
+
+WINDOW_ROWS = 2000
+SHIFTED = "body_mass_g"
+
+
+def segmented_repository(root: Path) -> Path:
+    """A repository serving the bundled penguins model with ``segments: [island]``."""
+    import palmerpenguins
+
+    spec = fit_segments(load_spec(PENGUINS_SPEC), palmerpenguins.load_penguins(), ["island"])
+    folder = root / "penguins" / "1"
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(PENGUINS_MODEL.read_bytes())
+    spec.save(folder / "spec.yaml")
+    return root
+
+
+def penguin_traffic(n: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """``n`` rows resampled from the package's data (NaN as null), and their species."""
+    import palmerpenguins
+
+    frame = palmerpenguins.load_penguins()
+    records = json.loads(frame.drop(columns="species").to_json(orient="records"))
+    species = frame["species"].tolist()
+    picks = np.random.default_rng(seed).integers(0, len(records), n).tolist()
+    return [dict(records[i]) for i in picks], [species[i] for i in picks]
+
+
+@pytest.mark.slow
+def test_a_segment_that_goes_wrong_alone_is_named(start_server: Any, tmp_path: Path) -> None:
+    require_binary("prometheus", "prometheus")
+    repo = segmented_repository(tmp_path / "models")
+    server = start_server(repository=repo, env={"DRIFTGATE_DRIFT_WINDOW_ROWS": str(WINDOW_ROWS)})
+    workdir = tmp_path / "prometheus"
+    workdir.mkdir()
+    prometheus = Prometheus(workdir, [server.url.removeprefix("http://")])
+    try:
+        rows, species = penguin_traffic(WINDOW_ROWS, seed=7)
+        feature = next(f for f in load_spec(PENGUINS_SPEC).features if f.name == SHIFTED)
+        assert isinstance(feature, NumberFeature) and feature.max is not None
+        top = float(feature.max)
+        rng = np.random.default_rng(8)
+        for row in rows:
+            if row["island"] == "Torgersen":
+                row[SHIFTED] = round(float(rng.uniform(top - 600, top)), 1)
+        labels = ("Adelie", "Chinstrap", "Gentoo")
+        feedback = []
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for i in range(0, len(rows), 50):
+                r = client.post("/v1/models/penguins:predict", json={"instances": rows[i : i + 50]})
+                assert r.status_code == 200, r.text
+                for k, p in enumerate(r.json()["predictions"]):
+                    row = rows[i + k]
+                    truth = species[i + k]
+                    if row["island"] == "Torgersen" and rng.random() < 0.7:
+                        truth = next(x for x in labels if x != p["label"])  # the model got it wrong
+                    feedback.append({"id": p["id"], "label": truth})
+            r = client.post("/v1/models/penguins/feedback", json={"feedback": feedback})
+            assert r.status_code == 200, r.text
+            assert r.json()["matched"] == len(rows)
+
+            firing = prometheus.wait_for(lambda: prometheus.firing("DriftgateSegmentAccuracyDrop"))
+            assert [(a["segment"], a["value"]) for a in firing] == [("island", "Torgersen")], firing
+            drifting = prometheus.wait_for(lambda: prometheus.firing("DriftgateSegmentDrift"))
+            assert {(a["value"], a["feature"]) for a in drifting} == {("Torgersen", SHIFTED)}, drifting
+            # the whole: neither its drift nor its accuracy alert
+            assert prometheus.firing("DriftgateFeatureDrift") == []
+            assert prometheus.firing("DriftgateAccuracyDrop") == []
+            overall = prometheus.query('driftgate_online_metric{model="penguins",metric="accuracy"}')
+            assert float(overall[0]["value"][1]) > 0.8
+
+            snap = client.get("/v1/models/penguins/monitor").json()
+        named = {s["value"]: s["findings"] for s in snap["segments"]}
+        assert named["Torgersen"] and all("accuracy" in f or "drifted" in f for f in named["Torgersen"]), named
+        assert any(SHIFTED in f for f in named["Torgersen"])
+        assert named["Biscoe"] == named["Dream"] == [], named
+        torgersen = next(s for s in snap["segments"] if s["value"] == "Torgersen")
+        assert torgersen["drift"][SHIFTED] > 0.25 > next(f["psi"] for f in snap["features"] if f["name"] == SHIFTED)
+    finally:
+        prometheus.stop()
