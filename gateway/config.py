@@ -60,6 +60,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Feedback rows over which online accuracy (or MAE/RMSE) is computed."""
     prediction_store_size: Annotated[int, Meta(ge=1024)] = 1 << 20
     """Recent predictions kept for feedback joins (40 bytes each; fixed at start)."""
+    review_queue_size: Annotated[int, Meta(ge=1)] = 10_000
+    """Rows per model waiting for a person's review (low confidence or flagged); the oldest
+    leave first, counted (``gateway.monitoring.reviews``)."""
     prediction_ttl_seconds: Annotated[float, Meta(gt=0)] = 7 * 86400
     """Feedback for a prediction older than this counts as expired."""
     guards: bool = True

@@ -14,8 +14,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import msgspec
 import numpy as np
 
-from gateway.errors import GatewayError, InferenceFailedError, InputRejectedError, ModelConflictError, UsageError
+from gateway.errors import (
+    GatewayError,
+    InferenceFailedError,
+    InputRejectedError,
+    ModelConflictError,
+    ReviewAnswerError,
+    ReviewNotFoundError,
+    UsageError,
+)
 from gateway.monitoring.metrics import PredictedBatch
+from gateway.monitoring.reviews import review_entries
 from gateway.registry import LoadedModel, load_model
 from gateway.repository import check_name, check_version
 
@@ -35,6 +44,7 @@ __all__ = [
     "FeedbackRequest",
     "Outcome",
     "Prepared",
+    "answer_review",
     "complete",
     "predict",
     "prepare",
@@ -78,12 +88,16 @@ class Prepared:
     and thrown away (a missed deadline) without anything having been counted.
     """
 
-    __slots__ = ("checked", "matrix", "t0", "t1", "t2")
+    __slots__ = ("checked", "matrix", "raw", "t0", "t1", "t2")
 
-    def __init__(self, checked: Checked, matrix: NDArray[np.float32] | None, t0: float, t1: float, t2: float) -> None:
+    def __init__(
+        self, checked: Checked, matrix: NDArray[np.float32] | None, t0: float, t1: float, t2: float, raw: Any = None
+    ) -> None:
         self.checked = checked
         self.matrix = matrix
         self.t0, self.t1, self.t2 = t0, t1, t2
+        self.raw = raw
+        """The batch as the client sent it (``Columns``): what a review entry shows."""
 
 
 def prepare(model: LoadedModel, columns: Columns, *, guarded: bool = True) -> Prepared:
@@ -93,9 +107,9 @@ def prepare(model: LoadedModel, columns: Columns, *, guarded: bool = True) -> Pr
     checked = model.guards.check(columns) if guarded else model.guards.trust(columns)
     t1 = time.perf_counter()
     if checked.rejected is not None:
-        return Prepared(checked, None, t0, t1, t1)
+        return Prepared(checked, None, t0, t1, t1, columns)
     matrix = model.transform.apply(checked.columns, checked.n_rows, checked.matrix, checked.row)
-    return Prepared(checked, matrix, t0, t1, time.perf_counter())
+    return Prepared(checked, matrix, t0, t1, time.perf_counter(), columns)
 
 
 def reject(model: LoadedModel, prepared: Prepared, *, monitored: bool = True) -> NoReturn:
@@ -177,6 +191,11 @@ def complete(
     if checked.violations:
         for v in checked.violations:
             outcome.marks.setdefault(v.row, []).append(v)
+    reviews = model.metrics.reviews
+    if reviews is not None and (outcome.review is not None or checked.flagged is not None):
+        entries = review_entries(model, prepared, outcome, outcome.review)
+        if entries:
+            reviews.add(model.name, entries)
     model.metrics.count_predicted(
         PredictedBatch(
             rows=n,
@@ -294,6 +313,46 @@ def record_feedback(
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):
             default.metrics.feedback_counts[outcome] += counts[outcome]
     return {"received": len(items), **counts, "problems": invalid}
+
+
+def answer_review(
+    model_registry: ModelRegistry, log: PredictionLog, name: str, review_id: str, answer: Any
+) -> dict[str, Any]:
+    """A person's answer to a queued row (``gateway.monitoring.reviews``): ``{"label": ...}``
+    (classifiers) or ``{"value": ...}`` (regressors). Checked first, then the row is taken off
+    the queue and the answer recorded as feedback for that prediction.
+
+    Raises:
+        ModelNotFoundError: no such model. ReviewNotFoundError: no such row in its queue.
+        ReviewAnswerError: a label the model does not know, a value that is not a finite
+            number, or neither (nothing is recorded, the row stays).
+    """
+    model = model_registry.get(name)
+    reviews = model.metrics.reviews
+    entry = reviews.get(name, review_id) if reviews is not None else None
+    if entry is None:
+        raise ReviewNotFoundError(f"no row {review_id[:80]!r} waits in the review queue of {name!r}")
+    output = model.spec.output
+    if not isinstance(answer, dict) or set(answer) - {"label", "value"} or len(answer) != 1:
+        raise ReviewAnswerError('a review answer is {"label": ...} for a classifier or {"value": ...} for a regressor')
+    if output is not None and output.task == "classification":
+        label = answer.get("label")
+        if "label" not in answer or not isinstance(label, str | int | bool) or _label_text(label) not in output.labels:
+            raise ReviewAnswerError(f"label {label!r} is not one of the model's labels {list(output.labels)}")
+        item = FeedbackItem(review_id, label=label)
+        agreed: bool | None = _label_text(label) == entry["prediction"].get("label")
+    else:
+        value = answer.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ReviewAnswerError(f"a regressor's review answer needs a finite number 'value', not {value!r}")
+        item = FeedbackItem(review_id, value=float(value))
+        agreed = None
+    assert reviews is not None
+    if not reviews.take(name, review_id, agreed):
+        raise ReviewNotFoundError(f"row {review_id[:80]!r} of {name!r} was answered meanwhile")
+    result = record_feedback(model_registry, log, name, [item])
+    outcome = next(k for k in ("matched", "unknown_id", "expired", "duplicate", "invalid") if result[k])
+    return {"id": review_id, **answer, "agreed": agreed, "feedback": outcome}
 
 
 def _label_text(label: Any) -> str:

@@ -193,6 +193,12 @@ _FAMILIES: list[tuple[str, str, str]] = [
         "Online accuracy (classifiers) or MAE and RMSE (regressors) of the segment value's feedback.",
     ),
     ("driftgate_segment_feedback_window_rows", "gauge", "Feedback rows of the segment value in the online-metric window."),
+    ("driftgate_review_queue_rows", "gauge", "Rows waiting in the model's review queue."),
+    (
+        "driftgate_reviews_total",
+        "counter",
+        "Review queue rows by what became of them: queued, dropped (the queue was full), answered, agreed (answered with the model's own label).",
+    ),
     ("driftgate_ready", "gauge", "1 when every model is loaded and warmed and the server is not draining."),
     ("driftgate_model_loaded", "gauge", "1 for a served model version, 0 for one that failed to load."),
     ("driftgate_requests_total", "counter", "Prediction requests (V1 predict, V2 infer), by how they ended."),
@@ -218,7 +224,7 @@ _FAMILY_LEVEL = {
         DETAILED,
     ),
     **dict.fromkeys(("driftgate_drift_bin_count", "driftgate_drift_baseline_share"), FULL),
-    **dict.fromkeys((name for name in _HEADERS if name.startswith("driftgate_segment_")), FULL + 1),
+    **dict.fromkeys((name for name in _HEADERS if name.startswith(("driftgate_segment_", "driftgate_review"))), FULL + 1),
 }
 """The level from which a family is declared (written even while it has no sample); the
 per-segment families are written only where a spec names segments."""
@@ -593,6 +599,18 @@ def render_text(
         if len(versions) == 1:
             versions[0].stage_text = lines
         out["driftgate_request_seconds"].append(lines)
+    if collector.reviews is not None:
+        for model, review_counts in sorted(collector.reviews().items()):
+            label = _labels([("model", model)])
+            out["driftgate_review_queue_rows"].append(
+                f"driftgate_review_queue_rows{label} {review_counts['length']}\n".encode()
+            )
+            out["driftgate_reviews_total"].append(
+                "".join(
+                    f"driftgate_reviews_total{_labels([('model', model), ('outcome', k)])} {review_counts[k]}\n"
+                    for k in ("queued", "dropped", "answered", "agreed")
+                ).encode()
+            )
     ready = collector.ready is not None and collector.ready()
     out["driftgate_ready"].append(b"driftgate_ready 1.0\n" if ready else b"driftgate_ready 0.0\n")
     for name, version in collector.failed():

@@ -196,6 +196,7 @@ class ModelMetrics:
         window_seconds: float | None = None,
         feedback_window: int = 10_000,
         fleet: Any = None,
+        reviews: Any = None,
     ) -> None:
         self.model = model
         self.version = str(version)
@@ -221,6 +222,8 @@ class ModelMetrics:
             spec, window_rows=None if window_seconds else window_rows, window_seconds=window_seconds
         )
         self.feedback = FeedbackWindow(feedback_window)
+        self.reviews = reviews
+        """The server's review queue (``gateway.monitoring.reviews.ReviewQueue``), or None."""
         self.slicing = Slicing(spec, self.drift.segments)
         """The spec's segments (``gateway.monitoring.segments``): ``count`` 0 when it names none."""
         self.segments = SegmentWindow(self.slicing, feedback_window)
@@ -525,6 +528,8 @@ class GatewayCollector(Collector):
         """Exposition level by model name (``gateway.monitoring.exposition.parse_metrics_detail``)."""
         self.shared: Any = None
         """The exposition's shared build (``gateway.monitoring.exposition.SharedBuild``)."""
+        self.reviews: Callable[[], dict[str, dict[str, int]]] | None = None
+        """Set by the gateway: the review queue's counts per model (``ReviewQueue.stats``)."""
         self.stage_layouts: dict[tuple[str, int], list[str]] = {}
         """The exposition's cached latency lines by model and level."""
 

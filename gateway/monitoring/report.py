@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from gateway.monitoring.drift import MIN_ROWS
 from gateway.monitoring.segments import slice_report
@@ -102,6 +103,20 @@ def snapshot(model: LoadedModel) -> dict[str, Any]:
         },
         "feedback": feedback,
     }
+    queue = model.metrics.reviews
+    if queue is not None:
+        counts = queue.stats().get(model.name, {})
+        flags = any(f.on_violation == "flag" for f in spec.features)
+        if counts or flags or (spec.output is not None and spec.output.review_threshold is not None):
+            answered = counts.get("answered", 0)
+            out["reviews"] = {
+                "length": counts.get("length", 0),
+                "capacity": queue.capacity,
+                **{k: counts.get(k, 0) for k in ("queued", "dropped", "answered", "agreed")},
+                "agreement": counts.get("agreed", 0) / answered if answered and m.classification else None,
+                "labels": list(spec.output.labels) if spec.output is not None else [],
+                "rows": queue.list(model.name, REVIEWS_SHOWN),
+            }
     if m.slicing.count:
         out["segments"] = segment_findings(
             slice_report(m.slicing, m.segment_state, m.classification),
@@ -111,6 +126,9 @@ def snapshot(model: LoadedModel) -> dict[str, Any]:
         )
     return out
 
+
+REVIEWS_SHOWN = 20
+"""The oldest rows of the review queue that ``/monitor`` and the page show."""
 
 SEGMENT_GAP = 0.15
 """A segment value is named when its online or estimated accuracy is this far below the
@@ -195,6 +213,39 @@ def _segments_html(slices: list[dict[str, Any]] | None) -> str:
     )
 
 
+def _reviews_html(model: str, reviews: dict[str, Any] | None) -> str:
+    """The review queue, each row with a form a person answers it with (no script: the
+    form posts to ``/v1/models/{name}/reviews/{id}``, which redirects back here)."""
+    if reviews is None:
+        return ""
+    rows = []
+    for r in reviews["rows"]:
+        action = f"/v1/models/{quote(model)}/reviews/{quote(r['id'])}"
+        if reviews["labels"]:
+            options = "".join(f"<option>{html.escape(label)}</option>" for label in reviews["labels"])
+            field = f"<select name='label' aria-label='label'>{options}</select>"
+        else:
+            field = "<input name='value' type='number' step='any' aria-label='value' required>"
+        inputs = ", ".join(f"{html.escape(str(k))}={html.escape(str(v))}" for k, v in r["inputs"].items())
+        prediction = ", ".join(f"{k} {_fmt(v)}" for k, v in r["prediction"].items())
+        rows.append(
+            f"<tr data-id='{html.escape(r['id'])}'><td>{html.escape(r['id'])}</td><td style='text-align:left'><small>{inputs}</small></td>"
+            f"<td>{prediction}</td><td style='text-align:left'>{html.escape('; '.join(r['why']))}</td>"
+            f"<td><form method='post' action='{html.escape(action)}'>{field} <button type='submit'>Record</button></form></td></tr>"
+        )
+    table = (
+        "<table id='reviews'><tr><th>id</th><th>inputs</th><th>prediction</th><th>why</th><th>answer</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        if rows
+        else "<p>No row waits for review.</p>"
+    )
+    return (
+        f"<h2>Review queue</h2><p>{reviews['length']} rows waiting (at most {reviews['capacity']}; {reviews['dropped']} dropped when full); "
+        f"{reviews['answered']} answered, person and model agreed on {_fmt(reviews['agreement'])}.</p>{table}"
+    )
+
+
 def render_html(snap: dict[str, Any]) -> str:
     """A self-contained page (no scripts, no external assets) of a ``snapshot``."""
     name = html.escape(snap["model"])
@@ -238,6 +289,7 @@ flagged {rows["flagged"]}, clipped {rows["clipped"]}, sent for review {rows["rev
 <table><tr><th>reason</th><th>violations</th></tr>{reasons or "<tr><td>none</td><td>0</td></tr>"}</table>
 <table><tr><th>feature</th><th>violations</th></tr>{by_feature or "<tr><td>none</td><td>0</td></tr>"}</table>
 {_segments_html(snap.get("segments"))}
+{_reviews_html(snap["model"], snap.get("reviews"))}
 <h2>Online accuracy from feedback</h2>
 <p>{online} over {fb["window_rows"]} rows; matched {fb["matched"]}, unknown ids {fb["unknown_id"]}, expired {fb["expired"]}, invalid {fb["invalid"]}.</p>
 </body></html>
