@@ -13,6 +13,7 @@ without it under ``DRIFTGATE_REQUIRE_SYSTEM_TESTS=1``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -31,20 +32,27 @@ class DevTools:
     """Chromium, headless, and one page of it, over ``--remote-debugging-pipe``."""
 
     def __init__(self, binary: str, profile: Path) -> None:
-        to_chromium, self._write = os.pipe()
-        self._read, from_chromium = os.pipe()
+        # the child's ends above 9, so that putting them at 3 and 4 cannot overwrite either
+        low_in, self._write = os.pipe()
+        self._read, low_out = os.pipe()
+        to_chromium, from_chromium = fcntl.fcntl(low_in, fcntl.F_DUPFD, 10), fcntl.fcntl(low_out, fcntl.F_DUPFD, 10)
+        os.close(low_in)
+        os.close(low_out)
 
-        def descriptors() -> None:  # in the child: the pipe ends at fds 3 and 4
-            os.dup2(to_chromium, 3)
-            os.dup2(from_chromium, 4)
-
+        flags = [
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+            "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
+            "--remote-debugging-pipe", "about:blank",
+        ]  # fmt: skip
+        # bash (dash takes one-digit descriptors only) puts the pipe ends at fds 3 and 4, where
+        # Chromium looks for them
         self.process = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
-             "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
-             "--remote-debugging-pipe", "about:blank"],
-            preexec_fn=descriptors, close_fds=False, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            ["bash", "-c", f'exec "$0" "$@" 3<&{to_chromium} 4>&{from_chromium}', binary, *flags],
+            pass_fds=(to_chromium, from_chromium),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_chromium)
         os.close(from_chromium)
         self._buffer = b""
