@@ -23,10 +23,11 @@ from gateway.errors import (
     ReviewNotFoundError,
     UsageError,
 )
+from gateway.model_check.importance import compute_importance
 from gateway.monitoring.metrics import PredictedBatch
 from gateway.monitoring.reviews import review_entries
 from gateway.registry import LoadedModel, load_model
-from gateway.repository import check_name, check_version
+from gateway.repository import IMPORTANCE_FILE, check_name, check_version
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -386,8 +387,14 @@ def register_model(
     model: bytes,
     spec_text: bytes,
     intra_op_threads: int = 1,
+    rows: Any = None,
+    labels: Any = None,
 ) -> LoadedModel:
     """Check, load, store and serve a new version. A refusal changes nothing.
+
+    Each feature's permutation importance is computed (``rows`` and ``labels``: held-out
+    data; else rows drawn from the spec's baselines) in a limited child, bounded in time,
+    and stored with the version (``IMPORTANCE_FILE``).
 
     The model is loaded and checked against the spec before anything is written, so a
     bad bundle never reaches the repository; the version folder is then written
@@ -405,6 +412,9 @@ def register_model(
     if not model:
         raise UsageError("the model file is empty")
     loaded = load_model(name, number, model, spec_text, intra_op_threads, model_registry.monitor)
-    repository.add(name, number, model, spec_text)
+    importance = compute_importance(model, loaded.spec, rows, labels)
+    loaded.metrics.importance = importance
+    extra = {IMPORTANCE_FILE: importance.to_json()} if importance is not None else None
+    repository.add(name, number, model, spec_text, extra)
     model_registry.add(loaded)
     return loaded

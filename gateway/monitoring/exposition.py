@@ -193,6 +193,11 @@ _FAMILIES: list[tuple[str, str, str]] = [
         "Online accuracy (classifiers) or MAE and RMSE (regressors) of the segment value's feedback.",
     ),
     ("driftgate_segment_feedback_window_rows", "gauge", "Feedback rows of the segment value in the online-metric window."),
+    (
+        "driftgate_feature_importance",
+        "gauge",
+        "Permutation importance of the feature for this model version: the accuracy lost (classifiers) or mean absolute error added (regressors) when its values are shuffled.",
+    ),
     ("driftgate_review_queue_rows", "gauge", "Rows waiting in the model's review queue."),
     (
         "driftgate_reviews_total",
@@ -224,7 +229,10 @@ _FAMILY_LEVEL = {
         DETAILED,
     ),
     **dict.fromkeys(("driftgate_drift_bin_count", "driftgate_drift_baseline_share"), FULL),
-    **dict.fromkeys((name for name in _HEADERS if name.startswith(("driftgate_segment_", "driftgate_review"))), FULL + 1),
+    **dict.fromkeys(
+        (name for name in _HEADERS if name.startswith(("driftgate_segment_", "driftgate_review", "driftgate_feature_imp"))),
+        FULL + 1,
+    ),
 }
 """The level from which a family is declared (written even while it has no sample); the
 per-segment families are written only where a spec names segments."""
@@ -321,6 +329,12 @@ class _Layout:
             else ""
         )
         self.loaded = f"driftgate_model_loaded{lab} 1.0\n"
+        importance = m.importance.values if m.importance is not None else {}
+        self.importance = "".join(
+            f"{labelled('driftgate_feature_importance', ('feature', name))}{_number(importance[name])}\n"
+            for name in m.features
+            if name in importance
+        )
         if level >= DETAILED:
             self.distance = {
                 (i, stat): labelled("driftgate_feature_drift_distance", ("feature", s.name), ("statistic", stat))
@@ -419,6 +433,8 @@ def _model_text(m: ModelMetrics, state: MetricsState, level: int, out: dict[str,
     if lay.baseline_confidence:
         out["driftgate_baseline_mean_confidence"].append(lay.baseline_confidence)
     out["driftgate_model_loaded"].append(lay.loaded)
+    if lay.importance:
+        out["driftgate_feature_importance"].append(lay.importance)
     if m.slicing.count:
         _segment_text(m, lay, state, out)
 

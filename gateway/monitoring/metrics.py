@@ -223,6 +223,8 @@ class ModelMetrics:
         )
         self.feedback = FeedbackWindow(feedback_window)
         self.reviews = reviews
+        self.importance: Any = None
+        """The version's ``FeatureImportance`` (``gateway.model_check.importance``), if known."""
         """The server's review queue (``gateway.monitoring.reviews.ReviewQueue``), or None."""
         self.slicing = Slicing(spec, self.drift.segments)
         """The spec's segments (``gateway.monitoring.segments``): ``count`` 0 when it names none."""

@@ -103,6 +103,9 @@ def snapshot(model: LoadedModel) -> dict[str, Any]:
         },
         "feedback": feedback,
     }
+    impact = drift_impact(features, model.metrics.importance)
+    if impact is not None:
+        out["drift_impact"] = impact
     queue = model.metrics.reviews
     if queue is not None:
         counts = queue.stats().get(model.name, {})
@@ -125,6 +128,61 @@ def snapshot(model: LoadedModel) -> dict[str, Any]:
             overall_drift={f["name"]: f["psi"] for f in features},
         )
     return out
+
+
+def drift_impact(features: list[dict[str, Any]], importance: Any) -> dict[str, Any] | None:
+    """The features ranked by importance x PSI, each with an estimate of what its drift costs.
+
+    The estimate: a feature's importance is what the model loses when the feature carries
+    no information (its values shuffled); a drift moves a share of the rows' values, the
+    total variation distance between live and training bin shares (half the sum of the
+    share differences, 0 to 1), away from what the model was trained on. Their product is
+    a first-order estimate of the accuracy lost (classifiers) or mean absolute error added
+    (regressors), assuming a moved value is worth as little as a shuffled one.
+    """
+    if importance is None:
+        return None
+    ranked = []
+    for f in features:
+        weight = importance.values.get(f["name"])
+        if f["psi"] is None or weight is None:
+            continue
+        weight = max(float(weight), 0.0)  # a shuffle that happened to help is noise, not importance
+        moved = 0.5 * sum(abs(b["live"] - b["baseline"]) for b in f["bins"])
+        ranked.append(
+            {
+                "feature": f["name"],
+                "psi": f["psi"],
+                "importance": weight,
+                "score": weight * f["psi"],
+                "moved_share": moved,
+                "estimated_effect": weight * moved,
+                "drifting": f["psi"] > DRIFT_MODERATE,
+            }
+        )
+    ranked.sort(key=lambda e: (-e["score"], e["feature"]))
+    return {
+        "metric": "accuracy drop" if importance.metric == "accuracy" else "MAE rise",
+        "importance_basis": importance.basis,
+        "importance_rows": importance.rows,
+        "features": ranked,
+    }
+
+
+def _impact_html(impact: dict[str, Any] | None) -> str:
+    if impact is None:
+        return ""
+    rows = "".join(
+        f"<tr class='{'major' if e['drifting'] else 'stable'}'><td>{html.escape(e['feature'])}</td><td>{_fmt(e['psi'])}</td>"
+        f"<td>{_fmt(e['importance'])}</td><td>{_fmt(e['score'])}</td><td>{_fmt(e['estimated_effect'])}</td></tr>"
+        for e in impact["features"]
+    )
+    return (
+        f"<h2>Drift by impact</h2><p><small>Importance: permutation importance on {impact['importance_rows']} "
+        f"{html.escape(impact['importance_basis'])}. Estimated effect: {html.escape(impact['metric'])}.</small></p>"
+        "<table id='impact'><tr><th>feature</th><th>PSI</th><th>importance</th><th>importance × PSI</th>"
+        f"<th>estimated effect</th></tr>{rows}</table>"
+    )
 
 
 REVIEWS_SHOWN = 20
@@ -288,6 +346,7 @@ flagged {rows["flagged"]}, clipped {rows["clipped"]}, sent for review {rows["rev
 <h2>Rejections</h2>
 <table><tr><th>reason</th><th>violations</th></tr>{reasons or "<tr><td>none</td><td>0</td></tr>"}</table>
 <table><tr><th>feature</th><th>violations</th></tr>{by_feature or "<tr><td>none</td><td>0</td></tr>"}</table>
+{_impact_html(snap.get("drift_impact"))}
 {_segments_html(snap.get("segments"))}
 {_reviews_html(snap["model"], snap.get("reviews"))}
 <h2>Online accuracy from feedback</h2>
