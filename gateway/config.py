@@ -60,6 +60,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Feedback rows over which online accuracy (or MAE/RMSE) is computed."""
     prediction_store_size: Annotated[int, Meta(ge=1024)] = 1 << 20
     """Recent predictions kept for feedback joins (40 bytes each; fixed at start)."""
+    history_seconds: Annotated[float, Meta(gt=0)] = 60.0
+    """Seconds between the points of each model's short history, drawn on the monitor page
+    (``gateway.monitoring.history``: the last 240 points are kept)."""
     review_queue_size: Annotated[int, Meta(ge=1)] = 10_000
     """Rows per model waiting for a person's review (low confidence or flagged); the oldest
     leave first, counted (``gateway.monitoring.reviews``)."""

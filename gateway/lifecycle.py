@@ -34,6 +34,7 @@ from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, ModelNotFoundError, ModelNotReadyError
 from gateway.monitoring.feedback import PredictionLog, SharedPredictionLog
 from gateway.monitoring.fleet import Fleet, FleetRequestCounts, WorkerContext
+from gateway.monitoring.history import HistorySampler
 from gateway.monitoring.metrics import new_metrics_registry
 from gateway.monitoring.requests import RequestCounts
 from gateway.monitoring.reviews import ReviewQueue
@@ -89,6 +90,8 @@ class Gateway:
         )
         """Rows waiting for a person (``gateway.monitoring.reviews``), shared by the workers."""
         monitor["reviews"] = self.reviews
+        self.history = HistorySampler(self.served_metrics, settings.history_seconds)
+        """Samples every served version's short history (``gateway.monitoring.history``)."""
         self.model_registry = ModelRegistry(self.collector, monitor)
         self.collector.ready = lambda: self.ready
         self.collector.reviews = self.reviews.stats
@@ -161,11 +164,13 @@ class Gateway:
             self._follower.start()
         self._thread = threading.Thread(target=self._run, name="driftgate-loader", daemon=True)
         self._thread.start()
+        self.history.start()
         if self.fleet is not None:
             self.fleet.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.history.stop()
         for thread in (self._thread, self._follower):
             if thread is not None:
                 thread.join(timeout=5)

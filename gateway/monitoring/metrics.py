@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.monitoring.drift import DriftState, DriftWindow, estimate_accuracy
 from gateway.monitoring.feedback import FeedbackState, FeedbackWindow
+from gateway.monitoring.history import History
 from gateway.monitoring.instruments import (
     BatchHistogram,
     CountArray,
@@ -223,6 +224,8 @@ class ModelMetrics:
         )
         self.feedback = FeedbackWindow(feedback_window)
         self.reviews = reviews
+        self.history = History()
+        """One point a minute of this version's monitoring (``gateway.monitoring.history``)."""
         self.importance: Any = None
         """The version's ``FeatureImportance`` (``gateway.model_check.importance``), if known."""
         """The server's review queue (``gateway.monitoring.reviews.ReviewQueue``), or None."""

@@ -103,6 +103,8 @@ def snapshot(model: LoadedModel) -> dict[str, Any]:
         },
         "feedback": feedback,
     }
+    history = model.metrics.history
+    out["history"] = {"interval_seconds": history.interval, "points": history.export()}
     impact = drift_impact(features, model.metrics.importance)
     if impact is not None:
         out["drift_impact"] = impact
@@ -185,6 +187,87 @@ def _impact_html(impact: dict[str, Any] | None) -> str:
     )
 
 
+_COLOURS = ("#4a7bd0", "#d0624a", "#3c9a5f", "#a05ac8", "#c89a2a", "#2aa0b0", "#777777")
+
+
+def _chart(title: str, lines: dict[str, list[float | None]], floor: float | None = 0.0, ceiling: float | None = None) -> str:
+    """A small inline SVG line chart (no script, no external asset): one polyline per series,
+    broken where a point has no value, with the series' last values in the legend."""
+    width, height, pad = 320, 90, 4
+    values = [v for series in lines.values() for v in series if v is not None]
+    if not values:
+        return ""
+    lo = min(values) if floor is None else min(floor, *values)
+    hi = max(values) if ceiling is None else max(ceiling, *values)
+    span = hi - lo or 1.0
+    count = max(len(series) for series in lines.values())
+    step = (width - 2 * pad) / max(count - 1, 1)
+    parts, legend = [], []
+    for k, (name, series) in enumerate(lines.items()):
+        colour = _COLOURS[k % len(_COLOURS)]
+        run: list[str] = []
+        for i, v in enumerate([*series, None]):
+            if v is None:
+                if run:
+                    points = " ".join(run) if len(run) > 1 else f"{run[0]} {run[0]}"
+                    parts.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.5' points='{points}'/>")
+                run = []
+                continue
+            y = height - pad - (v - lo) / span * (height - 2 * pad)
+            run.append(f"{pad + i * step:.1f},{y:.1f}")
+        last = next((v for v in reversed(series) if v is not None), None)
+        legend.append(f"<span style='color:{colour}'>■</span> {html.escape(name)} {_fmt(last)}")
+    return (
+        f"<figure class='trend'><figcaption>{html.escape(title)} <small>({_fmt(lo)} to {_fmt(hi)})</small></figcaption>"
+        f"<svg role='img' aria-label='{html.escape(title)}' viewBox='0 0 {width} {height}' width='{width}' height='{height}'>"
+        f"<rect width='{width}' height='{height}' fill='#fafafa' stroke='#ddd'/>{''.join(parts)}</svg>"
+        f"<br><small>{' · '.join(legend)}</small></figure>"
+    )
+
+
+def _trends_html(points: list[dict[str, Any]], interval: float) -> str:
+    if not points:
+        return f"<h2>Trends</h2><p>No history yet: a point comes every {interval:g} s.</p>"
+    charts = [_chart("Rejection rate", {"rejected": [p["rejection_rate"] for p in points]})]
+    if any(p["online_mae"] is not None for p in points):
+        charts.append(_chart("Online MAE", {"MAE": [p["online_mae"] for p in points]}))
+    else:
+        charts.append(
+            _chart(
+                "Confidence and accuracy",
+                {
+                    "mean confidence": [p["mean_confidence"] for p in points],
+                    "estimated accuracy": [p["estimated_accuracy"] for p in points],
+                    "online accuracy": [p["online_accuracy"] for p in points],
+                },
+                floor=None,
+                ceiling=1.0,
+            )
+        )
+    latest = points[-1]["drift"]
+    top = sorted(latest, key=lambda name: -(latest[name] or 0.0))[:6]
+    charts.append(_chart("Drift (PSI), most drifted features", {f: [p["drift"].get(f) for p in points] for f in top}, ceiling=DRIFT_MAJOR))
+    if "segments" in points[-1]:
+        keys = list(points[-1]["segments"])
+        charts.append(
+            _chart(
+                "Estimated accuracy per segment value",
+                {k: [p.get("segments", {}).get(k, {}).get("estimated_accuracy") for p in points] for k in keys},
+                floor=None,
+                ceiling=1.0,
+            )
+        )
+        charts.append(
+            _chart(
+                "Online accuracy per segment value",
+                {k: [p.get("segments", {}).get(k, {}).get("online_accuracy") for p in points] for k in keys},
+                floor=None,
+                ceiling=1.0,
+            )
+        )
+    return f"<h2>Trends</h2><div id='trends'>{''.join(charts)}</div><p><small>{len(points)} points, one every {interval:g} s.</small></p>"
+
+
 REVIEWS_SHOWN = 20
 """The oldest rows of the review queue that ``/monitor`` and the page show."""
 
@@ -232,6 +315,8 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .stable{background:#e6f4ea}.moderate{background:#fff4d6}.major{background:#fde2e1;font-weight:bold}
 .bar{display:inline-block;height:.7rem;background:#4a7bd0}.base{background:#aaa}
 small{color:#666}
+.trend{display:inline-block;margin:.3rem 1rem .6rem 0;vertical-align:top}
+figcaption{font-size:.9rem}
 """
 
 
@@ -346,6 +431,7 @@ flagged {rows["flagged"]}, clipped {rows["clipped"]}, sent for review {rows["rev
 <h2>Rejections</h2>
 <table><tr><th>reason</th><th>violations</th></tr>{reasons or "<tr><td>none</td><td>0</td></tr>"}</table>
 <table><tr><th>feature</th><th>violations</th></tr>{by_feature or "<tr><td>none</td><td>0</td></tr>"}</table>
+{_trends_html(snap["history"]["points"], snap["history"]["interval_seconds"])}
 {_impact_html(snap.get("drift_impact"))}
 {_segments_html(snap.get("segments"))}
 {_reviews_html(snap["model"], snap.get("reviews"))}

@@ -11,6 +11,7 @@ own drift and accuracy alerts stay quiet, and ``/monitor`` names the segment.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,43 @@ def test_a_segment_that_goes_wrong_alone_is_named(start_server: Any, tmp_path: P
         assert torgersen["drift"][SHIFTED] > 0.25 > next(f["psi"] for f in snap["features"] if f["name"] == SHIFTED)
     finally:
         prometheus.stop()
+
+
+def test_the_page_draws_the_trend_of_each_segment(start_server: Any, tmp_path: Path) -> None:
+    server = start_server(
+        repository=segmented_repository(tmp_path / "models"),
+        env={"DRIFTGATE_HISTORY_SECONDS": "0.3", "DRIFTGATE_DRIFT_WINDOW_ROWS": "400"},
+    )
+    rows, _ = penguin_traffic(400, seed=11)
+    feature = next(f for f in load_spec(PENGUINS_SPEC).features if f.name == SHIFTED)
+    assert isinstance(feature, NumberFeature) and feature.max is not None
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+
+        def points() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = client.get("/v1/models/penguins/monitor").json()["history"]["points"]
+            return found
+
+        def send(batch: list[dict[str, Any]]) -> None:
+            for i in range(0, len(batch), 100):
+                assert client.post("/v1/models/penguins:predict", json={"instances": batch[i : i + 100]}).status_code == 200
+            start = len(points())
+            deadline = time.monotonic() + 10
+            while len(points()) < start + 2 and time.monotonic() < deadline:  # a point after the traffic
+                time.sleep(0.1)
+
+        send(rows)
+        calm = points()[-1]
+        send([dict(r, **{SHIFTED: feature.max - 1}) for r in rows])  # the whole window moves
+        r = client.post("/v1/models/penguins:predict", json={"instances": [dict(rows[0], island="Atlantis")]})
+        assert r.status_code == 422
+        send([])
+        history = points()
+        page = client.get("/v1/models/penguins/monitor", headers={"Accept": "text/html"}).text
+    shifted = history[-1]
+    assert calm["drift"][SHIFTED] < 0.25 < shifted["drift"][SHIFTED]
+    assert any(p["rejection_rate"] == 1.0 for p in history[-3:])  # the only row of that minute was refused
+    assert set(shifted["segments"]) == {"island=Biscoe", "island=Dream", "island=Torgersen", "island=_other"}
+    assert all(0 < p["mean_confidence"] <= 1 for p in history if p["mean_confidence"] is not None)
+    trends = page[page.index("<div id='trends'>") :]
+    assert trends.count("<svg") >= 4 and "polyline" in trends and "Estimated accuracy per segment value" in trends
+    assert 'http-equiv="refresh"' in page  # the page refreshes itself
