@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import numpy as np
 import pytest
 
 from gateway.fitting import fit_segments
-from gateway.spec import NumberFeature, load_spec
-from tests.integration.support import PENGUINS_MODEL, PENGUINS_SPEC
+from gateway.spec import MAX_SEGMENT_VALUES, CategoryFeature, NumberFeature, encode_spec, load_spec
+from tests.integration.support import ADMIN_TOKEN, PENGUINS_MODEL, PENGUINS_SPEC, admin, assert_problem, bundle
 from tests.integration.test_prometheus import Prometheus
 from tests.system import require_binary
 
@@ -144,3 +145,41 @@ def test_the_page_draws_the_trend_of_each_segment(start_server: Any, tmp_path: P
     trends = page[page.index("<div id='trends'>") :]
     assert trends.count("<svg") >= 4 and "polyline" in trends and "Estimated accuracy per segment value" in trends
     assert 'http-equiv="refresh"' in page  # the page refreshes itself
+
+
+def test_registration_refuses_bad_segments_and_stores_the_importance(start_server: Any, tmp_path: Path) -> None:
+    server = start_server(env={"DRIFTGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    base = PENGUINS_SPEC.read_text()
+    spec = load_spec(PENGUINS_SPEC)
+    many = encode_spec(
+        msgspec.structs.replace(
+            spec,
+            features=tuple(
+                CategoryFeature(name=f.name, categories=tuple(f"i{k}" for k in range(MAX_SEGMENT_VALUES + 1)))
+                if f.name == "island"
+                else f
+                for f in spec.features
+            ),
+        )
+    ).decode()
+    with httpx.Client(base_url=server.url, timeout=60, headers=admin()) as client:
+        for text, message in (
+            (base + "segments:\n- feature: year\n", "segment feature 'year' is an integer, not a category"),
+            (base + "segments:\n- feature: colour\n", "segment 'colour' is not a feature of the spec"),
+            (many + "segments:\n- feature: island\n", f"has {MAX_SEGMENT_VALUES + 1} values; at most {MAX_SEGMENT_VALUES}"),
+        ):
+            r = client.put("/v1/models/penguins/versions/2", files=bundle(PENGUINS_MODEL.read_bytes(), text.encode()))
+            problem = assert_problem(r, 422)
+            assert message in problem["detail"] and "\n" not in problem["detail"], problem["detail"]
+        assert not (server.repository / "penguins" / "2").exists()
+        good = segmented_repository(tmp_path / "good") / "penguins" / "1" / "spec.yaml"
+        r = client.put("/v1/models/penguins/versions/2", files=bundle(PENGUINS_MODEL.read_bytes(), good.read_bytes()))
+        assert r.status_code in (200, 201), r.text
+        stored = json.loads((server.repository / "penguins" / "2" / "importance.json").read_text())
+        assert max(stored["values"], key=stored["values"].get) == "bill_length_mm"
+        rows, _ = penguin_traffic(200, seed=3)
+        assert client.post("/v1/models/penguins/versions/2:predict", json={"instances": rows}).status_code == 200
+        snap = client.get("/v1/models/penguins/monitor", params={"version": "2"}).json()
+        assert {e["feature"] for e in snap["drift_impact"]["features"]} <= set(stored["values"])
+        assert snap["drift_impact"]["importance_rows"] == 1000
+        assert [s["value"] for s in snap["segments"]] == ["Biscoe", "Dream", "Torgersen", "_other"]

@@ -92,6 +92,8 @@ def test_a_segment_that_is_not_a_category_or_has_too_many_values_is_refused(data
             for f in base.features
         ),
     )
+    with pytest.raises(UsageError, match=f"'island' has {MAX_SEGMENT_VALUES + 1} values; at most {MAX_SEGMENT_VALUES}"):
+        fit_segments(many, data, ["island"])
     text = encode_spec(many).decode() + "segments:\n- feature: island\n"
     with pytest.raises(SpecError, match=f"has {MAX_SEGMENT_VALUES + 1} values; at most {MAX_SEGMENT_VALUES}"):
         decode_spec(text)
