@@ -365,7 +365,10 @@ def _reviews_html(model: str, reviews: dict[str, Any] | None) -> str:
     for r in reviews["rows"]:
         action = f"/v1/models/{quote(model)}/reviews/{quote(r['id'])}"
         if reviews["labels"]:
-            options = "".join(f"<option>{html.escape(label)}</option>" for label in reviews["labels"])
+            said = r["prediction"].get("label")  # preselected: agreeing with the model is one click
+            options = "".join(
+                f"<option{' selected' if label == said else ''}>{html.escape(label)}</option>" for label in reviews["labels"]
+            )
             field = f"<select name='label' aria-label='label'>{options}</select>"
         else:
             field = "<input name='value' type='number' step='any' aria-label='value' required>"
@@ -423,6 +426,7 @@ def render_html(snap: dict[str, Any]) -> str:
 <p>Live window: {snap["window"]["rows"]} rows (statistics from {snap["window"]["min_rows"]} rows).
 Predicted {rows["predicted"]} rows, rejected {rows["rejected"]} (rate {rows["rejection_rate"]:.3f}),
 flagged {rows["flagged"]}, clipped {rows["clipped"]}, sent for review {rows["review"]}.</p>
+{_trends_html(snap["history"]["points"], snap["history"]["interval_seconds"])}
 <h2>Input drift</h2>
 <table id="drift"><tr><th>feature</th><th>type</th><th>PSI</th><th>KS / JS</th><th>unseen</th><th>missing</th><th>status</th></tr>{drift_rows}</table>
 <h2>Output against baseline</h2>
@@ -431,7 +435,6 @@ flagged {rows["flagged"]}, clipped {rows["clipped"]}, sent for review {rows["rev
 <h2>Rejections</h2>
 <table><tr><th>reason</th><th>violations</th></tr>{reasons or "<tr><td>none</td><td>0</td></tr>"}</table>
 <table><tr><th>feature</th><th>violations</th></tr>{by_feature or "<tr><td>none</td><td>0</td></tr>"}</table>
-{_trends_html(snap["history"]["points"], snap["history"]["interval_seconds"])}
 {_impact_html(snap.get("drift_impact"))}
 {_segments_html(snap.get("segments"))}
 {_reviews_html(snap["model"], snap.get("reviews"))}
