@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http_bench import Server, run_wrk, v1_body  # noqa: E402
+from http_bench import Server, run_wrk, v1_body
 
-from gateway.fitting import fit_segments  # noqa: E402
-from gateway.samples import sample_records  # noqa: E402
-from gateway.spec import load_spec  # noqa: E402
+from gateway.fitting import fit_segments
+from gateway.samples import sample_records
+from gateway.spec import load_spec
 
 
 def repository(root: Path, segments: list[str]) -> Path:
@@ -71,7 +71,7 @@ def main() -> int:
             for server in servers.values():  # warm up: the first requests load caches
                 run_wrk(f"{server.url}/v1/models/penguins:predict", body, "", args.connections, 1, args.client_cpu or None)
             ratios = []
-            print(f"| round | plain req/s | segmented req/s | segmented / plain |\n|---|---|---|---|")
+            print("| round | plain req/s | segmented req/s | segmented / plain |\n|---|---|---|---|")
             for r in range(args.rounds):
                 rps = {}
                 order = list(servers) if r % 2 == 0 else list(reversed(servers))

@@ -74,7 +74,7 @@ def report(prefix: str) -> None:
         )
 
     per = {mode: (total(f"{prefix}.{mode}.3000") - total(f"{prefix}.{mode}.1000")) / 2000 for mode in ("plain", "segmented")}
-    print(f"| spec | instructions per one-row V1 answer |\n|---|---:|")
+    print("| spec | instructions per one-row V1 answer |\n|---|---:|")
     for mode, value in per.items():
         print(f"| {mode} | {value:,.0f} |")
     print(f"\nsegmented / plain: {per['segmented'] / per['plain']:.3f}")
