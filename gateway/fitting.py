@@ -31,8 +31,6 @@ import numpy as np
 
 from gateway.errors import UsageError
 from gateway.spec import (
-    MAX_SEGMENT_VALUES,
-    MAX_SEGMENTS,
     BooleanFeature,
     CategoryBaseline,
     CategoryFeature,
@@ -53,6 +51,7 @@ from gateway.spec import (
     Segmentation,
     SegmentBaseline,
     Standardize,
+    check_segments,
 )
 from gateway.table import Columns, to_columns
 
@@ -279,21 +278,12 @@ def fit_segments(spec: FeatureSpec, data: Any, features: Sequence[str]) -> Featu
             ``MAX_SEGMENT_VALUES`` values (or more than ``MAX_SEGMENTS`` names).
     """
     from gateway.monitoring.drift import BatchBinner, build_segments
-    from gateway.spec import _article
 
+    try:
+        check_segments(spec.features, tuple(Segmentation(feature=name) for name in dict.fromkeys(features)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     by_name = {f.name: f for f in spec.features}
-    for name in features:
-        f = by_name.get(name)
-        if f is None:
-            raise UsageError(f"segment {name!r} is not a feature of the spec (features: {', '.join(by_name)})")
-        if not isinstance(f, CategoryFeature):
-            raise UsageError(f"segment feature {name!r} is {_article(f.__struct_config__.tag)}, not a category")
-        if len(f.categories) > MAX_SEGMENT_VALUES:
-            raise UsageError(
-                f"segment feature {name!r} has {len(f.categories)} values; at most {MAX_SEGMENT_VALUES} may slice monitoring"
-            )
-    if len(set(features)) > MAX_SEGMENTS:
-        raise UsageError(f"at most {MAX_SEGMENTS} segment features, not {len(set(features))}")
     checked = spec.guards.check(to_columns(data, spec.feature_names, spec.guards.ignored))
     segments = [s for s in build_segments(spec) if not s.name.startswith("_")]
     binner = BatchBinner(segments)

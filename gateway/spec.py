@@ -59,6 +59,7 @@ __all__ = [
     "SegmentBaseline",
     "Segmentation",
     "Standardize",
+    "check_segments",
     "feature_spec_schema",
     "load_spec",
     "output_column_names",
@@ -451,7 +452,8 @@ def _article(word: Any) -> str:
     return f"{'an' if str(word)[:1] in 'aeiou' else 'a'} {word}"
 
 
-def _check_segments(features: tuple[Feature, ...], segments: tuple[Segmentation, ...]) -> None:
+def check_segments(features: tuple[Feature, ...], segments: tuple[Segmentation, ...]) -> None:
+    """Raise ``ValueError`` naming the first segment that a spec of ``features`` cannot take."""
     by_name = {f.name: f for f in features}
     if len(segments) > MAX_SEGMENTS:
         raise ValueError(f"a spec may name at most {MAX_SEGMENTS} segment features, not {len(segments)}")
@@ -526,7 +528,7 @@ class FeatureSpec(Base, frozen=True, kw_only=True, dict=True):
         clashes = _repeated(columns)
         if clashes:
             raise ValueError(f"the transform's output columns must be unique; repeated: {', '.join(clashes)}")
-        _check_segments(self.features, self.segments)
+        check_segments(self.features, self.segments)
         if self.format != SPEC_FORMAT:
             raise ValueError(f"unsupported spec format {self.format}; this driftgate reads {SPEC_FORMAT}")
 
