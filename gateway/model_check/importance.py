@@ -155,8 +155,8 @@ def compute_importance(
     """Permutation importance of every feature of ``spec`` for ``model`` (ONNX bytes).
 
     Args:
-        rows: held-out rows (records, columns or a DataFrame) that pass the spec; None:
-            ``n`` rows drawn from the spec's baselines (``baseline_rows``).
+        rows: held-out rows (records, columns or a DataFrame; those the spec refuses are
+            left out); None: ``n`` rows drawn from the spec's baselines (``baseline_rows``).
         labels: their true labels (classifiers) or values (regressors); None: the model's
             own predictions stand in.
 
@@ -169,8 +169,9 @@ def compute_importance(
         rows, labels, basis = baseline_rows(spec, n, seed), None, BASIS_SAMPLED
     else:
         basis = BASIS_HELD_OUT if labels is not None else BASIS_UNLABELLED
-    checked = spec.guards.enforce(to_columns(rows, spec.feature_names, spec.guards.ignored))
+    checked = spec.guards.check(to_columns(rows, spec.feature_names, spec.guards.ignored))
     matrix = spec.transformer.apply(checked.columns, checked.n_rows)
+    keep = ~checked.rejected if checked.rejected is not None else None  # rows the spec refuses are left out
     classification = spec.output is not None and spec.output.task == "classification"
     truth: list[Any] | None = None
     if labels is not None:
@@ -182,6 +183,13 @@ def compute_importance(
             truth = [float(v) for v in labels]
         if len(truth) != checked.n_rows:
             raise ValueError(f"{len(truth)} labels for {checked.n_rows} rows")
+        if keep is not None:
+            truth = [t for t, kept in zip(truth, keep.tolist(), strict=True) if kept]
+    if keep is not None:
+        matrix = matrix[keep]
+    if not len(matrix):
+        log.info("feature importance not computed: no row passes the spec")
+        return None
     request = msgspec.msgpack.encode(
         {
             "model": model,

@@ -46,7 +46,8 @@ def records() -> tuple[list[dict[str, Any]], list[str]]:
 def test_importance_from_held_out_rows_or_the_baselines(records: tuple[list[dict[str, Any]], list[str]]) -> None:
     model, spec = (PENGUINS / "model.onnx").read_bytes(), load_spec(PENGUINS / "spec.yaml")
     sampled = compute_importance(model, spec)
-    held_out = compute_importance(model, spec, records[0], records[1])
+    bad = {**records[0][0], "island": "Atlantis"}  # refused by the spec: left out, with its label
+    held_out = compute_importance(model, spec, [*records[0], bad], [*records[1], "Adelie"])
     assert sampled is not None and held_out is not None
     assert sampled.basis == BASIS_SAMPLED and held_out.basis == BASIS_HELD_OUT
     assert held_out.rows == len(records[0]) and sampled.rows == 1000 and sampled.repeats >= 1
