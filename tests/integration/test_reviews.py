@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
 
 from gateway.spec import NumberFeature, load_spec
 from tests.helpers.metrics import scrape, series
@@ -106,6 +107,7 @@ def test_a_person_answers_the_queue_over_http(start_server: Any, tmp_path: Path)
         assert waiting == listed["length"] - 2
         assert list(series(metrics, "driftgate_review_queue_rows", model="penguins").values()) == [float(waiting)]
 
+@pytest.mark.slow
 def test_a_flood_keeps_the_queue_bounded_across_workers(start_server: Any, tmp_path: Path) -> None:
     server = start_server(
         repository=review_repository(tmp_path / "models"),

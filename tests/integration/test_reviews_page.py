@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.integration.test_reviews import ambiguous_rows, review_repository
 from tests.system import require_binary
@@ -103,6 +104,7 @@ class DevTools:
         os.close(self._read)
 
 
+@pytest.mark.slow
 def test_a_person_answers_a_queued_row_from_the_monitor_page(start_server: Any, tmp_path: Path) -> None:
     binary = require_binary("/usr/bin/chromium", "chromium")
     server = start_server(repository=review_repository(tmp_path / "models"))

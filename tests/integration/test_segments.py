@@ -107,6 +107,7 @@ def test_a_segment_that_goes_wrong_alone_is_named(start_server: Any, tmp_path: P
         prometheus.stop()
 
 
+@pytest.mark.slow
 def test_the_page_draws_the_trend_of_each_segment(start_server: Any, tmp_path: Path) -> None:
     server = start_server(
         repository=segmented_repository(tmp_path / "models"),
