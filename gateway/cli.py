@@ -103,6 +103,7 @@ def cmd_fit_spec(args: argparse.Namespace) -> int:
         margin=args.margin,
         bins=args.bins,
         review_threshold=args.review_threshold,
+        segments=args.segment or (),
         report=decisions.append,
     )
     if progress:
@@ -375,6 +376,9 @@ def _add_fit_spec(sub: Subparsers) -> None:
     )
     fit.add_argument("--bins", type=_positive_int, default=10, help="quantile bins per numeric baseline (default: 10)")
     fit.add_argument("--review-threshold", type=float, help="mark classifications below this confidence for review")
+    fit.add_argument(
+        "--segment", action="append", metavar="COLUMN", help="a category feature whose values slice monitoring (repeatable)"
+    )
     _add_progress(fit)
     fit.set_defaults(handler=cmd_fit_spec)
 

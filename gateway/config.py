@@ -59,7 +59,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     feedback_window: Annotated[int, Meta(ge=10)] = 10_000
     """Feedback rows over which online accuracy (or MAE/RMSE) is computed."""
     prediction_store_size: Annotated[int, Meta(ge=1024)] = 1 << 20
-    """Recent predictions kept for feedback joins (36 bytes each; fixed at start)."""
+    """Recent predictions kept for feedback joins (40 bytes each; fixed at start)."""
+    history_seconds: Annotated[float, Meta(gt=0)] = 60.0
+    """Seconds between the points of each model's short history, drawn on the monitor page
+    (``gateway.monitoring.history``: the last 240 points are kept)."""
+    review_queue_size: Annotated[int, Meta(ge=1)] = 10_000
+    """Rows per model waiting for a person's review (low confidence or flagged); the oldest
+    leave first, counted (``gateway.monitoring.reviews``)."""
     prediction_ttl_seconds: Annotated[float, Meta(gt=0)] = 7 * 86400
     """Feedback for a prediction older than this counts as expired."""
     guards: bool = True

@@ -14,6 +14,8 @@ Every failure that driftgate reports to a caller is a ``GatewayError``. The tree
     ├── UnauthorizedError    401    admin endpoint without the right bearer token
     ├── AdminDisabledError   403    admin endpoint called on a server without a token
     ├── ModelNotFoundError   404    no such model or version
+    ├── ReviewNotFoundError  404    no such row in the model's review queue
+    ├── ReviewAnswerError    422    a review answer with an unknown label or a non-number value
     ├── NotOnThisListenerError 404  an admin endpoint off the admin listener, or the reverse
     ├── ModelConflictError   409    the version exists already
     ├── ModelNotReadyError   503    the model is loading or unloading
@@ -58,6 +60,8 @@ __all__ = [
     "PayloadError",
     "PayloadTooLargeError",
     "RequestTimeoutError",
+    "ReviewAnswerError",
+    "ReviewNotFoundError",
     "ShuttingDownError",
     "SpecError",
     "SpecMismatchError",
@@ -223,6 +227,27 @@ class ModelNotFoundError(GatewayError):
     title = "Model not found"
     status_hint = 404
     reason = "not_found"
+
+
+class ReviewNotFoundError(GatewayError):
+    """No row with this id waits in the model's review queue: it was answered already, left
+    the full queue, or never needed a review. List the queue with
+    ``GET /v1/models/{name}/reviews``."""
+
+    code = "review-not-found"
+    title = "Review not found"
+    status_hint = 404
+    reason = "not_found"
+
+
+class ReviewAnswerError(GatewayError):
+    """A review answer the model cannot take: a label it does not know, or a value that is
+    not a finite number. Nothing was recorded; the row stays in the queue."""
+
+    code = "invalid-review-answer"
+    title = "Invalid review answer"
+    status_hint = 422
+    reason = "malformed"
 
 
 class NotOnThisListenerError(GatewayError):

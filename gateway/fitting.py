@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 
 from gateway.errors import UsageError
@@ -47,11 +48,14 @@ from gateway.spec import (
     Output,
     OutputBaseline,
     Passthrough,
+    Segmentation,
+    SegmentBaseline,
     Standardize,
+    check_segments,
 )
 from gateway.table import Columns, to_columns
 
-__all__ = ["DEFAULT_BINS", "TAIL_PROBABILITY", "TRANSFORMS", "UNSEEN_TOLERANCE", "fit_spec"]
+__all__ = ["DEFAULT_BINS", "TAIL_PROBABILITY", "TRANSFORMS", "UNSEEN_TOLERANCE", "fit_segments", "fit_spec"]
 
 TAIL_PROBABILITY = 1e-6
 """How likely an unseen value of the training distribution may fall beyond each end of a
@@ -148,6 +152,7 @@ def fit_spec(
     category_transform: str = "onehot",
     max_categories: int = DEFAULT_MAX_CATEGORIES,
     review_threshold: float | None = None,
+    segments: Sequence[str] = (),
     description: str = "",
     report: Report | None = None,
 ) -> FeatureSpec:
@@ -180,6 +185,8 @@ def fit_spec(
         max_categories: a text column with more distinct values is left out (or, listed
             in ``features``, refused) unless it is in ``keep``.
         review_threshold: classification rows with lower confidence are marked for review.
+        segments: category features whose values slice monitoring, each with the other
+            features' baselines fitted on its rows (``fit_segments``).
         report: called with one line per decision (a column left out, a vocabulary's policy).
 
     Raises:
@@ -257,7 +264,55 @@ def fit_spec(
     if unused:
         raise UsageError(f"bounds given for columns that are not features: {', '.join(unused)}")
     output = _fit_output(target, columns, review_threshold, tidy=margin is None) if target is not None else None
-    return FeatureSpec(name=name, features=tuple(fitted), output=output, description=description, ignored_fields=tuple(left_out))
+    spec = FeatureSpec(name=name, features=tuple(fitted), output=output, description=description, ignored_fields=tuple(left_out))
+    return fit_segments(spec, columns, segments) if segments else spec
+
+
+def fit_segments(spec: FeatureSpec, data: Any, features: Sequence[str]) -> FeatureSpec:
+    """``spec`` with ``segments``: for each named category feature and each of its values,
+    the training counts of every other feature among that value's rows, in the very bins
+    live drift is counted in (the spec's own guards and drift binning, so the two agree).
+
+    Raises:
+        UsageError: a name that is not a feature, not a category, or one with more than
+            ``MAX_SEGMENT_VALUES`` values (or more than ``MAX_SEGMENTS`` names).
+    """
+    from gateway.monitoring.drift import BatchBinner, build_segments
+
+    try:
+        check_segments(spec.features, tuple(Segmentation(feature=name) for name in dict.fromkeys(features)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    by_name = {f.name: f for f in spec.features}
+    checked = spec.guards.check(to_columns(data, spec.feature_names, spec.guards.ignored))
+    segments = [s for s in build_segments(spec) if not s.name.startswith("_")]
+    binner = BatchBinner(segments)
+    grid = np.concatenate(binner.grids(checked.columns, checked.imputed), axis=1)
+    size = sum(s.size for s in segments)
+    fitted: list[Segmentation] = []
+    for name in dict.fromkeys(features):
+        f = by_name[name]
+        assert isinstance(f, CategoryFeature)
+        k = len(f.categories)
+        codes = np.asarray(checked.columns[name], dtype=np.intp)
+        imputed = checked.imputed.get(name)
+        known = (codes >= 0) & (codes < k)
+        if imputed is not None:
+            known &= ~np.asarray(imputed, dtype=np.bool_)
+        rows = np.flatnonzero(known)
+        flat = (codes[rows, None] * size + grid[rows]).ravel()
+        counts = np.bincount(flat, minlength=k * size).reshape(k, size)
+        per_value = np.bincount(codes[rows], minlength=k)
+        baselines = []
+        for v, value in enumerate(f.categories):
+            own = {
+                s.name: tuple(int(c) for c in counts[v, s.offset : s.offset + s.size].tolist())
+                for s in segments
+                if s.name != name
+            }
+            baselines.append(SegmentBaseline(value=value, rows=int(per_value[v]), counts=own))
+        fitted.append(Segmentation(feature=name, baselines=tuple(baselines)))
+    return msgspec.structs.replace(spec, segments=tuple(fitted))
 
 
 def _silent(_line: str) -> None:

@@ -26,6 +26,7 @@ import gc
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.batching import Batcher, parse_batching
@@ -33,8 +34,10 @@ from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, ModelNotFoundError, ModelNotReadyError
 from gateway.monitoring.feedback import PredictionLog, SharedPredictionLog
 from gateway.monitoring.fleet import Fleet, FleetRequestCounts, WorkerContext
+from gateway.monitoring.history import HistorySampler
 from gateway.monitoring.metrics import new_metrics_registry
 from gateway.monitoring.requests import RequestCounts
+from gateway.monitoring.reviews import ReviewQueue
 from gateway.registry import ModelRegistry
 from gateway.repository import MODEL_FILE, SPEC_FILE, ModelRepository, VersionEntry
 from gateway.unloads import POLL_INTERVAL, UnloadedModels
@@ -82,8 +85,16 @@ class Gateway:
         }
         if self.fleet is not None:
             monitor["fleet"] = self.fleet
+        self.reviews = ReviewQueue(
+            Path(worker.folder) / "reviews.sqlite" if worker is not None else None, settings.review_queue_size
+        )
+        """Rows waiting for a person (``gateway.monitoring.reviews``), shared by the workers."""
+        monitor["reviews"] = self.reviews
+        self.history = HistorySampler(self.served_metrics, settings.history_seconds)
+        """Samples every served version's short history (``gateway.monitoring.history``)."""
         self.model_registry = ModelRegistry(self.collector, monitor)
         self.collector.ready = lambda: self.ready
+        self.collector.reviews = self.reviews.stats
         self.collector.failures = lambda: [(f.name, f.version) for f in self.model_registry.failures()]
         self.predictions: PredictionLog
         if worker is not None:
@@ -153,11 +164,13 @@ class Gateway:
             self._follower.start()
         self._thread = threading.Thread(target=self._run, name="driftgate-loader", daemon=True)
         self._thread.start()
+        self.history.start()
         if self.fleet is not None:
             self.fleet.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.history.stop()
         for thread in (self._thread, self._follower):
             if thread is not None:
                 thread.join(timeout=5)

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from gateway.baseline import decode_baseline
 from gateway.errors import GatewayError, ModelNotFoundError, SpecError
 from gateway.model_check import check_model
+from gateway.model_check.importance import read_importance
 from gateway.monitoring.metrics import ModelMetrics
-from gateway.repository import BASELINE_FILE
+from gateway.repository import BASELINE_FILE, IMPORTANCE_FILE
 from gateway.runtime import OnnxRuntime
 from gateway.spec import decode_spec
 
@@ -227,6 +228,7 @@ class ModelRegistry:
             model = load_model(
                 entry.name, entry.version, entry.read_model(), entry.read_spec(), intra_op_threads, self.monitor, baseline
             )
+            model.metrics.importance = read_importance(entry.path / IMPORTANCE_FILE)
             self.add(model)
             return model
         except (GatewayError, OSError) as exc:

@@ -32,6 +32,9 @@ MODEL_FILE = "model.onnx"
 SPEC_FILE = "spec.yaml"
 BASELINE_FILE = "baseline.json"
 """Optional: what the version did on held-out rows at registration (``gateway.baseline``)."""
+IMPORTANCE_FILE = "importance.json"
+"""The version's permutation importance per feature, computed at registration
+(``gateway.model_check.importance``); a version without it is served all the same."""
 STAGING = ".staging"
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -132,8 +135,11 @@ class ModelRepository:
     def next_version(self, name: str) -> int:
         return max(self.versions(name), default=0) + 1
 
-    def add(self, name: str, version: int | None, model: bytes, spec: bytes, baseline: bytes | None = None) -> VersionEntry:
-        """Write a new version atomically (with its ``baseline.json`` when given) and return it.
+    def add(
+        self, name: str, version: int | None, model: bytes, spec: bytes, extra: dict[str, bytes] | None = None
+    ) -> VersionEntry:
+        """Write a new version atomically and return it (``extra``: more files of the version,
+        by name, such as ``BASELINE_FILE`` and ``IMPORTANCE_FILE``).
 
         Raises:
             UsageError: a bad name or version.
@@ -148,8 +154,7 @@ class ModelRepository:
         staging.mkdir(exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=f"{name}-{number}-p{os.getpid()}-", dir=staging))
         try:
-            files = [(MODEL_FILE, model), (SPEC_FILE, spec), *([(BASELINE_FILE, baseline)] if baseline is not None else [])]
-            for filename, data in files:
+            for filename, data in ((MODEL_FILE, model), (SPEC_FILE, spec), *(extra or {}).items()):
                 with open(folder / filename, "wb") as fh:
                     fh.write(data)
                     fh.flush()

@@ -15,10 +15,20 @@ import msgspec
 import numpy as np
 
 from gateway.baseline import encode_baseline
-from gateway.errors import GatewayError, InferenceFailedError, InputRejectedError, ModelConflictError, UsageError
+from gateway.errors import (
+    GatewayError,
+    InferenceFailedError,
+    InputRejectedError,
+    ModelConflictError,
+    ReviewAnswerError,
+    ReviewNotFoundError,
+    UsageError,
+)
+from gateway.model_check.importance import compute_importance
 from gateway.monitoring.metrics import PredictedBatch
+from gateway.monitoring.reviews import review_entries
 from gateway.registry import LoadedModel, load_runtime
-from gateway.repository import check_name, check_version
+from gateway.repository import BASELINE_FILE, IMPORTANCE_FILE, check_name, check_version
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,6 +48,7 @@ __all__ = [
     "FeedbackRequest",
     "Outcome",
     "Prepared",
+    "answer_review",
     "complete",
     "predict",
     "prepare",
@@ -81,12 +92,16 @@ class Prepared:
     and thrown away (a missed deadline) without anything having been counted.
     """
 
-    __slots__ = ("checked", "matrix", "t0", "t1", "t2")
+    __slots__ = ("checked", "matrix", "raw", "t0", "t1", "t2")
 
-    def __init__(self, checked: Checked, matrix: NDArray[np.float32] | None, t0: float, t1: float, t2: float) -> None:
+    def __init__(
+        self, checked: Checked, matrix: NDArray[np.float32] | None, t0: float, t1: float, t2: float, raw: Any = None
+    ) -> None:
         self.checked = checked
         self.matrix = matrix
         self.t0, self.t1, self.t2 = t0, t1, t2
+        self.raw = raw
+        """The batch as the client sent it (``Columns``): what a review entry shows."""
 
 
 def prepare(model: LoadedModel, columns: Columns, *, guarded: bool = True) -> Prepared:
@@ -96,9 +111,9 @@ def prepare(model: LoadedModel, columns: Columns, *, guarded: bool = True) -> Pr
     checked = model.guards.check(columns) if guarded else model.guards.trust(columns)
     t1 = time.perf_counter()
     if checked.rejected is not None:
-        return Prepared(checked, None, t0, t1, t1)
+        return Prepared(checked, None, t0, t1, t1, columns)
     matrix = model.transform.apply(checked.columns, checked.n_rows, checked.matrix, checked.row)
-    return Prepared(checked, matrix, t0, t1, time.perf_counter())
+    return Prepared(checked, matrix, t0, t1, time.perf_counter(), columns)
 
 
 def reject(model: LoadedModel, prepared: Prepared, *, monitored: bool = True) -> NoReturn:
@@ -109,7 +124,7 @@ def reject(model: LoadedModel, prepared: Prepared, *, monitored: bool = True) ->
     assert checked.rejected is not None
     if monitored:
         model.metrics.time_stage("validate", prepared.t1 - prepared.t0)
-        model.metrics.count_rejected(n, checked.violations)
+        model.metrics.count_rejected(n, checked.violations, checked)
     bad = int(checked.rejected.sum())
     raise InputRejectedError(
         f"{bad} of {n} rows break the feature spec of {model.name!r}; no row was predicted ({summarize(rejecting)})",
@@ -167,10 +182,24 @@ def complete(
     if not monitored:
         outcome.ids = [""] * n
         return outcome
-    outcome.ids = log.record(model.name, model.version, n, outcome.label_index, outcome.values)
+    slicing = model.metrics.slicing
+    segments: Any = 0
+    if slicing.count:
+        columns = checked.columns
+        if n == 1 and type(columns[slicing.segment_names[0]]) is list:
+            segments = slicing.pack_one(columns, checked.imputed)
+        else:
+            imputed = {k: v for k, v in checked.imputed.items() if k in slicing.segment_names}
+            segments = slicing.pack(slicing.codes(columns, imputed, n))
+    outcome.ids = log.record(model.name, model.version, n, outcome.label_index, outcome.values, segments)
     if checked.violations:
         for v in checked.violations:
             outcome.marks.setdefault(v.row, []).append(v)
+    reviews = model.metrics.reviews
+    if reviews is not None and (outcome.review is not None or checked.flagged is not None):
+        entries = review_entries(model, prepared, outcome, outcome.review)
+        if entries:
+            reviews.add(model.name, entries)
     model.metrics.count_predicted(
         PredictedBatch(
             rows=n,
@@ -230,7 +259,7 @@ def record_feedback(
     id in the ring of the worker that predicted it.
     """
     default = model_registry.get(name)
-    versions, predicted_labels, predicted_values, status = log.join(name, [item.id for item in items])
+    versions, predicted_labels, predicted_values, segments, status = log.join_segments(name, [item.id for item in items])
     output = default.spec.output
     classification = output is not None and output.task == "classification"
     label_index = {label: i for i, label in enumerate(output.labels)} if classification and output else {}
@@ -276,14 +305,60 @@ def record_feedback(
         truth_bins = reference.bin_values(truths) if reference is not None else None
         with metrics.lock:
             if classification:
-                metrics.feedback.add(correct=predicted_labels[index] == truths.astype(np.int32), truth_bins=truth_bins)
+                correct = predicted_labels[index] == truths.astype(np.int32)
+                metrics.feedback.add(correct=correct, truth_bins=truth_bins)
+                if metrics.slicing.count:
+                    metrics.segments.add_feedback(segments[index], correct=correct)
             else:
-                metrics.feedback.add(errors=predicted_values[index] - truths, truth_bins=truth_bins)
+                errors = predicted_values[index] - truths
+                metrics.feedback.add(errors=errors, truth_bins=truth_bins)
+                if metrics.slicing.count:
+                    metrics.segments.add_feedback(segments[index], errors=errors)
             metrics.feedback_counts["matched"] += len(pairs)
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):
             default.metrics.feedback_counts[outcome] += counts[outcome]
     return {"received": len(items), **counts, "problems": invalid}
+
+
+def answer_review(
+    model_registry: ModelRegistry, log: PredictionLog, name: str, review_id: str, answer: Any
+) -> dict[str, Any]:
+    """A person's answer to a queued row (``gateway.monitoring.reviews``): ``{"label": ...}``
+    (classifiers) or ``{"value": ...}`` (regressors). Checked first, then the row is taken off
+    the queue and the answer recorded as feedback for that prediction.
+
+    Raises:
+        ModelNotFoundError: no such model. ReviewNotFoundError: no such row in its queue.
+        ReviewAnswerError: a label the model does not know, a value that is not a finite
+            number, or neither (nothing is recorded, the row stays).
+    """
+    model = model_registry.get(name)
+    reviews = model.metrics.reviews
+    entry = reviews.get(name, review_id) if reviews is not None else None
+    if entry is None:
+        raise ReviewNotFoundError(f"no row {review_id[:80]!r} waits in the review queue of {name!r}")
+    output = model.spec.output
+    if not isinstance(answer, dict) or set(answer) - {"label", "value"} or len(answer) != 1:
+        raise ReviewAnswerError('a review answer is {"label": ...} for a classifier or {"value": ...} for a regressor')
+    if output is not None and output.task == "classification":
+        label = answer.get("label")
+        if "label" not in answer or not isinstance(label, str | int | bool) or _label_text(label) not in output.labels:
+            raise ReviewAnswerError(f"label {label!r} is not one of the model's labels {list(output.labels)}")
+        item = FeedbackItem(review_id, label=label)
+        agreed: bool | None = _label_text(label) == entry["prediction"].get("label")
+    else:
+        value = answer.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ReviewAnswerError(f"a regressor's review answer needs a finite number 'value', not {value!r}")
+        item = FeedbackItem(review_id, value=float(value))
+        agreed = None
+    assert reviews is not None
+    if not reviews.take(name, review_id, agreed):
+        raise ReviewNotFoundError(f"row {review_id[:80]!r} of {name!r} was answered meanwhile")
+    result = record_feedback(model_registry, log, name, [item])
+    outcome = next(k for k in ("matched", "unknown_id", "expired", "duplicate", "invalid") if result[k])
+    return {"id": review_id, **answer, "agreed": agreed, "feedback": outcome}
 
 
 def _label_text(label: Any) -> str:
@@ -322,6 +397,10 @@ def register_model(
 ) -> LoadedModel:
     """Check, load, store and serve a new version. A refusal changes nothing.
 
+    Each feature's permutation importance is computed (on the rows of ``data`` and their
+    targets when given; else on rows drawn from the spec's baselines) in a limited child,
+    bounded in time, and stored with the version (``IMPORTANCE_FILE``).
+
     The model is loaded and checked against the spec before anything is written, so a
     bad bundle never reaches the repository; the version folder is then written
     atomically, and the loaded model swapped in.
@@ -346,6 +425,8 @@ def register_model(
         raise UsageError("the model file is empty")
     spec, runtime = load_runtime(name, number, model, spec_text, intra_op_threads)
     baseline = None
+    rows: Any = None
+    labels: Any = None
     if data is not None:
         from gateway.evaluation import baseline_of, evaluate, read_labelled
 
@@ -355,7 +436,17 @@ def register_model(
         except UsageError as exc:  # said of the file as the client named it, never of a server path
             raise UsageError(str(exc).replace(str(data), name_shown)) from None
         baseline = baseline_of(evaluate(spec, runtime, columns), name_shown)
+        assert spec.output is not None and spec.output.target is not None  # read_labelled checked
+        labels = columns[spec.output.target]
+        rows = {k: v for k, v in columns.items() if k in spec.feature_names}
     loaded = LoadedModel(name, number, spec, runtime, model_registry.monitor, baseline)
-    repository.add(name, number, model, spec_text, encode_baseline(baseline) if baseline is not None else None)
+    importance = compute_importance(model, spec, rows, labels)
+    loaded.metrics.importance = importance
+    extra = {}
+    if baseline is not None:
+        extra[BASELINE_FILE] = encode_baseline(baseline)
+    if importance is not None:
+        extra[IMPORTANCE_FILE] = importance.to_json()
+    repository.add(name, number, model, spec_text, extra)
     model_registry.add(loaded)
     return loaded

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from gateway.violations import Violation
 
 __all__ = [
+    "MAX_SEGMENTS",
+    "MAX_SEGMENT_VALUES",
     "OTHER",
     "SPEC_FORMAT",
     "BooleanFeature",
@@ -54,7 +56,10 @@ __all__ = [
     "Output",
     "OutputBaseline",
     "Passthrough",
+    "SegmentBaseline",
+    "Segmentation",
     "Standardize",
+    "check_segments",
     "feature_spec_schema",
     "load_spec",
     "output_column_names",
@@ -399,6 +404,87 @@ class Output(Base, frozen=True, kw_only=True):
             raise ValueError("output baseline needs one class count per label")
 
 
+# --- segments (category features that slice monitoring) -----------------------------------
+
+MAX_SEGMENTS = 4
+"""Segment features a spec may name: every one multiplies the series of the other features."""
+MAX_SEGMENT_VALUES = 50
+"""Values a segment feature may have (its categories): each is a slice of every other
+feature's drift, so the series stay bounded; values beyond them are counted as ``_other``."""
+
+
+class SegmentBaseline(Base, frozen=True, kw_only=True):
+    """The training rows of one segment value, and the other features' distribution in them."""
+
+    value: str
+    rows: Annotated[int, Meta(ge=0)] = 0
+    counts: dict[str, tuple[int, ...]] = {}
+    """Per feature, its training counts among these rows in the feature's drift bins: the
+    baseline's bins (a number's quantile bins; a category's categories, then unseen; a
+    boolean's false, true), then missing."""
+
+
+class Segmentation(Base, frozen=True, kw_only=True):
+    """A category feature whose values slice monitoring (rows, rejections, confidence,
+    feedback accuracy, and the drift of every other feature against the segment's own
+    training baseline)."""
+
+    feature: Name
+    baselines: tuple[SegmentBaseline, ...] = ()
+    """Per value of the feature (fitted by ``fit-spec --segment``): without them, a segment's
+    drift is measured against the whole training baseline."""
+
+
+def drift_bins(feature: Feature) -> int | None:
+    """The number of drift bins of a feature with a baseline (see ``SegmentBaseline.counts``)."""
+    b = feature.baseline
+    if b is None:
+        return None
+    if isinstance(feature, CategoryFeature):
+        return len(feature.categories) + 2
+    if isinstance(feature, BooleanFeature):
+        return 3
+    assert isinstance(b, NumericBaseline)
+    return len(b.edges) + 2
+
+
+def _article(word: Any) -> str:
+    return f"{'an' if str(word)[:1] in 'aeiou' else 'a'} {word}"
+
+
+def check_segments(features: tuple[Feature, ...], segments: tuple[Segmentation, ...]) -> None:
+    """Raise ``ValueError`` naming the first segment that a spec of ``features`` cannot take."""
+    by_name = {f.name: f for f in features}
+    if len(segments) > MAX_SEGMENTS:
+        raise ValueError(f"a spec may name at most {MAX_SEGMENTS} segment features, not {len(segments)}")
+    dupes = _repeated([s.feature for s in segments])
+    if dupes:
+        raise ValueError(f"segment features must be unique; repeated: {', '.join(dupes)}")
+    for seg in segments:
+        f = by_name.get(seg.feature)
+        if f is None:
+            raise ValueError(f"segment {seg.feature!r} is not a feature of the spec")
+        if not isinstance(f, CategoryFeature):
+            raise ValueError(f"segment feature {seg.feature!r} is {_article(f.__struct_config__.tag)}, not a category")  # noqa: TRY004
+        if len(f.categories) > MAX_SEGMENT_VALUES:
+            raise ValueError(
+                f"segment feature {seg.feature!r} has {len(f.categories)} values; at most {MAX_SEGMENT_VALUES} may slice "
+                "monitoring (choose a coarser feature)"
+            )
+        for b in seg.baselines:
+            if b.value not in f.categories:
+                raise ValueError(f"segment {seg.feature!r}: baseline value {b.value!r} is not one of its categories")
+            for name, counts in b.counts.items():
+                other = by_name.get(name)
+                size = drift_bins(other) if other is not None else None
+                if size is None or name == seg.feature:
+                    raise ValueError(f"segment {seg.feature!r}={b.value}: {name!r} is not another feature with a baseline")
+                if len(counts) != size or any(c < 0 for c in counts):
+                    raise ValueError(
+                        f"segment {seg.feature!r}={b.value}: {name!r} needs {size} non-negative counts, got {len(counts)}"
+                    )
+
+
 # --- the spec ---------------------------------------------------------------------------
 
 
@@ -420,6 +506,9 @@ class FeatureSpec(Base, frozen=True, kw_only=True, dict=True):
     """Fields of the training data the model does not read (identifiers, timestamps, free
     text that fitting left out): a row may carry them, and they are dropped unread, as the
     output's target is."""
+    segments: tuple[Segmentation, ...] = ()
+    """Category features whose values slice monitoring (at most ``MAX_SEGMENTS``, each with
+    at most ``MAX_SEGMENT_VALUES`` categories)."""
     format: int = SPEC_FORMAT
 
     def __post_init__(self) -> None:
@@ -439,6 +528,7 @@ class FeatureSpec(Base, frozen=True, kw_only=True, dict=True):
         clashes = _repeated(columns)
         if clashes:
             raise ValueError(f"the transform's output columns must be unique; repeated: {', '.join(clashes)}")
+        check_segments(self.features, self.segments)
         if self.format != SPEC_FORMAT:
             raise ValueError(f"unsupported spec format {self.format}; this driftgate reads {SPEC_FORMAT}")
 

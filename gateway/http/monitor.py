@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, quote
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -17,11 +18,12 @@ from gateway.monitoring.report import render_html, snapshot
 from gateway.protocol.duplicate_keys import refuse_duplicate_keys
 from gateway.protocol.json_body import decode_json
 from gateway.repository import parse_version
-from gateway.service import FeedbackRequest, record_feedback
+from gateway.service import FeedbackRequest, answer_review, record_feedback
 
 __all__ = ["ROUTES"]
 
 _decode_feedback = msgspec.json.Decoder(FeedbackRequest).decode
+_decode_any = msgspec.json.Decoder().decode
 
 
 @post("/v1/models/{name:str}/feedback", status_code=200, summary="Send ground truth for earlier predictions")
@@ -52,4 +54,60 @@ async def monitor(request: Request[Any, Any, Any], name: str, version: str | Non
     return Response(content=msgspec.json.encode(snap), media_type="application/json")
 
 
-ROUTES = [feedback, monitor]
+MAX_REVIEWS_LISTED = 1000
+
+
+@get("/v1/models/{name:str}/reviews", summary="Rows waiting for a person's review")
+async def reviews(request: Request[Any, Any, Any], name: str, limit: str | None = None) -> Response[bytes]:
+    """The oldest rows of the model's review queue (``?limit=N``, default 100, at most 1000):
+    low-confidence and flagged predictions with their inputs, prediction and why."""
+    gateway = gateway_of(request)
+    gateway.model_registry.get(name)  # 404 for an unknown model
+    count = 100 if limit is None else int(limit) if limit.isdigit() and 1 <= int(limit) <= MAX_REVIEWS_LISTED else 0
+    if not count:
+        raise PayloadError(f"limit must be a whole number from 1 to {MAX_REVIEWS_LISTED}")
+    queue = gateway.reviews
+    stats = queue.stats().get(name, {})
+    body = {
+        "model": name,
+        "reviews": queue.list(name, count),
+        "length": stats.get("length", 0),
+        "capacity": queue.capacity,
+        **{k: stats.get(k, 0) for k in ("queued", "dropped", "answered", "agreed")},
+    }
+    return Response(content=msgspec.json.encode(body), media_type="application/json")
+
+
+@post("/v1/models/{name:str}/reviews/{review_id:str}", status_code=200, summary="Answer a row of the review queue")
+async def answer(request: Request[Any, Any, Any], name: str, review_id: str) -> Response[bytes]:
+    """``{"label": ...}`` (or ``{"value": ...}``): recorded as feedback for that prediction,
+    and the row leaves the queue. A browser form (``application/x-www-form-urlencoded``, as
+    the monitor page sends) is answered with a redirect back to the page."""
+    gateway = gateway_of(request)
+    body = await request.body()
+    form = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+    given: Any
+    if form:
+        fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items() if v and v[0] != ""}
+        given = _form_answer(fields)
+    else:
+        given = decode_json(_decode_any, body, "review answer")
+    result = answer_review(gateway.model_registry, gateway.predictions, name, review_id, given)
+    if form:
+        return Response(
+            content=b"", status_code=303, headers={"Location": f"/v1/models/{quote(name)}/monitor?format=html"}
+        )
+    return Response(content=msgspec.json.encode(result), media_type="application/json")
+
+
+def _form_answer(fields: dict[str, str]) -> dict[str, Any]:
+    """A browser form's fields as a JSON answer (a value field must hold a number)."""
+    if "value" in fields:
+        try:
+            return {"value": float(fields["value"])}
+        except ValueError:
+            return {"value": fields["value"]}  # refused as not a number
+    return {k: v for k, v in fields.items() if k == "label"} or fields
+
+
+ROUTES = [feedback, monitor, reviews, answer]

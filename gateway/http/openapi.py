@@ -107,6 +107,9 @@ def _operation_kind(method: str, path: str) -> tuple[dict[str, Any] | None, tupl
     obj: dict[str, Any] = {"type": "object"}
     if method == "post" and path.startswith("/v1/models/") and path.endswith("/feedback"):
         return _json(_FEEDBACK), ("400", "404", "413", "422"), obj
+    if method == "post" and path.startswith("/v1/models/") and "/reviews/" in path:
+        answer = {"type": "object", "properties": {"label": {"type": ["string", "integer", "boolean"]}, "value": {"type": "number"}}}
+        return {"required": True, "content": {"application/json": {"schema": answer}}}, ("400", "404", "422"), obj
     route = _HOT_TEMPLATES.get(path) if method == "post" else None
     if route is not None:
         body = _json(route.codec.request_schema)

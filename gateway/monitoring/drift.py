@@ -52,6 +52,7 @@ __all__ = [
     "CHUNKS",
     "MIN_ROWS",
     "PSI_FLOOR",
+    "BatchBinner",
     "DriftState",
     "DriftWindow",
     "Segment",
@@ -150,7 +151,7 @@ class Segment:
 
     def bin_batch(self, values: NDArray[Any]) -> NDArray[np.intp]:
         """Segment-local bin of each value of an output segment in a batch (feature
-        segments are binned all at once by ``_BatchBinner``)."""
+        segments are binned all at once by ``BatchBinner``)."""
         if self.kind == "histogram":  # clamp into the recorded range
             return np.clip(np.searchsorted(self.edges, values, side="right") - 1, 0, self.size - 1)
         return values.astype(np.intp, copy=False)  # class indices
@@ -246,7 +247,7 @@ def build_segments(spec: FeatureSpec) -> list[Segment]:
     return segments
 
 
-class _BatchBinner:
+class BatchBinner:
     """Bins every feature segment of a batch at once: the numeric ones with a single
     broadcast comparison against a matrix of their edges (padded with +inf), the
     categorical and boolean ones with a single remap, so the work per batch is a handful
@@ -282,7 +283,12 @@ class _BatchBinner:
 
     def flat_bins(self, columns: Mapping[str, Any], imputed: Mapping[str, Any]) -> list[NDArray[np.intp]]:
         """Flat bin indices (segment offset + bin) of every feature cell of the batch."""
-        parts: list[NDArray[np.intp]] = []
+        return [grid.ravel() for grid in self.grids(columns, imputed)]
+
+    def grids(self, columns: Mapping[str, Any], imputed: Mapping[str, Any]) -> list[NDArray[Any]]:
+        """The flat bin index of every cell, as ``(rows, features)`` blocks: the numeric
+        features' (in ``numeric`` order), then the categories' and booleans' (``coded``)."""
+        parts: list[NDArray[Any]] = []
         if self.numeric:
             values = self._numeric_values(columns)
             # one comparison per edge over the whole (rows, features) block, counted in
@@ -297,7 +303,7 @@ class _BatchBinner:
                 where = self.numeric_missing.get(name)
                 if where is not None:
                     bins[np.asarray(mask, dtype=np.bool_), where[0]] = where[1]
-            parts.append((bins + self.numeric_offsets).ravel())
+            parts.append(bins + self.numeric_offsets)
         if self.coded:
             codes = np.stack([np.asarray(columns[name]).astype(np.intp, copy=False) for name in self.coded], axis=1)
             bins = np.where(codes < 0, self.coded_unseen, codes)
@@ -305,7 +311,7 @@ class _BatchBinner:
                 where = self.coded_missing.get(name)
                 if where is not None:
                     bins[np.asarray(mask, dtype=np.bool_), where[0]] = where[1]
-            parts.append((bins + self.coded_offsets).ravel())
+            parts.append(bins + self.coded_offsets)
         return parts
 
 
@@ -486,12 +492,14 @@ class DriftWindow:
         self.total_rows = 0
         self.total_confidence = 0.0
         self.current = 0
+        self.rotations = 0
+        """Chunks retired so far (the segment window follows them: ``gateway.monitoring.segments``)."""
         self.started = clock()
         self._chunk_rows = max(1, (window_rows or 0) // CHUNKS)
         self._chunk_seconds = (window_seconds or 0.0) / CHUNKS
         self._features = [s for s in self.segments if not s.name.startswith("_")]
         self._outputs = [s for s in self.segments if s.name.startswith("_")]
-        self._batch = _BatchBinner(self._features)
+        self._batch = BatchBinner(self._features)
         self.table = SegmentTable(self.segments)
 
     # -- updates --
@@ -520,6 +528,7 @@ class DriftWindow:
         return self.window_seconds is not None and self.clock() - self.started >= self._chunk_seconds
 
     def _rotate(self) -> None:
+        self.rotations += 1
         self.current = (self.current + 1) % CHUNKS
         c = self.current
         self.total -= self.counts[c]

@@ -56,6 +56,7 @@ from gateway.monitoring.metrics import (
     label_drift,
     merge_states,
 )
+from gateway.monitoring.segments import slice_report
 from gateway.violations import REASONS
 
 if TYPE_CHECKING:
@@ -184,6 +185,36 @@ _FAMILIES: list[tuple[str, str, str]] = [
         "gauge",
         "Population stability index of the feedback's true labels (or values) against the training target's.",
     ),
+    ("driftgate_segment_rows_total", "counter", "Rows received per segment value, by outcome."),
+    ("driftgate_segment_violations_total", "counter", "Violations of the feature spec per segment value, by reason."),
+    (
+        "driftgate_segment_estimated_accuracy",
+        "gauge",
+        "Accuracy estimated from confidence (CBPE) over the segment value's rows in the live window.",
+    ),
+    ("driftgate_segment_window_rows", "gauge", "Rows of the segment value in the live drift window."),
+    (
+        "driftgate_segment_feature_drift",
+        "gauge",
+        "Population stability index of a feature among the segment value's live rows against its training rows.",
+    ),
+    (
+        "driftgate_segment_online_metric",
+        "gauge",
+        "Online accuracy (classifiers) or MAE and RMSE (regressors) of the segment value's feedback.",
+    ),
+    ("driftgate_segment_feedback_window_rows", "gauge", "Feedback rows of the segment value in the online-metric window."),
+    (
+        "driftgate_feature_importance",
+        "gauge",
+        "Permutation importance of the feature for this model version: the accuracy lost (classifiers) or mean absolute error added (regressors) when its values are shuffled.",
+    ),
+    ("driftgate_review_queue_rows", "gauge", "Rows waiting in the model's review queue."),
+    (
+        "driftgate_reviews_total",
+        "counter",
+        "Review queue rows by what became of them: queued, dropped (the queue was full), answered, agreed (answered with the model's own label).",
+    ),
     ("driftgate_ready", "gauge", "1 when every model is loaded and warmed and the server is not draining."),
     ("driftgate_model_loaded", "gauge", "1 for a served model version, 0 for one that failed to load."),
     ("driftgate_requests_total", "counter", "Prediction requests (V1 predict, V2 infer), by how they ended."),
@@ -209,8 +240,13 @@ _FAMILY_LEVEL = {
         DETAILED,
     ),
     **dict.fromkeys(("driftgate_drift_bin_count", "driftgate_drift_baseline_share"), FULL),
+    **dict.fromkeys(
+        (name for name in _HEADERS if name.startswith(("driftgate_segment_", "driftgate_review", "driftgate_feature_imp"))),
+        FULL + 1,
+    ),
 }
-"""The level from which a family is declared (written even while it has no sample)."""
+"""The level from which a family is declared (written even while it has no sample); the
+per-segment families are written only where a spec names segments."""
 
 
 def _escape(value: str) -> str:
@@ -308,6 +344,12 @@ class _Layout:
         )
         self.label_drift = f"driftgate_label_drift{lab} "
         self.loaded = f"driftgate_model_loaded{lab} 1.0\n"
+        importance = m.importance.values if m.importance is not None else {}
+        self.importance = "".join(
+            f"{labelled('driftgate_feature_importance', ('feature', name))}{_number(importance[name])}\n"
+            for name in m.features
+            if name in importance
+        )
         if level >= DETAILED:
             self.distance = {
                 (i, stat): labelled("driftgate_feature_drift_distance", ("feature", s.name), ("statistic", stat))
@@ -411,6 +453,42 @@ def _model_text(m: ModelMetrics, state: MetricsState, level: int, out: dict[str,
     if shift is not None:
         out["driftgate_label_drift"].append(f"{lay.label_drift}{_number(shift)}\n")
     out["driftgate_model_loaded"].append(lay.loaded)
+    if lay.importance:
+        out["driftgate_feature_importance"].append(lay.importance)
+    if m.slicing.count:
+        _segment_text(m, lay, state, out)
+
+
+def _segment_text(m: ModelMetrics, lay: _Layout, state: MetricsState, out: dict[str, list[str]]) -> None:
+    """The per-segment families (``gateway.monitoring.segments``)."""
+    key = lay.key
+    rows, violations, estimated, window, drift, online, feedback = [], [], [], [], [], [], []
+    for entry in slice_report(m.slicing, state.segments, lay.classification):
+        where = [*key, ("segment", entry["segment"]), ("value", entry["value"])]
+        for outcome in ("predicted", "rejected"):
+            rows.append(f"driftgate_segment_rows_total{_labels([*where, ('outcome', outcome)])} {entry[outcome]}\n")
+        for reason, count in entry["violations"].items():
+            violations.append(f"driftgate_segment_violations_total{_labels([*where, ('reason', reason)])} {count}\n")
+        labels = _labels(where)
+        window.append(f"driftgate_segment_window_rows{labels} {entry['window_rows']}\n")
+        if entry["estimated_accuracy"] is not None:
+            estimated.append(f"driftgate_segment_estimated_accuracy{labels} {_number(entry['estimated_accuracy'])}\n")
+        for feature, value in entry["drift"].items():
+            drift.append(f"driftgate_segment_feature_drift{_labels([*where, ('feature', feature)])} {_number(value)}\n")
+        for metric in ("accuracy", "mae", "rmse"):
+            if metric in entry:
+                online.append(f"driftgate_segment_online_metric{_labels([*where, ('metric', metric)])} {_number(entry[metric])}\n")
+        feedback.append(f"driftgate_segment_feedback_window_rows{labels} {entry['feedback_rows']}\n")
+    for family, lines in (
+        ("driftgate_segment_rows_total", rows),
+        ("driftgate_segment_violations_total", violations),
+        ("driftgate_segment_estimated_accuracy", estimated),
+        ("driftgate_segment_window_rows", window),
+        ("driftgate_segment_feature_drift", drift),
+        ("driftgate_segment_online_metric", online),
+        ("driftgate_segment_feedback_window_rows", feedback),
+    ):
+        out[family].append("".join(lines))
 
 
 def _drift_text(
@@ -557,6 +635,18 @@ def render_text(
         if len(versions) == 1:
             versions[0].stage_text = lines
         out["driftgate_request_seconds"].append(lines)
+    if collector.reviews is not None:
+        for model, review_counts in sorted(collector.reviews().items()):
+            label = _labels([("model", model)])
+            out["driftgate_review_queue_rows"].append(
+                f"driftgate_review_queue_rows{label} {review_counts['length']}\n".encode()
+            )
+            out["driftgate_reviews_total"].append(
+                "".join(
+                    f"driftgate_reviews_total{_labels([('model', model), ('outcome', k)])} {review_counts[k]}\n"
+                    for k in ("queued", "dropped", "answered", "agreed")
+                ).encode()
+            )
     ready = collector.ready is not None and collector.ready()
     out["driftgate_ready"].append(b"driftgate_ready 1.0\n" if ready else b"driftgate_ready 0.0\n")
     for name, version in collector.failed():

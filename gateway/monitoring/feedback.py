@@ -45,12 +45,12 @@ _HEX = re.compile(r"[1-9a-f][0-9a-f]{0,15}")
 __all__ = ["DEFAULT_CAPACITY", "ENTRY_BYTES", "FeedbackState", "FeedbackWindow", "PredictionLog", "SharedPredictionLog"]
 
 DEFAULT_CAPACITY = 1 << 20
-"""About a million recent predictions (36 MiB): a day of traffic at 12 rows/s, or the last
+"""About a million recent predictions (40 MiB): a day of traffic at 12 rows/s, or the last
 few minutes at full speed. Feedback that arrives later counts as ``expired``."""
 
-ENTRY_BYTES = 8 + 4 + 4 + 8 + 8 + 4
+ENTRY_BYTES = 8 + 4 + 4 + 8 + 8 + 4 + 4
 """counter (int64), model key (int32), label (int32), value (float64), time (float64),
-version (int32)."""
+version (int32), segment slices (int32, packed: ``gateway.monitoring.segments``)."""
 
 
 HEADER_BYTES = 64
@@ -72,7 +72,8 @@ def _ring_views(buffer: Any, capacity: int) -> dict[str, Any]:
     views: dict[str, Any] = {}
     offset = HEADER_BYTES
     for name, dtype in (("counters", np.int64), ("values", np.float64), ("times", np.float64),
-                        ("models", np.int32), ("versions", np.int32), ("labels", np.int32)):  # fmt: skip
+                        ("models", np.int32), ("versions", np.int32), ("labels", np.int32),
+                        ("segments", np.int32)):  # fmt: skip
         views[name] = np.ndarray(capacity, dtype=dtype, buffer=buffer, offset=offset)
         offset += capacity * np.dtype(dtype).itemsize
     views["header"] = np.ndarray(1, dtype=np.int64, buffer=buffer, offset=0)
@@ -109,10 +110,12 @@ class PredictionLog:
         self.labels = np.zeros(capacity, dtype=np.int32)
         self.values = np.zeros(capacity, dtype=np.float64)
         self.times = np.zeros(capacity, dtype=np.float64)
+        self.segments = np.zeros(capacity, dtype=np.int32)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.counters, self.models, self.versions, self.labels, self.values, self.times))
+        arrays = (self.counters, self.models, self.versions, self.labels, self.values, self.times, self.segments)
+        return sum(a.nbytes for a in arrays)
 
     def _key(self, model: str) -> int:
         key = self._model_keys.get(model)
@@ -121,9 +124,16 @@ class PredictionLog:
         return key
 
     def record(
-        self, model: str, version: int, n: int, labels: NDArray[np.intp] | None, values: NDArray[np.float32] | None
+        self,
+        model: str,
+        version: int,
+        n: int,
+        labels: NDArray[np.intp] | None,
+        values: NDArray[np.float32] | None,
+        segments: Any = 0,
     ) -> list[str]:
-        """Remember a predicted batch; returns its ``n`` new ids."""
+        """Remember a predicted batch; returns its ``n`` new ids. ``segments``: the rows'
+        packed segment slices (an int for one row, else an array), 0 when the spec has none."""
         with self._lock:
             first = next(self._counter)
             if n > 1:
@@ -138,6 +148,7 @@ class PredictionLog:
                 self.labels[slot] = labels[0]
             if values is not None:
                 self.values[slot] = values[0]
+            self.segments[slot] = segments
             self.times[slot] = self.clock()
             return [f"{self.prefix}-{first:x}"]
         start = first % self.capacity
@@ -152,6 +163,7 @@ class PredictionLog:
             self.labels[slots] = labels
         if values is not None:
             self.values[slots] = values
+        self.segments[slots] = segments
         self.times[slots] = self.clock()
         return list(map(self._id_format, range(first, first + n)))
 
@@ -202,9 +214,16 @@ class PredictionLog:
     ) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.float64], list[str]]:
         """Find ids of ``model``: (versions, labels and values of the matched ids, in order;
         and per id its status, as ``lookup``)."""
+        versions, labels, values, _, status = self.join_segments(model, ids)
+        return versions, labels, values, status
+
+    def join_segments(
+        self, model: str, ids: list[Any]
+    ) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.float64], NDArray[np.int32], list[str]]:
+        """``join``, with the matched predictions' packed segment slices before the status."""
         slots, versions, status = self.lookup(model, ids)
         self.mark_joined(slots, versions)
-        return versions, self.labels[slots], self.values[slots], status
+        return versions, self.labels[slots], self.values[slots], self.segments[slots], status
 
     def mark_joined(self, slots: NDArray[np.intp], versions: NDArray[np.int32]) -> None:
         """Mark predictions as joined: the sign of their slot's version (versions start at 1)."""
@@ -255,7 +274,7 @@ class SharedPredictionLog(PredictionLog):
         return self.folder / f"predictions-{worker}.bin"
 
     def _allocate(self, capacity: int) -> None:
-        for name in ("counters", "models", "versions", "labels", "values", "times"):
+        for name in ("counters", "models", "versions", "labels", "values", "times", "segments"):
             setattr(self, name, self._views[name])
 
     @property
@@ -293,10 +312,10 @@ class SharedPredictionLog(PredictionLog):
             self._peers[prefix] = peer
         return peer
 
-    def join(
+    def join_segments(
         self, model: str, ids: list[Any]
-    ) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.float64], list[str]]:
-        """As ``PredictionLog.join``, looking each id up in the ring of the worker that issued it."""
+    ) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.float64], NDArray[np.int32], list[str]]:
+        """As ``PredictionLog.join_segments``, looking each id up in the ring of the worker that issued it."""
         groups: dict[int, tuple[PredictionLog, list[int]]] = {}
         status = ["unknown_id"] * len(ids)
         for i, pid in enumerate(ids):
@@ -304,22 +323,23 @@ class SharedPredictionLog(PredictionLog):
             log = self._peer(head)
             if log is not None:
                 groups.setdefault(id(log), (log, []))[1].append(i)
-        found: list[tuple[int, int, int, float]] = []  # (position, version, label, value)
+        found: list[tuple[int, int, int, float, int]] = []  # (position, version, label, value, segments)
         for log, positions in groups.values():
             slots, versions, states = log.lookup(model, [ids[i] for i in positions])
             log.mark_joined(slots, versions)
-            labels, values = log.labels[slots], log.values[slots]
+            labels, values, segments = log.labels[slots], log.values[slots], log.segments[slots]
             k = 0
             for i, state in zip(positions, states, strict=True):
                 status[i] = state
                 if state == "matched":
-                    found.append((i, int(versions[k]), int(labels[k]), float(values[k])))
+                    found.append((i, int(versions[k]), int(labels[k]), float(values[k]), int(segments[k])))
                     k += 1
         found.sort()
         return (
             np.asarray([f[1] for f in found], dtype=np.int32),
             np.asarray([f[2] for f in found], dtype=np.int32),
             np.asarray([f[3] for f in found], dtype=np.float64),
+            np.asarray([f[4] for f in found], dtype=np.int32),
             status,
         )
 

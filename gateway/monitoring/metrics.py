@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from gateway.baseline import label_reference, monitored_spec
 from gateway.monitoring.drift import MIN_ROWS, DriftState, DriftWindow, estimate_accuracy, psi
 from gateway.monitoring.feedback import FeedbackState, FeedbackWindow
+from gateway.monitoring.history import History
 from gateway.monitoring.instruments import (
     BatchHistogram,
     CountArray,
@@ -43,6 +44,7 @@ from gateway.monitoring.instruments import (
     LabelledCounts,
     StateMismatchError,
 )
+from gateway.monitoring.segments import SegmentState, SegmentWindow, Slicing
 from gateway.table import MatrixColumns
 from gateway.violations import REASONS
 
@@ -154,6 +156,7 @@ class MetricsState(msgspec.Struct, kw_only=True):
     feedback_counts: dict[str, int]
     drift: DriftState
     feedback: FeedbackState
+    segments: SegmentState
 
 
 INSTRUMENTS: dict[str, Any] = {
@@ -169,6 +172,7 @@ INSTRUMENTS: dict[str, Any] = {
     "feedback_counts": LabelledCounts,
     "drift": DriftWindow,
     "feedback": FeedbackWindow,
+    "segments": SegmentWindow,
 }
 """The instrument class of every ``MetricsState`` field: ``ModelMetrics`` holds one of each
 under the field's name, and exports, restores and merges them all by this table."""
@@ -197,6 +201,7 @@ class ModelMetrics:
         feedback_window: int = 10_000,
         fleet: Any = None,
         baseline: Baseline | None = None,
+        reviews: Any = None,
     ) -> None:
         self.label_reference = label_reference(spec, baseline)
         """What feedback truths are compared with (label drift), or None."""
@@ -228,6 +233,15 @@ class ModelMetrics:
             spec, window_rows=None if window_seconds else window_rows, window_seconds=window_seconds
         )
         self.feedback = FeedbackWindow(feedback_window, self.label_reference.bins if self.label_reference else 0)
+        self.reviews = reviews
+        """The server's review queue (``gateway.monitoring.reviews.ReviewQueue``), or None."""
+        self.history = History()
+        """One point a minute of this version's monitoring (``gateway.monitoring.history``)."""
+        self.importance: Any = None
+        """The version's ``FeatureImportance`` (``gateway.model_check.importance``), if known."""
+        self.slicing = Slicing(spec, self.drift.segments)
+        """The spec's segments (``gateway.monitoring.segments``): ``count`` 0 when it names none."""
+        self.segments = SegmentWindow(self.slicing, feedback_window)
         self.baseline_mean_confidence = _baseline_mean_confidence(spec)
         self._pending: list[PredictedBatch] = []
         self._pending_rows = 0
@@ -254,10 +268,13 @@ class ModelMetrics:
                         exc,
                     )
 
-    def count_rejected(self, rejected_rows: int, violations: Sequence[Violation]) -> None:
+    def count_rejected(self, rejected_rows: int, violations: Sequence[Violation], checked: Any = None) -> None:
+        """Count a refused batch (``checked``: its ``gateway.guards.Checked``, for the segments)."""
         with self.lock:
             self.rows.counts["rejected"] += rejected_rows
             self._count_violations(violations)
+            if self.slicing.count and checked is not None:
+                self.segments.count_violations(checked.columns, checked.imputed, checked.n_rows, violations, rejected=True)
 
     def count_nonfinite_outputs(self, n_rows: int) -> None:
         """A batch the model answered with NaN or infinity: refused, kept out of the
@@ -279,6 +296,8 @@ class ModelMetrics:
             self.rows.counts["predicted"] += batch.rows
             if batch.violations:
                 self._count_violations(batch.violations)
+                if self.slicing.count:
+                    self.segments.count_violations(batch.columns, batch.imputed, batch.rows, batch.violations, rejected=False)
             if batch.flagged or batch.clipped or batch.review:
                 marks = self.marks.counts
                 marks["flagged"] += batch.flagged
@@ -316,6 +335,11 @@ class ModelMetrics:
             self.values.observe_many(values)
         expected = self.calibration.apply(confidence) if self.calibration is not None and confidence is not None else None
         self.drift.observe(columns, imputed, n_rows, classes, confidence, values, advance=False, expected=expected)
+        if self.slicing.count:
+            self.segments.follow(self.drift.rotations)
+            # per segment as for the whole: the calibrated chance of being right when there is one
+            sure = confidence if expected is None else expected
+            self.segments.observe(columns, {k: _mask(v, n_rows) for k, v in imputed.items()}, n_rows, sure)
 
     def _flush_rows(self) -> None:
         """Count the buffered predictions as one batch (caller holds the lock)."""
@@ -371,6 +395,8 @@ class ModelMetrics:
         self._flush_rows()
         self._flush_times()
         self.drift.catch_up()
+        if self.slicing.count:
+            self.segments.follow(self.drift.rotations)
 
     def export(self) -> MetricsState:
         """Everything counted so far, as numbers (copies). Takes the lock and flushes."""
@@ -415,6 +441,7 @@ class ModelMetrics:
             for name in INSTRUMENTS:
                 getattr(self, name).restore(getattr(state, name))
             self.drift.age(age)
+            self.segments.rotations = self.drift.rotations
 
     def view(self) -> MetricsView:
         """What every reader reads: this worker's state, plus every other worker's last
@@ -458,6 +485,8 @@ class MetricsView:
         self.drift_total = np.asarray(state.drift.total)
         self.drift_rows = int(state.drift.total_rows)
         self.statistics = m.drift.table.compute(self.drift_total, self.drift_rows)
+        self.slicing = m.slicing
+        self.segment_state = state.segments
         self.estimated_accuracy = estimate_accuracy(
             self.drift_rows, float(state.drift.total_confidence), "_confidence" in m.drift.by_name
         )
@@ -531,6 +560,8 @@ class GatewayCollector(Collector):
         """Exposition level by model name (``gateway.monitoring.exposition.parse_metrics_detail``)."""
         self.shared: Any = None
         """The exposition's shared build (``gateway.monitoring.exposition.SharedBuild``)."""
+        self.reviews: Callable[[], dict[str, dict[str, int]]] | None = None
+        """Set by the gateway: the review queue's counts per model (``ReviewQueue.stats``)."""
         self.stage_layouts: dict[tuple[str, int], list[str]] = {}
         """The exposition's cached latency lines by model and level."""
 

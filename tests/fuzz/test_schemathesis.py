@@ -81,6 +81,7 @@ PINNED = {
     "name": list(MODELS),
     "version": ["1"],
     "target": ["penguins:predict", "diabetes:predict", "1:predict", "1", "2"],
+    "review_id": ["0-1"],
 }
 """Registered values for each path parameter, mixed with the fuzzer's random strings."""
 

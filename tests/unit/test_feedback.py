@@ -143,7 +143,7 @@ def test_lookup_of_nothing() -> None:
 def test_memory_is_fixed_at_start_and_never_grows() -> None:
     capacity = 4096
     log = PredictionLog(capacity=capacity)
-    assert log.nbytes == capacity * ENTRY_BYTES == capacity * 36
+    assert log.nbytes == capacity * ENTRY_BYTES == capacity * 40
     before = log.nbytes
     for i in range(40):  # 10x capacity rows, in batches of 1,024
         log.record("m", 1 + i % 2, 1024, labels(1024, i), None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import load_settings
 from gateway.errors import InputRejectedError
+from gateway.fitting import fit_segments
 from gateway.lifecycle import Gateway
 from gateway.service import FeedbackItem, predict, record_feedback
+from gateway.spec import load_spec
 from gateway.table import to_columns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,14 +106,23 @@ def _samples(text: str) -> dict[str, dict[str, set[str]]]:
 
 
 @pytest.fixture(scope="module")
-def exports() -> dict[str, dict[str, dict[str, set[str]]]]:
-    """Level -> sample name -> label name -> values, as a gateway with some traffic exports them."""
-    gateway = Gateway(load_settings({}, repository=str(ROOT / "models")))
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dict[str, set[str]]]]:
+    """Level -> sample name -> label name -> values, as a gateway with some traffic exports them
+    (penguins version 2, the default, is version 1 with ``segments: [island]``)."""
+    import palmerpenguins
+
+    repository = tmp_path_factory.mktemp("grafana") / "models"
+    shutil.copytree(ROOT / "models", repository)
+    shutil.copytree(repository / "penguins" / "1", repository / "penguins" / "2")
+    fit_segments(load_spec(repository / "penguins" / "1" / "spec.yaml"), palmerpenguins.load_penguins(), ["island"]).save(
+        repository / "penguins" / "2" / "spec.yaml"
+    )
+    gateway = Gateway(load_settings({}, repository=str(repository)))
     gateway.scan()
     gateway.loaded.set()
     penguins = gateway.model_registry.get("penguins")
     diabetes = gateway.model_registry.get("diabetes")
-    rows = [{**PENGUIN, "body_mass_g": 3000.0 + 20 * i, "island": ("Biscoe", "Dream", "Torgersen")[i % 3]} for i in range(120)]
+    rows = [{**PENGUIN, "body_mass_g": 3000.0 + 7 * i, "island": ("Biscoe", "Dream", "Torgersen")[i % 3]} for i in range(330)]  # 110 a segment value: its drift is computed
     outcome = predict(penguins, to_columns(rows, penguins.spec.feature_names), gateway.predictions)
     predict(penguins, to_columns([PENGUIN], penguins.spec.feature_names), gateway.predictions)
     with pytest.raises(InputRejectedError):
