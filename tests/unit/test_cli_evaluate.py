@@ -66,6 +66,11 @@ def test_register_with_data_stores_the_figures_and_a_fitted_spec_without_it_says
     assert stored["rows"] == 344 and stored["data"] == "penguins.csv" and stored["calibration"]["rows"] == stored["scored_rows"]
     assert f"accuracy {stored['metrics']['accuracy']:.4f}" in out
     assert sum(stored["output"]["confidence"]["counts"]) == stored["scored_rows"]
+    # the permutation importance is computed on the same held-out rows and their labels
+    importance = json.loads((repository / "penguins" / "3" / "importance.json").read_bytes())
+    assert importance["basis"] == "held-out rows and their labels" and importance["rows"] == stored["scored_rows"]
+    drawn = json.loads((repository / "penguins" / "2" / "importance.json").read_bytes())
+    assert drawn["basis"] != importance["basis"]
 
 
 def test_evaluate_compares_with_the_served_version_and_gates(
