@@ -37,6 +37,7 @@ from gateway.monitoring.metrics import new_metrics_registry
 from gateway.monitoring.requests import RequestCounts
 from gateway.registry import ModelRegistry
 from gateway.repository import MODEL_FILE, SPEC_FILE, ModelRepository, VersionEntry
+from gateway.runtime import use_providers
 from gateway.unloads import POLL_INTERVAL, UnloadedModels
 
 if TYPE_CHECKING:
@@ -111,6 +112,8 @@ class Gateway:
         self._failed_files: dict[tuple[str, int], tuple[int, int, int, int] | None] = {}
         """(mtime, size) of the files of versions that failed to load: a change retries them."""
         self.batching = parse_batching(settings.batching)
+        self.providers = use_providers(settings.providers)
+        """onnxruntime execution providers of every session this process creates."""
         self.requests = RequestCounts()
         self.metrics_registry.register(self.requests)
         if self.fleet is not None:  # /metrics counts the fleet's requests, not this worker's alone
