@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -399,6 +400,9 @@ def _setting_flag(srv: argparse.ArgumentParser, field: str, flag: str) -> None:
     kwargs["help"] = kwargs["help"][:-1] + f"; {ENV_PREFIX}{field.upper()})"
     if isinstance(default, bool):
         kwargs["action"] = argparse.BooleanOptionalAction
+    hint = typing.get_type_hints(Settings)[field]
+    if typing.get_origin(hint) is typing.Literal and "choices" not in kwargs:  # e.g. Literal["text", "json"]
+        kwargs["choices"] = typing.get_args(hint)
     srv.add_argument(flag, dest=_dest(flag), default=None, **kwargs)
 
 
