@@ -99,7 +99,7 @@ scrapes in a tight loop build at most a fifth of the time (``SharedBuild``)."""
 BUILD_NICE = 10
 """Nice value of the build thread (relative weight about a tenth of the event loop's)."""
 GZIP_LEVEL = 1
-"""Compression of a gzip scrape: the fastest level already takes the text to about a tenth."""
+"""Compression of a gzip scrape: the fastest level (the text is repetitive)."""
 SEND_CHUNK_BYTES = 256 * 1024
 """A scrape's body goes to the transport in pieces of this size, each after the previous one
 has drained: one write of a 26 MB body copied it whole on the event loop (4.5 ms)."""
@@ -659,8 +659,8 @@ class SharedBuild:
             self._running = None
 
     async def get_gzip(self) -> bytes:
-        """The body gzip-compressed, for a scraper that accepts it (Prometheus does): about a
-        tenth of the bytes for the event loop to write. Compressed on the build's thread
+        """The body gzip-compressed, for a scraper that accepts it (Prometheus does): far fewer
+        bytes for the event loop to write. Compressed on the build's thread
         (zlib lets go of the interpreter while it works), once per build."""
         plain = await self.get()
         done = self._gzipped
