@@ -18,11 +18,15 @@ the watcher's scan of the repository (in this process, as the loader thread runs
 
     python bench/many_models.py --models 300 --levels
     python bench/many_models.py --startup 1000 --models 0
+
+``--gzip`` scrapes as Prometheus does, with ``Accept-Encoding: gzip`` (the server compresses
+on its build thread); without it the body is plain text, sent in pieces.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import shutil
 import statistics
@@ -77,14 +81,22 @@ def build_repository(out: Path, count: int) -> Path:
 TOKEN = "bench-token"
 
 
+ACCEPT_GZIP = False
+"""``--gzip``: scrapes send ``Accept-Encoding: gzip``, as Prometheus does (bodies stay compressed)."""
+
+
 def get(url: str, data: bytes | None = None) -> tuple[float, bytes]:
-    """Seconds and body of one request."""
+    """Seconds and body of one request (a gzip scrape's body decompressed after the clock stops)."""
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    if ACCEPT_GZIP and url.endswith("/metrics"):
+        headers["Accept-Encoding"] = "gzip"
     request = urllib.request.Request(url, data=data, headers=headers)
     t0 = time.perf_counter()
     with urllib.request.urlopen(request, timeout=120) as r:
         body = r.read()
-    return time.perf_counter() - t0, body
+        packed = r.headers.get("Content-Encoding") == "gzip"
+    seconds = time.perf_counter() - t0
+    return seconds, gzip.decompress(body) if packed else body
 
 
 def samples_in(text: bytes) -> int:
@@ -279,8 +291,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8, help="seconds of wrk per round")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--client-cpu", default="1")
+    parser.add_argument("--gzip", action="store_true", help="scrape with Accept-Encoding: gzip, as Prometheus does")
     parser.add_argument("--workdir", type=Path, help="keep the repositories here (default: a temporary folder)")
     args = parser.parse_args()
+    global ACCEPT_GZIP
+    ACCEPT_GZIP = args.gzip
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="driftgate-many-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:

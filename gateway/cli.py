@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -153,29 +154,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from gateway.config import load_settings
+    from gateway.config import FLAGS, load_settings
+    from gateway.model_check.trial import check_scratch_folder
     from gateway.repository import ModelRepository
 
-    settings = load_settings(
-        os.environ,
-        repository=args.repository,
-        host=args.host,
-        port=args.port,
-        admin_token=args.admin_token,
-        admin_host=args.admin_host,
-        admin_port=args.admin_port,
-        max_batch_rows=args.max_batch_rows,
-        max_body_bytes=args.max_body_bytes,
-        max_concurrency=args.max_concurrency,
-        request_timeout_seconds=args.request_timeout,
-        header_timeout_seconds=args.header_timeout,
-        body_timeout_seconds=args.body_timeout,
-        batching=",".join(args.batch) if args.batch else None,
-        metrics_detail=",".join(args.metrics_detail) if args.metrics_detail else None,
-        log_level=args.log_level,
-        workers=args.workers,
-    )
+    overrides = {field: getattr(args, _dest(flag)) for field, flag in FLAGS.items()}
+    for field in ("batching", "metrics_detail"):  # repeatable flags: one comma-separated setting
+        overrides[field] = ",".join(overrides[field]) if overrides[field] else None
+    settings = load_settings(os.environ, **overrides)
     ModelRepository(settings.repository)  # fail fast, with one line, on a missing repository
+    check_scratch_folder()  # and on a read-only root without a writable /tmp: no model would load
     if settings.workers > 1:
         from gateway.workers import supervise
 
@@ -398,58 +386,73 @@ def _add_check(sub: Subparsers) -> None:
     check.set_defaults(handler=cmd_check)
 
 
+_SERVE_FLAGS: dict[str, dict[str, Any]] = {
+    "repository": {"help": "model repository folder (default: ./models)"},
+    "host": {"help": "address to listen on (default: 127.0.0.1)"},
+    "port": {"help": "port to listen on, 0 for any free one (default: 8080)"},
+    "admin_token": {"help": "bearer token enabling the admin endpoints (default: unset, admin endpoints off)"},
+    "admin_port": {"help": "serve the admin endpoints only on a listener of their own, on this port (default: off)"},
+    "admin_host": {"help": "address of the admin listener (default: --host)"},
+    "max_batch_rows": {"help": "rows per request (default: 4096)"},
+    "max_body_bytes": {"help": "request body limit (default: 16 MiB)"},
+    "max_concurrency": {"help": "prediction requests in progress before 503 (default: 32)"},
+    "request_timeout_seconds": {"metavar": "SECONDS", "help": "prediction deadline before 504 (default: 30)"},
+    "header_timeout_seconds": {"metavar": "SECONDS", "help": "request head read deadline before 408 (default: 10)"},
+    "body_timeout_seconds": {"metavar": "SECONDS", "help": "request body read deadline before 408 (default: 30)"},
+    "batching": {
+        "action": "append",
+        "metavar": "NAME=MAX_ROWS:MAX_WAIT_MS",
+        "help": "dynamic batching for a model ('*' for all), repeatable, e.g. digits=32:2 (default: off)",
+    },
+    "metrics_detail": {
+        "action": "append",
+        "metavar": "LEVEL|NAME=LEVEL",
+        "help": "series /metrics exports: standard, detailed or full, per model ('*' for all), repeatable (default: standard)",
+    },
+    "workers": {"help": "server processes sharing the port; metrics are the fleet's (default: 1)"},
+    "log_level": {"choices": ("debug", "info", "warning", "error"), "help": "log level (default: info)"},
+    "providers": {"metavar": "NAME[,NAME...]", "help": "onnxruntime execution providers in order of preference, e.g. cuda,cpu (default: cpu)"},
+}
+"""Hand-written help of some ``serve`` flags; every other setting's flag is made from its
+field in ``Settings`` (``_setting_flag``)."""
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
+def _setting_flag(srv: argparse.ArgumentParser, field: str, flag: str) -> None:
+    """Add the flag of one setting: its help, default and environment twin."""
+    from gateway.config import ENV_PREFIX, Settings, setting_help
+
+    kwargs: dict[str, Any] = dict(_SERVE_FLAGS.get(field, {}))
+    default = getattr(Settings(), field)
+    if "help" not in kwargs:
+        text = setting_help().get(field, "")
+        first = text.split(". ")[0].rstrip(".").replace("``", "").replace("%", "%%")
+        shown = "unset" if default is None else ("on" if default is True else "off" if default is False else default)
+        kwargs["help"] = f"{first[:1].lower() + first[1:]} (default: {shown})" if first else f"(default: {shown})"
+    kwargs["help"] = kwargs["help"][:-1] + f"; {ENV_PREFIX}{field.upper()})"
+    if isinstance(default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    hint = typing.get_type_hints(Settings)[field]
+    if typing.get_origin(hint) is typing.Literal and "choices" not in kwargs:  # e.g. Literal["text", "json"]
+        kwargs["choices"] = typing.get_args(hint)
+    srv.add_argument(flag, dest=_dest(flag), default=None, **kwargs)
+
+
 def _add_serve(sub: Subparsers) -> None:
+    from gateway.config import FLAGS
+
     srv = sub.add_parser(
         "serve",
         help="serve the models of a repository over HTTP",
-        description="Serve every model of a repository (V1 and V2 REST, metrics). Each flag has a DRIFTGATE_* environment twin.",
+        description="Serve every model of a repository (V1 and V2 REST, metrics). Every setting is a flag and a "
+        "DRIFTGATE_* environment variable (flags win); an unknown DRIFTGATE_* variable is an error.",
     )
-    srv.add_argument("--repository", help="model repository folder (default: ./models; DRIFTGATE_REPOSITORY)")
-    srv.add_argument("--host", help="address to listen on (default: 127.0.0.1; DRIFTGATE_HOST)")
-    srv.add_argument("--port", type=int, help="port (default: 8080; DRIFTGATE_PORT)")
-    srv.add_argument("--admin-token", help="bearer token enabling the admin endpoints (DRIFTGATE_ADMIN_TOKEN)")
-    srv.add_argument(
-        "--admin-port",
-        type=int,
-        help="serve the admin endpoints only on a listener of their own, on this port (default: off; DRIFTGATE_ADMIN_PORT)",
-    )
-    srv.add_argument("--admin-host", help="address of the admin listener (default: --host; DRIFTGATE_ADMIN_HOST)")
-    _add_serve_limits(srv)
-    srv.add_argument(
-        "--batch",
-        action="append",
-        metavar="NAME=MAX_ROWS:MAX_WAIT_MS",
-        help="dynamic batching for a model ('*' for all), repeatable, e.g. digits=32:2 (default: off; DRIFTGATE_BATCHING)",
-    )
-    srv.add_argument(
-        "--metrics-detail",
-        action="append",
-        metavar="LEVEL|NAME=LEVEL",
-        help="series /metrics exports: standard, detailed or full, per model ('*' for all), repeatable (default: standard; DRIFTGATE_METRICS_DETAIL)",
-    )
-    srv.add_argument(
-        "--workers", type=_positive_int, help="server processes sharing the port; metrics are the fleet's (default: 1; DRIFTGATE_WORKERS)"
-    )
-    srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default: info)")
+    for field, flag in FLAGS.items():
+        _setting_flag(srv, field, flag)
     srv.set_defaults(handler=cmd_serve)
-
-
-def _add_serve_limits(srv: argparse.ArgumentParser) -> None:
-    """``serve``'s request limits and deadlines."""
-    srv.add_argument("--max-batch-rows", type=_positive_int, help="rows per request (default: 4096; DRIFTGATE_MAX_BATCH_ROWS)")
-    srv.add_argument("--max-body-bytes", type=_positive_int, help="request body limit (default: 16 MiB; DRIFTGATE_MAX_BODY_BYTES)")
-    srv.add_argument(
-        "--max-concurrency", type=_positive_int, help="prediction requests in progress before 503 (default: 32; DRIFTGATE_MAX_CONCURRENCY)"
-    )
-    srv.add_argument(
-        "--request-timeout", type=float, metavar="SECONDS", help="prediction deadline before 504 (default: 30; DRIFTGATE_REQUEST_TIMEOUT_SECONDS)"
-    )
-    srv.add_argument(
-        "--header-timeout", type=float, metavar="SECONDS", help="request head read deadline before 408 (default: 10; DRIFTGATE_HEADER_TIMEOUT_SECONDS)"
-    )
-    srv.add_argument(
-        "--body-timeout", type=float, metavar="SECONDS", help="request body read deadline before 408 (default: 30; DRIFTGATE_BODY_TIMEOUT_SECONDS)"
-    )
 
 
 def _add_where(command: argparse.ArgumentParser) -> None:

@@ -3,10 +3,22 @@
 Precedence, lowest first: defaults, then ``DRIFTGATE_*`` environment variables, then
 command-line flags. ``environ`` is a parameter so tests pass a dict; nothing here reads
 the environment at import time.
+
+``Settings`` is the one source: every field is a ``DRIFTGATE_<NAME>`` variable and a
+``driftgate serve`` flag (``FLAGS``; ``gateway.cli`` builds the flags from the fields, and the
+help from the text under each field), so a new field needs nothing else. A ``DRIFTGATE_*``
+variable that is no setting is a start-up error naming the nearest one: a typo must not
+silently leave a default in place.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
+import functools
+import inspect
+import itertools
+import textwrap
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -15,7 +27,7 @@ from msgspec import Meta
 
 from gateway.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "FLAGS", "NOT_SETTINGS", "Settings", "load_settings", "setting_help"]
 
 ENV_PREFIX = "DRIFTGATE_"
 
@@ -97,6 +109,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     not at all once every prediction request in progress has joined (``gateway.batching``).
     Pays for models whose one-row call is mostly fixed cost (``bench/batch_cost.py``).
     Empty: off for every model."""
+    providers: str = "cpu"
+    """onnxruntime execution providers, in order of preference, separated by commas: ``cpu``,
+    ``cuda``, ``tensorrt``, ``rocm``, ``openvino``, ``dml``, ``coreml`` or onnxruntime's own names
+    (``CUDAExecutionProvider``), e.g. ``cuda,cpu``. One this onnxruntime build lacks is a
+    start-up error (``gateway.runtime.parse_providers``). Model trial loads stay on the CPU."""
     metrics_detail: str = "standard"
     """Series ``/metrics`` exports per model: ``standard`` (what the alert rules and the
     dashboard read; at most 100 samples for a 30-feature classifier), ``detailed`` (plus
@@ -113,6 +130,60 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 _FIELDS = {name: ENV_PREFIX + name.upper() for name in Settings.__struct_fields__}
 
+FLAGS = {
+    name: "--" + name.replace("_", "-")
+    for name in Settings.__struct_fields__
+} | {
+    "request_timeout_seconds": "--request-timeout",
+    "header_timeout_seconds": "--header-timeout",
+    "body_timeout_seconds": "--body-timeout",
+    "batching": "--batch",
+}
+"""The ``driftgate serve`` flag of each setting: its name with dashes, but for these four."""
+
+NOT_SETTINGS = frozenset({"DRIFTGATE_REQUIRE_SYSTEM_TESTS", "DRIFTGATE_TEST_GROUP_SIGTERM_RUNS", "DRIFTGATE_FUZZ_RANDOM"})
+"""``DRIFTGATE_*`` variables of driftgate's own test suite and CI (never read by the server):
+the one exception to "an unknown ``DRIFTGATE_*`` variable is an error", since CI exports them
+to every process it starts."""
+
+
+def _where(field: str) -> str:
+    return f"{_FIELDS[field]} / {FLAGS[field]}"
+
+
+@functools.cache
+def setting_help() -> dict[str, str]:
+    """The text under each field of ``Settings`` (its attribute docstring), for ``--help``.
+    Empty for a field without one, or where the source cannot be read."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(Settings)))
+    except (OSError, TypeError, SyntaxError):  # pragma: no cover - a build without sources
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    found: dict[str, str] = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            found[node.target.id] = " ".join(after.value.value.split())
+    return found
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Raise ``ConfigError`` for a ``DRIFTGATE_*`` variable that is no setting, naming the
+    nearest one that is."""
+    known = set(_FIELDS.values())
+    for var in sorted(environ):
+        if var.startswith(ENV_PREFIX) and var not in known and var not in NOT_SETTINGS:
+            # what follows the prefix: with it, every name would look near
+            near = difflib.get_close_matches(var.removeprefix(ENV_PREFIX).lower(), list(_FIELDS), n=1, cutoff=0.6)
+            hint = f"did you mean {_FIELDS[near[0]]}?" if near else "see driftgate serve --help for every setting"
+            raise ConfigError(f"unknown environment variable {var}: {hint}")
+
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from defaults, then ``environ`` (``DRIFTGATE_*``), then ``overrides``.
@@ -121,6 +192,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     Raises ``ConfigError`` naming the variable or flag at fault.
     """
     values: dict[str, Any] = {}
+    if environ:
+        check_environment(environ)
     for field, var in _FIELDS.items():
         if environ and var in environ and environ[var] != "":
             values[field] = environ[var]
@@ -133,17 +206,17 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         field = str(exc).rsplit("$.", 1)[-1].strip("`") if "$." in str(exc) else ""
-        where = f" ({_FIELDS.get(field, field)})" if field else ""
+        where = f" ({_where(field)})" if field in _FIELDS else ""
         raise ConfigError(f"invalid setting{where}: {exc}") from None
     if settings.admin_port is not None:
         if not settings.admin_token:
             raise ConfigError(
-                f"invalid setting ({_FIELDS['admin_port']} / --admin-port): an admin listener needs an admin token "
-                f"({_FIELDS['admin_token']} / --admin-token); without one the admin endpoints are off"
+                f"invalid setting ({_where('admin_port')}): an admin listener needs an admin token "
+                f"({_where('admin_token')}); without one the admin endpoints are off"
             )
         if settings.admin_port != 0 and settings.admin_port == settings.port:
             raise ConfigError(
-                f"invalid setting ({_FIELDS['admin_port']} / --admin-port): the admin listener needs a port of its own, "
+                f"invalid setting ({_where('admin_port')}): the admin listener needs a port of its own, "
                 f"not the data plane's {settings.port}"
             )
     from gateway.batching import parse_batching  # onnxruntime is imported only by commands that serve
@@ -151,11 +224,17 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     try:
         parse_batching(settings.batching)
     except ConfigError as exc:
-        raise ConfigError(f"invalid setting ({_FIELDS['batching']} / --batch): {exc}") from None
+        raise ConfigError(f"invalid setting ({_where('batching')}): {exc}") from None
+    from gateway.runtime import parse_providers
+
+    try:
+        parse_providers(settings.providers)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid setting ({_where('providers')}): {exc}") from None
     from gateway.monitoring.exposition import parse_metrics_detail
 
     try:
         parse_metrics_detail(settings.metrics_detail)
     except ConfigError as exc:
-        raise ConfigError(f"invalid setting ({_FIELDS['metrics_detail']} / --metrics-detail): {exc}") from None
+        raise ConfigError(f"invalid setting ({_where('metrics_detail')}): {exc}") from None
     return settings

@@ -40,6 +40,7 @@ from gateway.monitoring.requests import RequestCounts
 from gateway.monitoring.reviews import ReviewQueue
 from gateway.registry import ModelRegistry
 from gateway.repository import MODEL_FILE, SPEC_FILE, ModelRepository, VersionEntry
+from gateway.runtime import use_providers
 from gateway.unloads import POLL_INTERVAL, UnloadedModels
 
 if TYPE_CHECKING:
@@ -122,6 +123,8 @@ class Gateway:
         self._failed_files: dict[tuple[str, int], tuple[int, int, int, int] | None] = {}
         """(mtime, size) of the files of versions that failed to load: a change retries them."""
         self.batching = parse_batching(settings.batching)
+        self.providers = use_providers(settings.providers)
+        """onnxruntime execution providers of every session this process creates."""
         self.requests = RequestCounts()
         self.metrics_registry.register(self.requests)
         if self.fleet is not None:  # /metrics counts the fleet's requests, not this worker's alone

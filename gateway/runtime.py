@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from gateway.errors import InferenceFailedError, SpecMismatchError
+from gateway.errors import ConfigError, InferenceFailedError, SpecMismatchError
 from gateway.samples import sample_records
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from gateway.spec import FeatureSpec
 
-__all__ = ["Inference", "OnnxRuntime", "Runtime", "session_options"]
+__all__ = ["Inference", "OnnxRuntime", "Runtime", "parse_providers", "session_options", "use_providers"]
 
 log = logging.getLogger("driftgate.runtime")
 
@@ -89,6 +89,54 @@ def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
     return opts
 
 
+PROVIDER_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "azure": "AzureExecutionProvider",
+}
+"""Short names of ``--providers`` and the onnxruntime provider each stands for."""
+
+_providers: list[str] = ["CPUExecutionProvider"]
+
+
+def parse_providers(text: str) -> list[str]:
+    """onnxruntime provider names from ``--providers`` text (``cuda,cpu``), in its order.
+
+    Raises:
+        ConfigError: an empty list, an unknown name, or one this onnxruntime build lacks
+            (``onnxruntime.get_available_providers()``), with what is available.
+    """
+    known = {**PROVIDER_NAMES, **{full.lower(): full for full in PROVIDER_NAMES.values()}}
+    available = ort.get_available_providers()
+    short = {full: name for name, full in PROVIDER_NAMES.items()}
+    offered = ", ".join(short.get(full, full) for full in available)
+    chosen: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        full = known.get(item.lower()) or next((a for a in available if a.lower() == item.lower()), None)
+        if full is None:
+            raise ConfigError(f"unknown execution provider {item!r}: this onnxruntime offers {offered}")
+        if full not in available:
+            hint = " (onnxruntime-gpu has it)" if full in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else ""
+            raise ConfigError(f"execution provider {item!r} ({full}) is not available in onnxruntime {ort.__version__}{hint}: it offers {offered}")
+        if full not in chosen:
+            chosen.append(full)
+    return chosen
+
+
+def use_providers(text: str) -> list[str]:
+    """Make ``text``'s providers (``parse_providers``) those of every session created from now
+    on in this process (the server calls it once at start-up); returns them."""
+    global _providers
+    _providers = parse_providers(text)
+    return list(_providers)
+
+
 def _is_float_tensor(arg: Any) -> bool:
     return bool(arg.type == "tensor(float)")
 
@@ -113,9 +161,7 @@ class OnnxRuntime:
 
     def __init__(self, model: bytes, spec: FeatureSpec, intra_op_threads: int = 1) -> None:
         try:
-            self.session = ort.InferenceSession(
-                model, session_options(intra_op_threads), providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(model, session_options(intra_op_threads), providers=_providers)
         except Exception as exc:  # onnxruntime raises several unrelated types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SpecMismatchError(f"the ONNX model does not load: {first[:300]}") from exc

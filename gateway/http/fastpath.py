@@ -26,7 +26,7 @@ from gateway.http.health import LIVE, NOT_READY, READY
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_parts
 from gateway.http.routes import PROBES, HotRoute, Target, canonical, hot_route, is_admin_route, is_probe
 from gateway.lifecycle import Gateway
-from gateway.monitoring.exposition import render_metrics
+from gateway.monitoring.exposition import SEND_CHUNK_BYTES, render_metrics
 
 if TYPE_CHECKING:
     from gateway.codecs import Headers
@@ -75,10 +75,10 @@ class FastPath:
             if hot is not None:
                 return await self._serve(scope, receive, send, path, *hot)
             if method == "GET" and path in PROBES:
-                return await self._probe(send, PROBES[path])
+                return await self._probe(send, PROBES[path], scope["headers"])
         await self.app(scope, receive, send)
 
-    async def _probe(self, send: Any, probe: str) -> None:
+    async def _probe(self, send: Any, probe: str, headers: Headers) -> None:
         if probe == "live":
             return await _send(send, 200, _JSON, LIVE)
         if probe == "ready":
@@ -86,7 +86,9 @@ class FastPath:
                 return await _send(send, 200, _JSON, READY)
             return await _send(send, 503, [*_JSON, (b"retry-after", b"1")], NOT_READY)
         # here, not in Litestar, which appends a second charset
-        return await _send(send, 200, _METRICS, await render_metrics(self.gateway))
+        packed = accepts_gzip(headers)
+        body = await render_metrics(self.gateway, compressed=packed)
+        return await _send_in_pieces(send, [*_METRICS, *_GZIP] if packed else _METRICS, body)
 
     def _closing(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """While draining, tell keep-alive clients this connection ends with this answer,
@@ -162,6 +164,30 @@ async def _send(send: Any, status: int, headers: list[tuple[bytes, bytes]], body
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+_GZIP = [(b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
+
+
+def accepts_gzip(headers: Headers) -> bool:
+    """The request's ``Accept-Encoding`` names gzip (and not with ``q=0``)."""
+    for name, value in headers:
+        if name.lower() == b"accept-encoding":
+            for item in value.lower().split(b","):
+                coding, _, params = item.strip().partition(b";")
+                if coding.strip() in (b"gzip", b"*") and params.replace(b" ", b"") not in (b"q=0", b"q=0.0", b"q=0.00", b"q=0.000"):
+                    return True
+    return False
+
+
+async def _send_in_pieces(send: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """``_send``, the body in ``SEND_CHUNK_BYTES`` pieces: each ``send`` waits while the
+    transport's buffer is full, so a large body never occupies the event loop at once."""
+    await send({"type": "http.response.start", "status": 200, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    view = memoryview(body)
+    for start in range(0, max(len(body), 1), SEND_CHUNK_BYTES):
+        end = start + SEND_CHUNK_BYTES
+        await send({"type": "http.response.body", "body": bytes(view[start:end]), "more_body": end < len(body)})
 
 
 async def _problem(send: Any, exc: Exception, path: str) -> None:

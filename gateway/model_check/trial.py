@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import ModelInvalidError
+from gateway.errors import ConfigError, ModelInvalidError
 from gateway.model_check import limits, trial_child
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.context import BaseContext
 
-__all__ = ["TrialReport", "trial_load"]
+__all__ = ["TrialReport", "check_scratch_folder", "trial_load"]
 
 log = logging.getLogger("driftgate.model_check")
 
@@ -61,6 +61,31 @@ def _budget_error(what: str) -> ModelInvalidError:
 
 def _crash_error() -> ModelInvalidError:
     return ModelInvalidError("the model crashed the loader", reason="crashed")
+
+
+def check_scratch_folder() -> str:
+    """The temporary folder trial loads need, checked once at start-up; its path.
+
+    Each trial runs in a fresh empty folder made there, and multiprocessing's fork server
+    puts its socket there: without one, every model fails to load. ``TMPDIR`` when set (it
+    must then be writable: falling back elsewhere would hide the mistake), else the first
+    writable of ``/tmp``, ``/var/tmp``, ``/usr/tmp`` and the working folder (``tempfile``).
+
+    Raises:
+        ConfigError: no writable folder, in one line saying what to mount.
+    """
+    wanted = os.environ.get("TMPDIR") or None
+    try:
+        probe = tempfile.mkdtemp(prefix="driftgate-probe-", dir=wanted)
+        os.rmdir(probe)
+    except OSError as exc:
+        where = f"TMPDIR={wanted} is not a writable folder" if wanted else "no writable temporary folder (/tmp, /var/tmp, /usr/tmp or the working folder)"
+        cause = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"{where} ({cause}): model trial loads need one; with a read-only root filesystem mount a writable /tmp "
+            "(docker run --tmpfs /tmp, a Kubernetes emptyDir)"
+        ) from None
+    return str(Path(probe).parent)
 
 
 @functools.cache

@@ -16,7 +16,9 @@ on the event loop). Here:
   instead of the default 5 ms, and the builder yields after each model version, so a
   prediction that arrives meanwhile waits a fraction of a millisecond, not a whole switch
   interval. Builds are spaced (``BUILD_SPACING``): scrapes in a tight loop take at most a
-  fifth of the process's time.
+  fifth of the process's time. A scraper that sends ``Accept-Encoding: gzip`` (Prometheus
+  does) gets the body compressed on the build's thread, once per build; any body is sent in
+  ``SEND_CHUNK_BYTES`` pieces, so the event loop never copies a large one at once.
 - **A version whose counts did not move is not written again**: its text is kept with a
   fingerprint of its counters (rows, feedback, non-finite outputs, pending work) and reused
   while that is unchanged; only versions with traffic since the last scrape cost numpy and
@@ -33,7 +35,9 @@ on the event loop). Here:
 from __future__ import annotations
 
 import asyncio
+import gzip
 import math
+import os
 import re
 import sys
 import threading
@@ -94,6 +98,13 @@ BUILD_SWITCH_SECONDS = 0.0005
 BUILD_SPACING = 4.0
 """A build starts at the earliest this many times the last build's duration after it ended:
 scrapes in a tight loop build at most a fifth of the time (``SharedBuild``)."""
+BUILD_NICE = 10
+"""Nice value of the build thread (relative weight about a tenth of the event loop's)."""
+GZIP_LEVEL = 1
+"""Compression of a gzip scrape: the fastest level (the text is repetitive)."""
+SEND_CHUNK_BYTES = 256 * 1024
+"""A scrape's body goes to the transport in pieces of this size, each after the previous one
+has drained: one write of a 26 MB body copied it whole on the event loop (4.5 ms)."""
 
 _ENTRY = re.compile(r"^\s*(?:([A-Za-z0-9_.*-]+)\s*=\s*)?([a-z]+)\s*$")
 
@@ -722,10 +733,12 @@ class SharedBuild:
     def __init__(self, build: Callable[[], bytes], spacing: float = BUILD_SPACING) -> None:
         self._build = build
         self._spacing = spacing
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="driftgate-metrics")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="driftgate-metrics", initializer=_lower_priority)
         self._running: asyncio.Future[bytes] | None = None
         self._next_start = 0.0
         self.builds = 0
+        self._gzipped: tuple[bytes, asyncio.Future[bytes]] | None = None
+        """The last build's body and its gzip compression, shared by the scrapes that ask for it."""
 
     def _run(self) -> bytes:
         _short_switches(True)
@@ -755,6 +768,32 @@ class SharedBuild:
         if self._running is future:
             self._running = None
 
+    async def get_gzip(self) -> bytes:
+        """The body gzip-compressed, for a scraper that accepts it (Prometheus does): far fewer
+        bytes for the event loop to write. Compressed on the build's thread
+        (zlib lets go of the interpreter while it works), once per build."""
+        plain = await self.get()
+        done = self._gzipped
+        if done is None or done[0] is not plain:
+            packing = asyncio.get_running_loop().run_in_executor(self._executor, _gzip, plain)
+            done = self._gzipped = (plain, asyncio.ensure_future(packing))
+        return await asyncio.shield(done[1])
+
+
+def _lower_priority() -> None:
+    """The build thread yields the processor to the event loop (Linux: a thread has a nice
+    value of its own): compressing without the interpreter lock, it would otherwise share a
+    core with the loop by the scheduler's time slices, several milliseconds each."""
+    try:
+        me = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, me, max(BUILD_NICE, os.getpriority(os.PRIO_PROCESS, me)))
+    except (AttributeError, OSError):  # not Linux, or not allowed: the default priority
+        pass
+
+
+def _gzip(body: bytes) -> bytes:
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+
 
 def configure(collector: GatewayCollector, gateway: Any) -> SharedBuild:
     """The shared build of ``gateway``'s metrics, set up on its first scrape."""
@@ -768,7 +807,9 @@ def configure(collector: GatewayCollector, gateway: Any) -> SharedBuild:
     return shared
 
 
-async def render_metrics(gateway: Any) -> bytes:
+async def render_metrics(gateway: Any, compressed: bool = False) -> bytes:
     """The ``/metrics`` body of ``gateway`` (a ``gateway.lifecycle.Gateway``), built on a thread
-    of its own; concurrent calls share one build. Content type: ``CONTENT_TYPE``."""
-    return await configure(gateway.collector, gateway).get()
+    of its own; concurrent calls share one build. Content type: ``CONTENT_TYPE``; gzip
+    (``Content-Encoding: gzip``) when ``compressed``."""
+    shared = configure(gateway.collector, gateway)
+    return await (shared.get_gzip() if compressed else shared.get())

@@ -134,3 +134,20 @@ def test_openapi_document_lists_the_predict_path(client: httpx.Client) -> None:
     assert any("versions" in p for p in predict_paths), "the pinned-version predict path is listed too"
     assert "/v2/health/ready" in paths and "/v2/health/live" in paths
     assert client.get("/schema").status_code == 200
+
+
+def test_a_scraper_that_accepts_gzip_gets_the_same_text_compressed(client: httpx.Client) -> None:
+    """Prometheus sends ``Accept-Encoding: gzip``: the body is compressed off the event loop."""
+    predict(client, "penguins", [penguin()])
+    packed = client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    plain = client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert packed.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert int(packed.headers["content-length"]) < len(plain.content) / 3  # on the wire, compressed
+    assert packed.headers["vary"].lower() == "accept-encoding"
+
+    def names(text: str) -> set[str]:
+        return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+
+    assert names(packed.text) == names(plain.text) and "driftgate_rows_total" in names(plain.text)
+    refused = client.get("/metrics", headers={"Accept-Encoding": "gzip;q=0, identity"})
+    assert "content-encoding" not in refused.headers

@@ -268,3 +268,22 @@ def test_a_predecessor_state_that_does_not_fit_is_logged_as_an_error(
         metrics = ModelMetrics(penguins.spec, "penguins", 1, fleet=_Inheriting(diabetes.metrics.export()))
     assert metrics.rows["predicted"] == 0
     assert any("does not fit" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_build_thread_gives_way_to_the_event_loop() -> None:
+    """It runs at a lower priority (nice) than the loop's thread, which keeps its own."""
+    import os
+    import threading
+
+    from gateway.monitoring.exposition import BUILD_NICE, SharedBuild
+
+    def build() -> bytes:
+        return str(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).encode()
+
+    async def scrape() -> bytes:
+        return await SharedBuild(build).get()
+
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert int(asyncio.run(scrape())) == max(BUILD_NICE, loop_nice) > 0
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice

@@ -130,6 +130,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dic
     regression = predict(diabetes, to_columns([DIABETES] * 3, diabetes.spec.feature_names), gateway.predictions)
     record_feedback(gateway.model_registry, gateway.predictions, "penguins", [FeedbackItem(id=i, label="Gentoo") for i in outcome.ids[:10]])
     record_feedback(gateway.model_registry, gateway.predictions, "diabetes", [FeedbackItem(id=i, value=150.0) for i in regression.ids])
+    for reason in ("ok", "overloaded", "timeout"):  # counted by the HTTP layer, which this skips
+        gateway.requests.add("penguins", reason)
     out = {"standard": _samples(generate_latest(gateway.metrics_registry).decode())}
     gateway.collector.detail = {"*": "detailed"}
     out["detailed"] = _samples(generate_latest(gateway.metrics_registry).decode())
@@ -140,6 +142,10 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dic
 def exported(exports: dict[str, dict[str, dict[str, set[str]]]]) -> dict[str, dict[str, set[str]]]:
     """What the default export holds."""
     return exports["standard"]
+
+
+TARGET_LABELS = frozenset({"namespace", "job", "pod", "instance"})
+"""Labels Prometheus adds to every sample of a target (Kubernetes service discovery)."""
 
 
 def reference(
@@ -193,6 +199,10 @@ def test_dashboard_shape(dashboard: dict[str, Any]) -> None:
         assert var["type"] == "query" and var["datasource"]["uid"] == "${datasource}"
         series, label = label_values(var)
         assert label == name and metric_names(series) == {"driftgate_rows_total"}, (series, label)
+    names = [v["name"] for v in dashboard["templating"]["list"]]
+    assert names.index("namespace") < names.index("job") < names.index("pod") < names.index("model")
+    for name in ("namespace", "job", "pod"):
+        assert label_values(variables[name])[1] == name
     panels = list(all_panels(dashboard["panels"]))
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
@@ -235,6 +245,8 @@ def test_every_label_matcher_fits_its_metric(
             if labels is None:  # a recording rule: its labels are its own business
                 continue
             for label, op, value in matchers:
+                if label in TARGET_LABELS:
+                    continue
                 if label not in labels:
                     problems.append(f"{where}: {metric} has no label {label!r}")
                 elif op == "=" and "$" not in value and value not in labels[label]:
@@ -243,13 +255,19 @@ def test_every_label_matcher_fits_its_metric(
         if var["type"] == "query":
             series, label = label_values(var)
             for metric in metric_names(series):
-                if label not in exported.get(metric, {}):
+                if label not in exported.get(metric, {}) and label not in TARGET_LABELS:
                     problems.append(f"variable {var['name']!r}: {metric} has no label {label!r}")
     assert problems == []
 
 
 def test_the_dashboard_covers_what_operators_watch(dashboard: dict[str, Any], recorded: set[str]) -> None:
     used = set().union(*(metric_names(expr) for _, expr in queries(dashboard)))
+    assert "driftgate_requests_total" in used, "request outcomes (503, 504, 500) must be visible"
+    for where, expr in queries(dashboard):  # every per-replica query follows the namespace/job/pod choice
+        for metric, matchers in selectors(expr):
+            chosen = {label for label, _, _ in matchers}
+            if ":" not in metric and "model" in chosen:
+                assert {"namespace", "job", "pod"} <= chosen, f"{where}: {metric}"
     for metric in (
         "driftgate_rows_total",
         "driftgate_violations_total",
