@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Any
 
 from gateway.errors import GatewayError, UsageError
 
-__all__ = ["RemoteError", "list_remote", "register_remote"]
+__all__ = ["RemoteError", "list_remote", "register_remote", "rollout_remote"]
 
 TIMEOUT_SECONDS = 300
 """Registration loads and warms the model on the server before answering."""
@@ -43,7 +44,9 @@ def list_remote(url: str) -> dict[str, Any]:
     return _call(urllib.request.Request(url.rstrip("/") + "/v1/models"))
 
 
-def register_remote(url: str, token: str | None, name: str, version: str | None, model: bytes, spec: bytes, spec_filename: str) -> dict[str, Any]:
+def register_remote(
+    url: str, token: str | None, name: str, version: str | None, model: bytes, spec: bytes, spec_filename: str, query: str = ""
+) -> dict[str, Any]:
     if not token:
         raise UsageError("--url needs an admin token: pass --token or set DRIFTGATE_ADMIN_TOKEN")
     if version is None:
@@ -60,9 +63,21 @@ def register_remote(url: str, token: str | None, name: str, version: str | None,
         )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     request = urllib.request.Request(
-        f"{url.rstrip('/')}/v1/models/{name}/versions/{version}",
+        f"{url.rstrip('/')}/v1/models/{name}/versions/{version}{query}",
         data=body,
         method="PUT",
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {token}"},
     )
     return _call(request)
+
+
+def rollout_remote(url: str, token: str | None, name: str, action: dict[str, Any] | None) -> dict[str, Any]:
+    """``GET /v1/models/{name}/rollout`` (``action`` None), else ``PUT`` of ``action``."""
+    target = f"{url.rstrip('/')}/v1/models/{urllib.parse.quote(name, safe='')}/rollout"
+    if action is None:
+        return _call(urllib.request.Request(target))
+    if not token:
+        raise UsageError("--url needs an admin token: pass --token or set DRIFTGATE_ADMIN_TOKEN")
+    body = json.dumps(action).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    return _call(urllib.request.Request(target, data=body, method="PUT", headers=headers))

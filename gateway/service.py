@@ -18,6 +18,7 @@ from gateway.errors import GatewayError, InferenceFailedError, InputRejectedErro
 from gateway.monitoring.metrics import PredictedBatch
 from gateway.registry import LoadedModel, load_model
 from gateway.repository import check_name, check_version
+from gateway.rollout import registration
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
     from gateway.monitoring.feedback import PredictionLog
     from gateway.registry import ModelRegistry
     from gateway.repository import ModelRepository
+    from gateway.rollout import Mode
     from gateway.runtime import Inference
+    from gateway.shadow import Shadow
     from gateway.table import Columns
     from gateway.violations import Violation
 
@@ -218,13 +221,14 @@ class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def record_feedback(
-    model_registry: ModelRegistry, log: PredictionLog, name: str, items: list[FeedbackItem]
+    model_registry: ModelRegistry, log: PredictionLog, name: str, items: list[FeedbackItem], shadow: Shadow | None = None
 ) -> dict[str, Any]:
     """Join ground truth to earlier predictions and update the online metrics.
 
     Ids that are unknown, expired or whose truth is not a valid label/value are counted
     and reported; they never fail the batch. With several workers, ``log.join`` finds each
-    id in the ring of the worker that predicted it.
+    id in the ring of the worker that predicted it. ``shadow``: the matched feedback also
+    scores a shadow candidate's predictions of the same rows (``Shadow.score_feedback``).
     """
     default = model_registry.get(name)
     versions, predicted_labels, predicted_values, status = log.join(name, [item.id for item in items])
@@ -234,6 +238,7 @@ def record_feedback(
     counts = {"matched": 0, "unknown_id": 0, "expired": 0, "duplicate": 0, "invalid": 0}
     invalid: list[dict[str, Any]] = []
     matched_items: list[tuple[int, int, float]] = []  # (position among the matched, version, truth)
+    matched_ids: list[str] = []
     position = 0
     for i, (item, state) in enumerate(zip(items, status, strict=True)):
         if state != "matched":
@@ -257,6 +262,7 @@ def record_feedback(
                 invalid.append({"index": i, "id": item.id, "reason": "a regression's feedback needs a finite 'value'"})
                 continue
             matched_items.append((slot_pos, version, float(item.value)))
+        matched_ids.append(item.id)
         counts["matched"] += 1
     by_version: dict[int, list[tuple[int, float]]] = {}
     for slot_pos, version, value in matched_items:
@@ -275,6 +281,11 @@ def record_feedback(
             else:
                 metrics.feedback.add(errors=predicted_values[index] - truths)
             metrics.feedback_counts["matched"] += len(pairs)
+    if shadow is not None and matched_items:
+        index = np.asarray([s for s, _, _ in matched_items], dtype=np.intp)
+        answered = predicted_labels[index].astype(np.float64) if classification else predicted_values[index]
+        truths = np.asarray([t for _, _, t in matched_items], dtype=np.float64)
+        shadow.score_feedback(name, matched_ids, answered, truths, classification)
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):
             default.metrics.feedback_counts[outcome] += counts[outcome]
@@ -312,8 +323,13 @@ def register_model(
     model: bytes,
     spec_text: bytes,
     intra_op_threads: int = 1,
+    *,
+    rollout: tuple[Mode, float] | None = None,
 ) -> LoadedModel:
     """Check, load, store and serve a new version. A refusal changes nothing.
+
+    ``rollout``: (``shadow`` or ``canary``, share): the version becomes the rollout's
+    candidate, not the primary (``gateway.rollout.registration``).
 
     The model is loaded and checked against the spec before anything is written, so a
     bad bundle never reaches the repository; the version folder is then written
@@ -331,6 +347,13 @@ def register_model(
     if not model:
         raise UsageError("the model file is empty")
     loaded = load_model(name, number, model, spec_text, intra_op_threads, model_registry.monitor)
-    repository.add(name, number, model, spec_text)
+    mode, share = rollout if rollout is not None else (None, 1.0)
+    finish = registration(repository.root, name, number, repository.versions(name), mode, share)
+    try:
+        repository.add(name, number, model, spec_text)
+    except BaseException:
+        finish(False)
+        raise
     model_registry.add(loaded)
+    finish(True)
     return loaded

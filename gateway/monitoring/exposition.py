@@ -176,6 +176,9 @@ _FAMILIES: list[tuple[str, str, str]] = [
     ("driftgate_ready", "gauge", "1 when every model is loaded and warmed and the server is not draining."),
     ("driftgate_model_loaded", "gauge", "1 for a served model version, 0 for one that failed to load."),
     ("driftgate_requests_total", "counter", "Prediction requests (V1 predict, V2 infer), by how they ended."),
+    ("driftgate_shadow_rows_total", "counter", "Rows mirrored to a shadow candidate, by outcome."),
+    ("driftgate_shadow_agreement", "gauge", "Share of a shadow candidate's compared rows that agree with the primary."),
+    ("driftgate_rollbacks_total", "counter", "Rollout candidates taken out, by reason."),
 ]
 
 
@@ -390,6 +393,18 @@ def _model_text(m: ModelMetrics, state: MetricsState, level: int, out: dict[str,
     out["driftgate_feedback_window_rows"].append(f"{lay.feedback_rows}{int(fb[0])}\n")
     if lay.baseline_confidence:
         out["driftgate_baseline_mean_confidence"].append(lay.baseline_confidence)
+    shadow = state.shadow
+    if any(shadow.values()):
+        key = [("model", m.model), ("version", m.version)]
+        out["driftgate_shadow_rows_total"].append(
+            "".join(
+                f"driftgate_shadow_rows_total{_labels([*key, ('outcome', o)])} {int(shadow[o])}\n"
+                for o in ("compared", "rejected", "dropped", "failed")
+            )
+        )
+        if shadow["compared"]:
+            agreement = shadow["agreed"] / shadow["compared"]
+            out["driftgate_shadow_agreement"].append(f"driftgate_shadow_agreement{_labels(key)} {_number(agreement)}\n")
     out["driftgate_model_loaded"].append(lay.loaded)
 
 
@@ -542,6 +557,13 @@ def render_text(
     for name, version in collector.failed():
         out["driftgate_model_loaded"].append(
             f"driftgate_model_loaded{_labels([('model', name), ('version', version)])} 0.0\n".encode()
+        )
+    if collector.rollbacks is not None:
+        out["driftgate_rollbacks_total"].append(
+            "".join(
+                f"driftgate_rollbacks_total{_labels([('model', model), ('reason', reason)])} {count}\n"
+                for (model, reason), count in sorted(collector.rollbacks().items())
+            ).encode()
         )
     if requests is not None:
         request_counts = _request_counts(requests, own, others)

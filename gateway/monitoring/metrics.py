@@ -105,6 +105,8 @@ what keeps monitoring cheap per row (at 64 requests a fold still cost about 5 us
 one-row request)."""
 OUTCOMES = ("predicted", "rejected")
 MARKS = ("flagged", "clipped", "review")
+SHADOW_OUTCOMES = ("compared", "agreed", "rejected", "dropped", "failed")
+"""A shadow candidate's rows by outcome (see ``gateway.shadow``)."""
 UNKNOWN_FEATURE_LABEL = "_unknown"
 """The ``feature`` label of ``unknown_feature`` violations: the field's own name is
 chosen by the client, so it must not become a label value."""
@@ -151,6 +153,12 @@ class MetricsState(msgspec.Struct, kw_only=True):
     feedback_counts: dict[str, int]
     drift: DriftState
     feedback: FeedbackState
+    shadow: dict[str, int]
+    """As a rollout's shadow candidate: its rows by outcome (``SHADOW_OUTCOMES``)."""
+    paired_primary: FeedbackState
+    """As a shadow candidate: the primary's online metric on the rows both predicted."""
+    paired_candidate: FeedbackState
+    """As a shadow candidate: its own online metric on those same rows."""
 
 
 INSTRUMENTS: dict[str, Any] = {
@@ -166,6 +174,9 @@ INSTRUMENTS: dict[str, Any] = {
     "feedback_counts": LabelledCounts,
     "drift": DriftWindow,
     "feedback": FeedbackWindow,
+    "shadow": LabelledCounts,
+    "paired_primary": FeedbackWindow,
+    "paired_candidate": FeedbackWindow,
 }
 """The instrument class of every ``MetricsState`` field: ``ModelMetrics`` holds one of each
 under the field's name, and exports, restores and merges them all by this table."""
@@ -218,6 +229,9 @@ class ModelMetrics:
             spec, window_rows=None if window_seconds else window_rows, window_seconds=window_seconds
         )
         self.feedback = FeedbackWindow(feedback_window)
+        self.shadow = LabelledCounts("shadow rows", SHADOW_OUTCOMES)
+        self.paired_primary = FeedbackWindow(feedback_window)
+        self.paired_candidate = FeedbackWindow(feedback_window)
         self.baseline_mean_confidence = _baseline_mean_confidence(spec)
         self._pending: list[PredictedBatch] = []
         self._pending_rows = 0
@@ -387,6 +401,8 @@ class ModelMetrics:
             self.rows.counts["predicted"],
             self.rows.counts["rejected"],
             sum(self.feedback_counts.counts.values()),
+            sum(self.shadow.counts.values()),
+            self.paired_candidate.rows,
             self.confidence.nonfinite,
             len(self._pending),
             len(self._pending_times),
@@ -507,6 +523,8 @@ class GatewayCollector(Collector):
         self.shared: Any = None
         """The exposition's shared build (``gateway.monitoring.exposition.SharedBuild``)."""
         self.stage_layouts: dict[tuple[str, int], list[str]] = {}
+        self.rollbacks: Callable[[], dict[tuple[str, str], int]] | None = None
+        """Set by the gateway: rollbacks by model and reason (``gateway.rollout``)."""
         """The exposition's cached latency lines by model and level."""
 
     def attach(self, metrics: ModelMetrics) -> None:

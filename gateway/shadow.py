@@ -1,0 +1,348 @@
+"""Shadow execution: the candidate predicts what the primary answered, off the response path.
+
+``Shadow.mirror`` is called by the dispatcher (``gateway.dispatch``) after the primary has
+answered an unpinned request, and only puts the request's raw columns on a bounded queue
+(``queue.Full``: the rows are dropped and counted, never the primary's answer). One
+worker thread drains the queue, several requests at a time:
+
+1. the candidate's **own** spec guards and transforms each request's raw rows (a retrained
+   spec may differ from the primary's: other ranges, other categories, other features);
+   rows it refuses are counted ``rejected``, with their violations by feature and reason,
+   on the candidate's metrics;
+2. the accepted requests' matrices are stacked and run through the candidate's model in
+   one call;
+3. each request's share is completed as any prediction is (``gateway.service.complete``:
+   every per-version metric of the candidate counts it), compared with the primary's
+   answer (``agreed``: the same label; a regressor's value within the rollout's tolerance),
+   and recorded in the shadow ring under the **primary answer's id**, so that feedback sent
+   against that id scores both versions on the same row (``score_feedback``).
+
+``on_result`` is the one place where a shadow result is known (the primary's ids and the
+candidate's outcome): whatever else wants shadow results (a prediction log) hooks there.
+
+Counts (``gateway.monitoring.metrics.SHADOW_OUTCOMES``): ``driftgate_shadow_rows_total{model,version,outcome}``
+(``compared``, with ``agreed`` among them; ``rejected``: its spec refused a row the primary
+took; ``dropped``: the queue was full; ``failed``: its model failed or answered NaN) and ``driftgate_shadow_agreement`` come from the candidate's
+``ModelMetrics.shadow`` counts; they are published and merged across workers as every
+other metric is.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gateway.errors import GatewayError
+from gateway.monitoring.feedback import PredictionLog, SharedPredictionLog
+from gateway.runtime import Inference
+from gateway.service import Outcome, complete, prepare
+from gateway.table import Columns
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from gateway.registry import LoadedModel
+    from gateway.rollout import Rollouts
+    from gateway.service import Prepared
+
+__all__ = ["QUEUE_REQUESTS", "Shadow", "ShadowLog", "SharedShadowLog", "shadow_log_path"]
+
+log = logging.getLogger("driftgate.shadow")
+
+QUEUE_REQUESTS = 4096
+"""Requests waiting for the shadow worker at most; more are dropped (and counted)."""
+BATCH_REQUESTS = 256
+"""Requests the worker takes from the queue at once (one model call for all of them)."""
+
+
+def _counters(ids: Sequence[str]) -> NDArray[np.int64]:
+    return np.fromiter((int(i.rpartition("-")[2], 16) for i in ids), dtype=np.int64, count=len(ids))
+
+
+class _AtCounters:
+    """A prediction ring that records at given counters (the primary answer's ids) rather
+    than issuing new ones: ``at`` is set by the shadow worker (its only writer) before
+    each ``complete``."""
+
+    at: Sequence[str] = ()
+
+    def record(self: Any, model: str, version: int, n: int, labels: Any, values: Any) -> list[str]:
+        ids = list(self.at)
+        if not ids or not ids[0]:
+            return [""] * n  # the primary was not monitored: no ids to key the shadow by
+        counters = _counters(ids)
+        self.write(counters % self.capacity, counters, model, version, labels, values)
+        top = int(counters.max())
+        self.issued = max(self.issued, top)
+        return ids
+
+
+class ShadowLog(_AtCounters, PredictionLog):
+    """The shadow predictions of one process, keyed by the primary's ids."""
+
+
+class SharedShadowLog(_AtCounters, SharedPredictionLog):
+    """The shadow ring of one worker of several (``shadow-<worker>.bin`` in the state folder)."""
+
+    def path(self, worker: int) -> Path:
+        return shadow_log_path(self.folder, worker)
+
+
+def shadow_log_path(folder: Path, worker: int) -> Path:
+    return folder / f"shadow-{worker}.bin"
+
+
+class _Job:
+    __slots__ = ("candidate", "columns", "ids", "labels", "primary", "values")
+
+    def __init__(self, primary: LoadedModel, candidate: LoadedModel, columns: Columns, outcome: Outcome) -> None:
+        self.primary = primary
+        self.candidate = candidate
+        self.columns = columns
+        self.ids = outcome.ids
+        self.labels = outcome.label_index
+        self.values = outcome.values
+
+
+def candidate_columns(columns: Columns, primary: LoadedModel, candidate: LoadedModel) -> Columns:
+    """The raw rows ``columns`` (decoded for the primary's features) as the candidate's
+    spec reads them: the same object when both specs name the same features; else rebuilt,
+    a field the primary did not know (``unknown``) becoming a feature if the candidate
+    has it, and a primary feature the candidate lacks becoming an unknown field."""
+    names = candidate.spec.feature_names
+    if tuple(names) == tuple(primary.spec.feature_names):
+        return columns
+    n = columns.n_rows
+    wanted = set(names)
+    data: dict[str, Any] = {name: list(columns.data[name]) for name in names if name in columns.data}
+    unknown: list[tuple[int, str, Any]] = []
+    for row, field, value in columns.unknown:
+        if field in wanted:
+            data.setdefault(field, [None] * n)[row] = value
+        else:
+            unknown.append((row, field, value))
+    for name in columns.data:
+        if name not in wanted:
+            cells = columns.data[name]
+            unknown += [(i, name, _plain(cells[i])) for i in range(n) if cells[i] is not None]
+    missing = {k: v for k, v in columns.missing.items() if k in wanted}
+    return Columns(n, data, missing, unknown)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class Shadow:
+    """The shadow queue and its worker (see the module docstring)."""
+
+    def __init__(
+        self, rollouts: Rollouts, ring: PredictionLog, capacity: int = QUEUE_REQUESTS, *, monitored: bool = True
+    ) -> None:
+        self.rollouts = rollouts
+        self.ring = ring
+        self.monitored = monitored
+        self.queue: queue.Queue[_Job | None] = queue.Queue(capacity)
+        self.on_result: list[Callable[[LoadedModel, Sequence[str], Outcome], None]] = []
+        """Called on the shadow worker with (the candidate, the primary's ids, the
+        candidate's outcome) for every compared request (see ``on_result``)."""
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- the response path --
+
+    def mirror(self, model: LoadedModel, columns: Columns, outcome: Outcome) -> None:
+        """Queue what the primary ``model`` just answered for its shadow candidate, if it has
+        one. Never waits: a full queue drops the rows (counted ``dropped``)."""
+        if not self.rollouts.states:
+            return
+        candidate = self.rollouts.shadow_of(model)
+        if candidate is None:
+            return
+        try:
+            self.queue.put_nowait(_Job(model, candidate, columns, outcome))
+        except queue.Full:
+            self._count(candidate, "dropped", columns.n_rows)
+            return
+        if self._thread is None:
+            self.start()
+
+    # -- the worker --
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="driftgate-shadow", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish what is queued, then stop the worker."""
+        thread = self._thread
+        if thread is None:
+            return
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            job = self.queue.get()
+            jobs: list[_Job] = []
+            while job is not None:
+                jobs.append(job)
+                if len(jobs) >= BATCH_REQUESTS:
+                    break
+                try:
+                    job = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            if jobs:
+                try:
+                    self.process(jobs)
+                except Exception:  # never let the worker die: count the lot as failed
+                    log.exception("the shadow worker failed on %d requests", len(jobs))
+                    for j in jobs:
+                        self._count(j.candidate, "failed", j.columns.n_rows)
+            if job is None:
+                return
+
+    def process(self, jobs: list[_Job]) -> None:
+        """Predict ``jobs`` with their candidates: guards and transform per request, one
+        model call per candidate for every accepted request."""
+        groups: dict[int, list[_Job]] = {}
+        for job in jobs:
+            groups.setdefault(id(job.candidate), []).append(job)
+        for group in groups.values():
+            candidate = group[0].candidate
+            accepted: list[tuple[_Job, Prepared]] = []
+            for job in group:
+                prepared = prepare(candidate, candidate_columns(job.columns, job.primary, candidate))
+                checked = prepared.checked
+                if prepared.matrix is None:
+                    assert checked.rejected is not None
+                    refused = int(checked.rejected.sum())
+                    if self.monitored:
+                        candidate.metrics.count_rejected(refused, checked.violations)
+                    self._count(candidate, "rejected", refused)
+                    continue
+                accepted.append((job, prepared))
+            if accepted:
+                self._predict(candidate, accepted)
+
+    def _predict(self, candidate: LoadedModel, accepted: list[tuple[_Job, Prepared]]) -> None:
+        matrices = [p.matrix for _, p in accepted]
+        try:
+            inference = candidate.runtime.run(np.concatenate(matrices) if len(matrices) > 1 else matrices[0])  # type: ignore[arg-type]
+        except GatewayError:
+            self._count(candidate, "failed", sum(j.columns.n_rows for j, _ in accepted))
+            return
+        t3 = time.perf_counter()
+        start = 0
+        for job, prepared in accepted:
+            n = prepared.checked.n_rows
+            part = Inference(
+                None if inference.probabilities is None else inference.probabilities[start : start + n],
+                None if inference.values is None else inference.values[start : start + n],
+            )
+            start += n
+            self.ring.at = job.ids  # type: ignore[attr-defined]
+            try:
+                outcome = complete(candidate, prepared, part, t3, self.ring, monitored=self.monitored)
+            except GatewayError:
+                self._count(candidate, "failed", n)
+                continue
+            self.on_result_known(candidate, job, outcome)
+
+    def on_result_known(self, candidate: LoadedModel, job: _Job, outcome: Outcome) -> None:
+        """The one place a shadow result is known: the primary's answer (``job``: its ids,
+        labels or values) and the candidate's ``outcome`` of the same rows. Compares them,
+        counts, and hands them to every ``on_result`` hook."""
+        agreed = self._agreement(candidate, job, outcome)
+        with candidate.metrics.lock:
+            counts = candidate.metrics.shadow.counts
+            counts["compared"] += len(job.ids)
+            counts["agreed"] += agreed
+        for hook in self.on_result:
+            try:
+                hook(candidate, job.ids, outcome)
+            except Exception:
+                log.exception("a shadow result hook failed")
+
+    def _agreement(self, candidate: LoadedModel, job: _Job, outcome: Outcome) -> int:
+        if job.labels is not None and outcome.label_index is not None:
+            primary_labels = [job.primary.spec.output.labels[i] for i in job.labels.tolist()] if job.primary.spec.output else []
+            labels = candidate.spec.output.labels if candidate.spec.output else ()
+            return sum(a == labels[b] for a, b in zip(primary_labels, outcome.label_index.tolist(), strict=True))
+        if job.values is not None and outcome.values is not None:
+            tolerance = self.tolerance(job.primary)
+            return int((np.abs(job.values.astype(np.float64) - outcome.values) <= tolerance).sum())
+        return 0
+
+    def tolerance(self, primary: LoadedModel) -> float:
+        """Two regression predictions within this distance agree: the rollout's
+        ``tolerance``, else 1% of the range of the primary spec's output baseline."""
+        state = self.rollouts.states.get(primary.name)
+        if state is not None and state.tolerance is not None:
+            return state.tolerance
+        output = primary.spec.output
+        baseline = output.baseline if output is not None else None
+        if baseline is not None and baseline.values is not None and len(baseline.values.edges) > 1:
+            edges = baseline.values.edges
+            return 0.01 * float(edges[-1] - edges[0])
+        return 0.0
+
+    def _count(self, candidate: LoadedModel, outcome: str, rows: int) -> None:
+        if rows:
+            with candidate.metrics.lock:
+                candidate.metrics.shadow.counts[outcome] += rows
+
+    # -- feedback --
+
+    def score_feedback(
+        self,
+        name: str,
+        ids: list[str],
+        primary_predictions: NDArray[np.float64],
+        truths: NDArray[np.float64],
+        classification: bool,
+    ) -> None:
+        """Feedback that matched the primary's predictions ``ids`` (``primary_predictions``:
+        the label index or value it answered; ``truths``: the label index or value sent):
+        score the shadow's predictions of the same rows, and the primary's on exactly those
+        rows, on the candidate's metrics (``paired_primary``, ``paired_candidate``; the
+        candidate's own online accuracy counts them too)."""
+        if not ids:
+            return
+        versions, labels, values, status = self.ring.join(name, ids)
+        if not len(versions):
+            return
+        matched = np.asarray([s == "matched" for s in status], dtype=np.bool_)
+        truth, primary = truths[matched], primary_predictions[matched]
+        found = labels.astype(np.float64) if classification else values
+        for version in np.unique(versions).tolist():
+            mine = versions == version
+            try:
+                candidate = self.rollouts.registry.get(name, int(version))
+            except GatewayError:
+                continue
+            m = candidate.metrics
+            with m.lock:
+                if classification:
+                    m.paired_primary.add(correct=primary[mine] == truth[mine])
+                    correct = found[mine] == truth[mine]
+                    m.paired_candidate.add(correct=correct)
+                    m.feedback.add(correct=correct)
+                else:
+                    m.paired_primary.add(errors=primary[mine] - truth[mine])
+                    errors = found[mine] - truth[mine]
+                    m.paired_candidate.add(errors=errors)
+                    m.feedback.add(errors=errors)
