@@ -23,6 +23,7 @@ from gateway.http.admin import require_admin
 from gateway.http.context import gateway_of
 from gateway.lifecycle import Gateway
 from gateway.monitoring.comparison import compare
+from gateway.repository import NAME_PATTERN, check_name
 from gateway.rollout import decide, decode_request
 
 __all__ = ["ROUTES"]
@@ -47,12 +48,13 @@ async def rollout_state(request: Request[Any, Any, Any], name: str) -> Response[
 def change(gateway: Gateway, name: str, body: bytes) -> dict[str, Any]:
     """Apply a ``PUT`` body to ``name``'s rollout; the comparison after it."""
     wanted = decode_request(body)
-    registry = gateway.model_registry
-    registered = sorted(m.version for m in registry.models() if m.name == name)
+    registered = gateway.repository.versions(check_name(name)) if NAME_PATTERN.match(name) else []
+    """The repository's versions: one another worker or replica registered moments ago
+    counts, and answers here once this worker has loaded it (until then, the primary)."""
     with _changes:
         gateway.rollouts.refresh(name)
         current = gateway.rollouts.states.get(name)
-        default = registry.get(name).version if registered else None
+        default = max(registered, default=None)
         gateway.rollouts.write(name, decide(name, current, wanted, registered, default))
     return compare(gateway, name)
 

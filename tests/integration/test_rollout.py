@@ -224,10 +224,11 @@ def test_workers_agree_and_a_restart_keeps_the_state(start_server: StartServer, 
     proc = start_server(repository=repository, env=ENV, args=["--workers", "2"])
     wait_serving(proc, 2)
     register(proc, bundles["v2"])
-    assert rollout(proc, "pin", "1")["primary"] == "1"
     fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection each: either worker answers
     with httpx.Client(base_url=proc.url, timeout=30, limits=fresh) as client:
-        wait_for(lambda: all(version_of(client) == "1" for _ in range(40)), timeout=5)
+        wait_for(lambda: all(version_of(client) == "2" for _ in range(20)), timeout=10)  # both serve v2
+        assert rollout(proc, "pin", "1")["primary"] == "1"
+        wait_for(lambda: all(version_of(client) == "1" for _ in range(40)), timeout=3)  # within the watch interval
         assert all(client.get("/v1/models/penguins/rollout").json()["primary"] == "1" for _ in range(20))
     proc.stop()
     again = start_server(repository=repository, env=ENV)
