@@ -108,7 +108,7 @@ class Gateway:
             ring = ShadowLog(settings.prediction_store_size, settings.prediction_ttl_seconds, prefix=self.predictions.prefix)
         self.shadow = Shadow(self.rollouts, ring, monitored=settings.monitoring)
         """A shadow candidate's queue and worker (``gateway.shadow``)."""
-        self.collector.rollbacks = self.rollouts.rollback_counts
+        self.collector.rollouts = self.rollouts.exported
         self.loaded = threading.Event()
         self.draining = False
         self.unloaded: set[str] = set()

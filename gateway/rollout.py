@@ -404,10 +404,19 @@ class Rollouts:
         except ModelNotFoundError:
             return None
 
-    def rollback_counts(self) -> dict[tuple[str, str], int]:
+    def exported(self) -> tuple[dict[tuple[str, str], int], list[tuple[str, str, str, str]]]:
         """Rollbacks by model and reason, as the rollout files count them
-        (``driftgate_rollbacks_total``: in the repository, so one count for the fleet)."""
-        return {(name, reason): n for name, state in self.states.items() for reason, n in state.rollbacks.items()}
+        (``driftgate_rollbacks_total``: in the repository, so one count for the fleet), and
+        (model, version, role, mode) of each primary and candidate (``driftgate_rollout_version``)."""
+        states = self.states
+        rollbacks = {(name, reason): n for name, state in states.items() for reason, n in state.rollbacks.items()}
+        roles: list[tuple[str, str, str, str]] = []
+        for name, state in states.items():
+            c = state.candidate
+            roles.append((name, str(state.primary), "primary", "-" if c is None else c.mode))
+            if c is not None:
+                roles.append((name, str(c.version), "candidate", c.mode))
+        return rollbacks, roles
 
     # -- files --
 

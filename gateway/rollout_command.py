@@ -16,83 +16,11 @@ from typing import Any
 import msgspec
 
 from gateway.errors import UsageError
+from gateway.monitoring.comparison import status_table
 
-__all__ = ["add_rollout", "cmd_rollout", "status_table"]
+__all__ = ["add_rollout", "cmd_rollout"]
 
 ACTIONS = ("status", "shadow", "canary", "promote", "rollback", "pin")
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _number(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _online(entry: dict[str, Any] | None) -> str:
-    if not entry or not entry.get("rows"):
-        return "-"
-    if "accuracy" in entry:
-        return f"{_number(entry['accuracy'])} ({entry['rows']} rows)"
-    return f"MAE {entry['mae']:.4g} ({entry['rows']} rows)"
-
-
-def status_table(body: dict[str, Any]) -> str:
-    """The comparison a person reads at a glance (``GET .../rollout``'s body)."""
-    name = body["model"]
-    lines = []
-    candidate = body.get("candidate")
-    head = f"{name}: primary version {body['primary']}"
-    if candidate:
-        share = "every request" if candidate["share"] >= 1 else f"{candidate['share']:.0%} of requests"
-        head += f", candidate version {candidate['version']} in {candidate['mode']} ({share})"
-    else:
-        head += ", no candidate"
-    if body.get("previous"):
-        head += f"; rollback restores version {body['previous']}"
-    lines.append(head)
-    rule = body.get("auto_rollback")
-    lines.append(
-        f"automatic rollback: after {rule['min_rows']} rows, if worse by more than {rule['margin']}" if rule else "automatic rollback: off"
-    )
-    versions = body.get("versions", {})
-    columns = [("PRIMARY v" + body["primary"], versions.get(body["primary"]))]
-    if candidate:
-        columns.append(("CANDIDATE v" + candidate["version"], versions.get(candidate["version"])))
-    shadow = body.get("shadow") or {}
-    paired = shadow.get("paired_feedback") or {}
-    rows: list[tuple[str, list[str]]] = []
-
-    def add(label: str, cell: Any) -> None:
-        rows.append((label, [cell(figures) if figures else "-" for _, figures in columns]))
-
-    add("rows", lambda f: str(f["rows"]))
-    add("rejection rate", lambda f: _percent(f["rejection_rate"]))
-    add("failures", lambda f: str(f["failed"]))
-    add("mean confidence", lambda f: _number(f["mean_confidence"]))
-    add("feedback (own answers)", lambda f: _online(f["feedback"]))
-    add("latency ms/request", lambda f: _number(f["latency_ms"], 3))
-    if shadow:
-        rows.append(("shadow rows compared", ["-", str(shadow["rows"]["compared"])]))
-        rows.append(("agreement", ["-", _percent(shadow["agreement"])]))
-        rows.append(("refused by its spec", ["-", str(shadow["rows"]["rejected"])]))
-        rows.append(("dropped / failed", ["-", f"{shadow['rows']['dropped']} / {shadow['rows']['failed']}"]))
-        rows.append(("feedback (same rows)", [_online(paired.get("primary")), _online(paired.get("candidate"))]))
-    header = ("", *(title for title, _ in columns))
-    table = [header, *((label, *cells) for label, cells in rows)]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    refused = shadow.get("violations") or {}
-    if refused:
-        parts = ", ".join(f"{k} {v}" for k, v in sorted(refused.items(), key=lambda kv: -kv[1])[:8])
-        lines.append(f"violations found by the candidate's spec (feature/reason): {parts}")
-    last = body.get("last_rollback")
-    if last:
-        lines.append(f"last rollback: version {last['version']} ({last['reason']}): {last['detail']}")
-    if body.get("rollbacks"):
-        lines.append("rollbacks: " + ", ".join(f"{k} {v}" for k, v in sorted(body["rollbacks"].items())))
-    return "\n".join(lines)
 
 
 def _action(args: argparse.Namespace) -> dict[str, Any] | None:

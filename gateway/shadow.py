@@ -99,7 +99,7 @@ def shadow_log_path(folder: Path, worker: int) -> Path:
     return folder / f"shadow-{worker}.bin"
 
 
-class _Job:
+class ShadowJob:
     __slots__ = ("candidate", "columns", "ids", "labels", "primary", "values")
 
     def __init__(self, primary: LoadedModel, candidate: LoadedModel, columns: Columns, outcome: Outcome) -> None:
@@ -149,7 +149,7 @@ class Shadow:
         self.rollouts = rollouts
         self.ring = ring
         self.monitored = monitored
-        self.queue: queue.Queue[_Job | None] = queue.Queue(capacity)
+        self.queue: queue.Queue[ShadowJob | None] = queue.Queue(capacity)
         self.on_result: list[Callable[[LoadedModel, Sequence[str], Outcome], None]] = []
         """Called on the shadow worker with (the candidate, the primary's ids, the
         candidate's outcome) for every compared request (see ``on_result``)."""
@@ -167,7 +167,7 @@ class Shadow:
         if candidate is None:
             return
         try:
-            self.queue.put_nowait(_Job(model, candidate, columns, outcome))
+            self.queue.put_nowait(ShadowJob(model, candidate, columns, outcome))
         except queue.Full:
             self._count(candidate, "dropped", columns.n_rows)
             return
@@ -196,7 +196,7 @@ class Shadow:
     def _run(self) -> None:
         while True:
             job = self.queue.get()
-            jobs: list[_Job] = []
+            jobs: list[ShadowJob] = []
             while job is not None:
                 jobs.append(job)
                 if len(jobs) >= BATCH_REQUESTS:
@@ -215,15 +215,15 @@ class Shadow:
             if job is None:
                 return
 
-    def process(self, jobs: list[_Job]) -> None:
+    def process(self, jobs: list[ShadowJob]) -> None:
         """Predict ``jobs`` with their candidates: guards and transform per request, one
         model call per candidate for every accepted request."""
-        groups: dict[int, list[_Job]] = {}
+        groups: dict[int, list[ShadowJob]] = {}
         for job in jobs:
             groups.setdefault(id(job.candidate), []).append(job)
         for group in groups.values():
             candidate = group[0].candidate
-            accepted: list[tuple[_Job, Prepared]] = []
+            accepted: list[tuple[ShadowJob, Prepared]] = []
             for job in group:
                 prepared = prepare(candidate, candidate_columns(job.columns, job.primary, candidate))
                 checked = prepared.checked
@@ -238,7 +238,7 @@ class Shadow:
             if accepted:
                 self._predict(candidate, accepted)
 
-    def _predict(self, candidate: LoadedModel, accepted: list[tuple[_Job, Prepared]]) -> None:
+    def _predict(self, candidate: LoadedModel, accepted: list[tuple[ShadowJob, Prepared]]) -> None:
         matrices = [p.matrix for _, p in accepted]
         try:
             inference = candidate.runtime.run(np.concatenate(matrices) if len(matrices) > 1 else matrices[0])  # type: ignore[arg-type]
@@ -262,7 +262,7 @@ class Shadow:
                 continue
             self.on_result_known(candidate, job, outcome)
 
-    def on_result_known(self, candidate: LoadedModel, job: _Job, outcome: Outcome) -> None:
+    def on_result_known(self, candidate: LoadedModel, job: ShadowJob, outcome: Outcome) -> None:
         """The one place a shadow result is known: the primary's answer (``job``: its ids,
         labels or values) and the candidate's ``outcome`` of the same rows. Compares them,
         counts, and hands them to every ``on_result`` hook."""
@@ -277,7 +277,7 @@ class Shadow:
             except Exception:
                 log.exception("a shadow result hook failed")
 
-    def _agreement(self, candidate: LoadedModel, job: _Job, outcome: Outcome) -> int:
+    def _agreement(self, candidate: LoadedModel, job: ShadowJob, outcome: Outcome) -> int:
         if job.labels is not None and outcome.label_index is not None:
             primary_labels = [job.primary.spec.output.labels[i] for i in job.labels.tolist()] if job.primary.spec.output else []
             labels = candidate.spec.output.labels if candidate.spec.output else ()

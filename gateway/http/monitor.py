@@ -13,6 +13,7 @@ from litestar import Request, Response, get, post
 
 from gateway.errors import PayloadError, PayloadTooLargeError
 from gateway.http.context import gateway_of
+from gateway.monitoring.comparison import compare
 from gateway.monitoring.report import render_html, snapshot
 from gateway.protocol.duplicate_keys import refuse_duplicate_keys
 from gateway.protocol.json_body import decode_json
@@ -44,8 +45,11 @@ async def monitor(request: Request[Any, Any, Any], name: str, version: str | Non
     pinned = None if version is None else parse_version(version)
     if version is not None and pinned is None:
         raise PayloadError("version must be a whole number from 1")
-    model = gateway_of(request).model_registry.get(name, pinned)
+    gateway = gateway_of(request)
+    model = gateway.model_registry.get(name, pinned)
     snap = snapshot(model)
+    if name in gateway.rollouts.states:  # the primary and the candidate side by side
+        snap["rollout"] = compare(gateway, name)
     wants_html = format == "html" or (format is None and "text/html" in request.headers.get("accept", ""))
     if wants_html:
         return Response(content=render_html(snap), media_type="text/html")

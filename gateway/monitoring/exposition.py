@@ -179,6 +179,7 @@ _FAMILIES: list[tuple[str, str, str]] = [
     ("driftgate_shadow_rows_total", "counter", "Rows mirrored to a shadow candidate, by outcome."),
     ("driftgate_shadow_agreement", "gauge", "Share of a shadow candidate's compared rows that agree with the primary."),
     ("driftgate_rollbacks_total", "counter", "Rollout candidates taken out, by reason."),
+    ("driftgate_rollout_version", "gauge", "1 for a model's rollout primary and candidate, by role and mode."),
 ]
 
 
@@ -558,11 +559,18 @@ def render_text(
         out["driftgate_model_loaded"].append(
             f"driftgate_model_loaded{_labels([('model', name), ('version', version)])} 0.0\n".encode()
         )
-    if collector.rollbacks is not None:
+    if collector.rollouts is not None:
+        rollbacks, roles = collector.rollouts()
         out["driftgate_rollbacks_total"].append(
             "".join(
                 f"driftgate_rollbacks_total{_labels([('model', model), ('reason', reason)])} {count}\n"
-                for (model, reason), count in sorted(collector.rollbacks().items())
+                for (model, reason), count in sorted(rollbacks.items())
+            ).encode()
+        )
+        out["driftgate_rollout_version"].append(
+            "".join(
+                f"driftgate_rollout_version{_labels([('model', m), ('version', v), ('role', r), ('mode', mode)])} 1\n"
+                for m, v, r, mode in sorted(roles)
             ).encode()
         )
     if requests is not None:

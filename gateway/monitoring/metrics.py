@@ -523,8 +523,9 @@ class GatewayCollector(Collector):
         self.shared: Any = None
         """The exposition's shared build (``gateway.monitoring.exposition.SharedBuild``)."""
         self.stage_layouts: dict[tuple[str, int], list[str]] = {}
-        self.rollbacks: Callable[[], dict[tuple[str, str], int]] | None = None
-        """Set by the gateway: rollbacks by model and reason (``gateway.rollout``)."""
+        self.rollouts: Callable[[], tuple[dict[tuple[str, str], int], list[tuple[str, str, str, str]]]] | None = None
+        """Set by the gateway: rollbacks by model and reason, and (model, version, role,
+        mode) of every rollout's primary and candidate (``gateway.rollout``)."""
         """The exposition's cached latency lines by model and level."""
 
     def attach(self, metrics: ModelMetrics) -> None:

@@ -133,6 +133,15 @@ def _dist_table(entry: dict[str, Any]) -> str:
     return f"<table><tr><th>bin</th><th>live</th><th>baseline</th><th>live / baseline</th></tr>{rows}</table>"
 
 
+def _rollout(comparison: dict[str, Any] | None) -> str:
+    """The rollout section: the primary and the candidate side by side, as ``rollout status``."""
+    if comparison is None:
+        return ""
+    from gateway.monitoring.comparison import status_table
+
+    return f"<h2>Rollout</h2>\n<pre id='rollout'>{html.escape(status_table(comparison))}</pre>"
+
+
 def render_html(snap: dict[str, Any]) -> str:
     """A self-contained page (no scripts, no external assets) of a ``snapshot``."""
     name = html.escape(snap["model"])
@@ -177,5 +186,6 @@ flagged {rows["flagged"]}, clipped {rows["clipped"]}, sent for review {rows["rev
 <table><tr><th>feature</th><th>violations</th></tr>{by_feature or "<tr><td>none</td><td>0</td></tr>"}</table>
 <h2>Online accuracy from feedback</h2>
 <p>{online} over {fb["window_rows"]} rows; matched {fb["matched"]}, unknown ids {fb["unknown_id"]}, expired {fb["expired"]}, invalid {fb["invalid"]}.</p>
+{_rollout(snap.get("rollout"))}
 </body></html>
 """

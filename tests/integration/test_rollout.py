@@ -131,6 +131,9 @@ def test_the_rollout_story(start_server: StartServer, bundles: dict[str, tuple[P
         assert table.returncode == 0, table.stderr
         for text in ("PRIMARY v1", "CANDIDATE v2", "agreement", "feedback (same rows)", f"island/unseen_category {torgersen}"):
             assert text in table.stdout, table.stdout
+        monitor = client.get("/v1/models/penguins/monitor").json()  # the monitor page shows the rollout too
+        assert monitor["rollout"]["shadow"]["rows"]["rejected"] == torgersen
+        assert "CANDIDATE v2" in client.get("/v1/models/penguins/monitor?format=html").text
         metrics = scrape(client)
         assert sample(metrics, "driftgate_shadow_rows_total", model="penguins", version="2", outcome="rejected") == torgersen
         # a 20% canary: sticky keys, the share within 3 points over 5,000 requests

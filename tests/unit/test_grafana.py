@@ -25,7 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.config import load_settings
 from gateway.errors import InputRejectedError
 from gateway.lifecycle import Gateway
+from gateway.rollout import Candidate, Rollout
 from gateway.service import FeedbackItem, predict, record_feedback
+from gateway.shadow import ShadowJob
 from gateway.table import to_columns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +120,11 @@ def exports() -> dict[str, dict[str, dict[str, set[str]]]]:
     regression = predict(diabetes, to_columns([DIABETES] * 3, diabetes.spec.feature_names), gateway.predictions)
     record_feedback(gateway.model_registry, gateway.predictions, "penguins", [FeedbackItem(id=i, label="Gentoo") for i in outcome.ids[:10]])
     record_feedback(gateway.model_registry, gateway.predictions, "diabetes", [FeedbackItem(id=i, value=150.0) for i in regression.ids])
+    # a rollout: a shadow candidate whose rows are compared, refused and dropped, and a rollback
+    gateway.rollouts.states = {"penguins": Rollout(primary=1, candidate=Candidate(version=1, mode="shadow"), rollbacks={"feedback": 1})}
+    gateway.shadow.process([ShadowJob(penguins, penguins, to_columns(rows, penguins.spec.feature_names), outcome)])
+    gateway.shadow.process([ShadowJob(penguins, penguins, to_columns([{**PENGUIN, "year": 2031}], penguins.spec.feature_names), outcome)])
+    penguins.metrics.shadow.counts["dropped"] += 1
     out = {"standard": _samples(generate_latest(gateway.metrics_registry).decode())}
     gateway.collector.detail = {"*": "detailed"}
     out["detailed"] = _samples(generate_latest(gateway.metrics_registry).decode())
