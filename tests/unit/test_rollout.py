@@ -1,0 +1,145 @@
+"""Rollout state, routing and the shadow queue, in process on real models (``gateway.rollout``,
+``gateway.shadow``)."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gateway.errors import RolloutError
+from gateway.monitoring.feedback import PredictionLog
+from gateway.registry import ModelRegistry, load_model
+from gateway.rollout import (
+    Candidate,
+    Rollout,
+    RolloutAction,
+    Rollouts,
+    decide,
+    read_rollout,
+    route_bucket,
+    write_rollout,
+)
+from gateway.service import predict
+from gateway.shadow import Shadow, ShadowLog, candidate_columns
+from gateway.table import to_columns
+from tests.integration.retrained import retrained
+
+ROOT = Path(__file__).resolve().parents[2]
+PENGUIN = {"island": "Biscoe", "bill_length_mm": 45.2, "bill_depth_mm": 15.1, "flipper_length_mm": 215.0, "body_mass_g": 5100.0, "sex": "male", "year": 2008}
+TORGERSEN = {**PENGUIN, "island": "Torgersen"}
+
+
+@pytest.fixture(scope="module")
+def registry() -> ModelRegistry:
+    """penguins v1 (bundled) and v2 (retrained off Torgersen, refitted spec), served."""
+    registry = ModelRegistry()
+    folder = ROOT / "models" / "penguins" / "1"
+    registry.add(load_model("penguins", 1, (folder / "model.onnx").read_bytes(), (folder / "spec.yaml").read_bytes()))
+    model, spec = retrained()
+    registry.add(load_model("penguins", 2, model, spec))
+    return registry
+
+
+def test_the_state_file_is_written_atomically_and_read_back(tmp_path: Path) -> None:
+    state = Rollout(primary=1, candidate=Candidate(version=2, mode="canary", share=0.2), rollbacks={"manual": 1})
+    write_rollout(tmp_path, "penguins", state)
+    assert read_rollout(tmp_path, "penguins") == state
+    assert [p.name for p in (tmp_path / "penguins").iterdir()] == ["rollout.yaml"]  # no temporary file left
+    write_rollout(tmp_path, "penguins", None)
+    assert read_rollout(tmp_path, "penguins") is None
+
+
+def test_a_broken_state_file_keeps_the_state_in_use(tmp_path: Path, registry: ModelRegistry) -> None:
+    rollouts = Rollouts(tmp_path, registry)
+    rollouts.write("penguins", Rollout(primary=1))
+    (tmp_path / "penguins" / "rollout.yaml").write_text("primary: [unclosed\n")
+    rollouts.refresh()
+    assert rollouts.states["penguins"].primary == 1
+
+
+def test_promote_then_rollback_restores_the_previous_primary() -> None:
+    state = decide("m", None, RolloutAction(action="shadow", version=3), [1, 2, 3], 2)
+    assert state.primary == 2 and state.candidate == Candidate(version=3, mode="shadow", share=1.0)
+    state = decide("m", state, RolloutAction(action="promote"), [1, 2, 3], 2)
+    assert (state.primary, state.candidate, state.previous) == (3, None, 2)
+    state = decide("m", state, RolloutAction(action="rollback"), [1, 2, 3], 2)
+    assert (state.primary, state.previous, state.rollbacks) == (2, 3, {"manual": 1})
+    with pytest.raises(RolloutError, match="no candidate to promote"):
+        decide("m", state, RolloutAction(action="promote"), [1, 2, 3], 2)
+
+
+def test_canary_routing_is_sticky_and_pinned_versions_are_not_rerouted(tmp_path: Path, registry: ModelRegistry) -> None:
+    rollouts = Rollouts(tmp_path, registry)
+    assert rollouts.choose("penguins", []).version == 2  # no state: the highest, as always
+    rollouts.write("penguins", Rollout(primary=1, candidate=Candidate(version=2, mode="canary", share=0.2)))
+    keys = [f"user-{i}" for i in range(4000)]
+    chosen = {key: rollouts.choose("penguins", [(b"x-driftgate-route-key", key.encode())]).version for key in keys}
+    assert all(rollouts.choose("penguins", [(b"x-driftgate-route-key", k.encode())]).version == v for k, v in list(chosen.items())[:200])
+    share = Counter(chosen.values())[2] / len(keys)
+    assert abs(share - 0.2) < 0.03
+    assert all((route_bucket(k) < 0.2) == (v == 2) for k, v in chosen.items())
+    assert registry.get("penguins", 1).version == 1  # a pinned request goes to the registry, never here
+
+
+def test_a_full_shadow_queue_drops_and_counts_and_the_primary_answers(tmp_path: Path, registry: ModelRegistry) -> None:
+    rollouts = Rollouts(tmp_path, registry)
+    rollouts.write("penguins", Rollout(primary=1, candidate=Candidate(version=2, mode="shadow")))
+    log = PredictionLog(4096)
+    shadow = Shadow(rollouts, ShadowLog(4096, prefix=log.prefix), capacity=2)
+    shadow._thread = object()  # type: ignore[assignment]  # no worker: the queue fills up
+    primary, candidate = registry.get("penguins", 1), registry.get("penguins", 2)
+    before = dict(candidate.metrics.shadow.counts)
+    for _ in range(5):
+        columns = to_columns([PENGUIN], primary.spec.feature_names)
+        outcome = predict(primary, columns, log)
+        shadow.mirror(primary, columns, outcome)
+        assert outcome.model is primary and len(outcome.ids) == 1  # answered whatever the queue holds
+    counts = candidate.metrics.shadow.counts
+    assert counts["dropped"] - before["dropped"] == 3 and shadow.queue.qsize() == 2
+
+
+def test_the_shadow_compares_on_the_candidates_own_spec(tmp_path: Path, registry: ModelRegistry) -> None:
+    rollouts = Rollouts(tmp_path, registry)
+    rollouts.write("penguins", Rollout(primary=1, candidate=Candidate(version=2, mode="shadow")))
+    log = PredictionLog(4096)
+    shadow = Shadow(rollouts, ShadowLog(4096, prefix=log.prefix))
+    primary, candidate = registry.get("penguins", 1), registry.get("penguins", 2)
+    before = dict(candidate.metrics.shadow.counts)
+    results = []
+    shadow.on_result.append(lambda model, ids, outcome: results.append((model.version, list(ids), outcome.model.version)))
+    for row in (PENGUIN, TORGERSEN, PENGUIN):
+        columns = to_columns([row], primary.spec.feature_names)
+        shadow.mirror(primary, columns, predict(primary, columns, log))  # v1 takes every row
+    shadow.stop()
+    counts = {k: v - before[k] for k, v in candidate.metrics.shadow.counts.items()}
+    assert counts == {"compared": 2, "agreed": 2, "rejected": 1, "dropped": 0, "failed": 0}
+    assert len(results) == 2 and all(version == 2 for version, _, _ in results)
+    assert all(ids[0].startswith(log.prefix + "-") for _, ids, _ in results)  # keyed by the primary's ids
+
+
+def test_rows_are_rekeyed_for_a_candidate_with_other_features(registry: ModelRegistry) -> None:
+    primary = registry.get("penguins", 1)
+    other = msgspec.structs.replace(primary.spec, features=primary.spec.features[:-1])  # a spec without 'year'
+    candidate = type("Fake", (), {"spec": other})()
+    columns = to_columns([{**PENGUIN, "colour": "blue"}], primary.spec.feature_names)
+    rekeyed = candidate_columns(columns, primary, candidate)  # type: ignore[arg-type]
+    assert "year" not in rekeyed.data and (0, "year", 2008) in rekeyed.unknown and (0, "colour", "blue") in rekeyed.unknown
+    assert rekeyed.data["island"] == ["Biscoe"]
+
+
+def test_registering_a_shadow_keeps_the_primary(tmp_path: Path) -> None:
+    from gateway.repository import ModelRepository
+    from gateway.service import register_model
+
+    repository = tmp_path / "models"
+    shutil.copytree(ROOT / "models" / "penguins", repository / "penguins")
+    model, spec = retrained()
+    register_model(ModelRegistry(), ModelRepository(repository), "penguins", None, model, spec, rollout=("shadow", 0.5))
+    assert read_rollout(repository, "penguins") == Rollout(primary=1, candidate=Candidate(version=2, mode="shadow", share=0.5))
+    register_model(ModelRegistry(), ModelRepository(repository), "penguins", None, model, spec)  # plain: becomes the primary
+    state = read_rollout(repository, "penguins")
+    assert state is not None and (state.primary, state.candidate, state.previous) == (3, None, 1)
