@@ -126,7 +126,7 @@ def test_rows_are_rekeyed_for_a_candidate_with_other_features(registry: ModelReg
     other = msgspec.structs.replace(primary.spec, features=primary.spec.features[:-1])  # a spec without 'year'
     candidate = type("Fake", (), {"spec": other})()
     columns = to_columns([{**PENGUIN, "colour": "blue"}], primary.spec.feature_names)
-    rekeyed = candidate_columns(columns, primary, candidate)  # type: ignore[arg-type]
+    rekeyed = candidate_columns(columns, primary, candidate)
     assert "year" not in rekeyed.data and (0, "year", 2008) in rekeyed.unknown and (0, "colour", "blue") in rekeyed.unknown
     assert rekeyed.data["island"] == ["Biscoe"]
 
