@@ -98,14 +98,14 @@ class Gateway:
             self.predictions = PredictionLog(settings.prediction_store_size, settings.prediction_ttl_seconds)
         self.rollouts = Rollouts(self.repository.root, self.model_registry)
         """Each model's primary and candidate (``gateway.rollout``), as the repository says."""
-        ring: PredictionLog
-        if worker is not None:
-            ring = SharedShadowLog(
-                worker.folder, worker.server, worker.index, worker.workers,
-                settings.prediction_store_size, settings.prediction_ttl_seconds,
-            )  # fmt: skip
-        else:
-            ring = ShadowLog(settings.prediction_store_size, settings.prediction_ttl_seconds, prefix=self.predictions.prefix)
+        def ring() -> PredictionLog:
+            if worker is not None:
+                return SharedShadowLog(
+                    worker.folder, worker.server, worker.index, worker.workers,
+                    settings.prediction_store_size, settings.prediction_ttl_seconds,
+                )  # fmt: skip
+            return ShadowLog(settings.prediction_store_size, settings.prediction_ttl_seconds, prefix=self.predictions.prefix)
+
         self.shadow = Shadow(self.rollouts, ring, monitored=settings.monitoring)
         """A shadow candidate's queue and worker (``gateway.shadow``)."""
         self.collector.rollouts = self.rollouts.exported

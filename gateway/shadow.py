@@ -144,10 +144,17 @@ class Shadow:
     """The shadow queue and its worker (see the module docstring)."""
 
     def __init__(
-        self, rollouts: Rollouts, ring: PredictionLog, capacity: int = QUEUE_REQUESTS, *, monitored: bool = True
+        self,
+        rollouts: Rollouts,
+        ring: PredictionLog | Callable[[], PredictionLog],
+        capacity: int = QUEUE_REQUESTS,
+        *,
+        monitored: bool = True,
     ) -> None:
         self.rollouts = rollouts
-        self.ring = ring
+        self._ring = ring
+        """The shadow ring, or what makes it on first use (a server that never runs a shadow
+        never allocates one)."""
         self.monitored = monitored
         self.queue: queue.Queue[ShadowJob | None] = queue.Queue(capacity)
         self.on_result: list[Callable[[LoadedModel, Sequence[str], Outcome], None]] = []
@@ -155,6 +162,16 @@ class Shadow:
         candidate's outcome) for every compared request (see ``on_result``)."""
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    @property
+    def ring(self) -> PredictionLog:
+        ring = self._ring
+        if not isinstance(ring, PredictionLog):
+            with self._lock:
+                if not isinstance(self._ring, PredictionLog):
+                    self._ring = self._ring()
+                ring = self._ring
+        return ring
 
     # -- the response path --
 
@@ -320,8 +337,8 @@ class Shadow:
         score the shadow's predictions of the same rows, and the primary's on exactly those
         rows, on the candidate's metrics (``paired_primary``, ``paired_candidate``; the
         candidate's own online accuracy counts them too)."""
-        if not ids:
-            return
+        if not ids or (not isinstance(self._ring, PredictionLog) and name not in self.rollouts.states):
+            return  # no shadow has ever run here for it
         versions, labels, values, status = self.ring.join(name, ids)
         if not len(versions):
             return

@@ -32,6 +32,7 @@ from tests.integration.support import (
     assert_problem,
     cli,
     copy_models,
+    v2_body,
     wait_serving,
 )
 
@@ -144,6 +145,9 @@ def test_the_rollout_story(start_server: StartServer, bundles: dict[str, tuple[P
         first = {f"user-{i}": version_of(client, f"user-{i}") for i in range(100)}
         assert all(version_of(client, key) == version for key, version in first.items())  # one version per key
         assert client.post("/v1/models/penguins/versions/1:predict", json={"instances": [PENGUIN]}).json()["model_version"] == "1"
+        for key, version in list(first.items())[:20]:  # V2 goes through the same choice
+            infer = client.post("/v2/models/penguins/infer", json=v2_body(PENGUIN), headers={"X-Driftgate-Route-Key": key})
+            assert infer.status_code == 200 and infer.json()["model_version"] == version, infer.text
         # v2 is promoted
         assert rollout(proc, "promote")["primary"] == "2"
         assert {version_of(client, f"user-{i}") for i in range(50)} == {"2"}
