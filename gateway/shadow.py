@@ -41,7 +41,6 @@ import numpy as np
 
 from gateway.errors import GatewayError
 from gateway.monitoring.feedback import PredictionLog, SharedPredictionLog
-from gateway.runtime import Inference
 from gateway.service import Outcome, complete, prepare
 from gateway.table import Columns
 
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 
     from gateway.registry import LoadedModel
     from gateway.rollout import Rollouts
-    from gateway.service import Prepared
 
 __all__ = ["QUEUE_REQUESTS", "Shadow", "ShadowLog", "SharedShadowLog", "shadow_log_path"]
 
@@ -100,15 +98,92 @@ def shadow_log_path(folder: Path, worker: int) -> Path:
 
 
 class ShadowJob:
+    """Rows the primary answered, waiting for the shadow candidate: the raw columns (for the
+    candidate's spec), and the primary's ids and labels or values."""
+
     __slots__ = ("candidate", "columns", "ids", "labels", "primary", "values")
 
-    def __init__(self, primary: LoadedModel, candidate: LoadedModel, columns: Columns, outcome: Outcome) -> None:
+    def __init__(
+        self,
+        primary: LoadedModel,
+        candidate: LoadedModel,
+        columns: Columns,
+        ids: list[str],
+        labels: NDArray[np.intp] | None,
+        values: NDArray[np.float32] | None,
+    ) -> None:
         self.primary = primary
         self.candidate = candidate
         self.columns = columns
-        self.ids = outcome.ids
-        self.labels = outcome.label_index
-        self.values = outcome.values
+        self.ids = ids
+        self.labels = labels
+        self.values = values
+
+    @classmethod
+    def of(cls, primary: LoadedModel, candidate: LoadedModel, columns: Columns, outcome: Outcome) -> ShadowJob:
+        return cls(primary, candidate, columns, outcome.ids, outcome.label_index, outcome.values)
+
+    @classmethod
+    def merge(cls, jobs: list[ShadowJob]) -> ShadowJob:
+        """The rows of ``jobs`` (one primary, one candidate) as one job, in order; each
+        request's columns read for the candidate's spec (``candidate_columns``)."""
+        first = jobs[0]
+        primary, candidate = first.primary, first.candidate
+        columns = concat_columns([candidate_columns(j.columns, primary, candidate) for j in jobs])
+        if len(jobs) == 1:
+            return cls(primary, candidate, columns, first.ids, first.labels, first.values)
+        labels = None if first.labels is None else np.concatenate([j.labels for j in jobs])
+        values = None if first.values is None else np.concatenate([j.values for j in jobs])
+        return cls(primary, candidate, columns, [i for j in jobs for i in j.ids], labels, values)
+
+    def subset(self, keep: NDArray[np.bool_]) -> ShadowJob:
+        """The rows ``keep`` marks."""
+        rows = np.flatnonzero(keep)
+        return ShadowJob(
+            self.primary,
+            self.candidate,
+            take_rows(self.columns, rows),
+            [self.ids[i] for i in rows.tolist()] if self.ids else self.ids,
+            None if self.labels is None else self.labels[rows],
+            None if self.values is None else self.values[rows],
+        )
+
+
+def _cells(column: Any) -> list[Any]:
+    return column.tolist() if isinstance(column, np.ndarray) else list(column)
+
+
+def concat_columns(parts: list[Columns]) -> Columns:
+    """Several requests' raw columns as one batch (the guards judge each row by itself)."""
+    if len(parts) == 1:
+        return parts[0]
+    names = list(dict.fromkeys(name for c in parts for name in c.data))
+    data: dict[str, Any] = {}
+    for name in names:
+        cells: list[Any] = []
+        for c in parts:
+            column = c.data.get(name)
+            cells += [None] * c.n_rows if column is None else _cells(column)
+        data[name] = cells
+    missing: dict[str, Any] = {}
+    for name in {k for c in parts for k in c.missing}:
+        missing[name] = np.concatenate([c.missing.get(name, np.zeros(c.n_rows, dtype=np.bool_)) for c in parts])
+    unknown: list[tuple[int, str, Any]] = []
+    offset = 0
+    for c in parts:
+        unknown += [(row + offset, field, value) for row, field, value in c.unknown]
+        offset += c.n_rows
+    return Columns(offset, data, missing, unknown)
+
+
+def take_rows(columns: Columns, rows: NDArray[np.intp]) -> Columns:
+    """The rows ``rows`` (ascending) of ``columns``."""
+    index = rows.tolist()
+    data = {name: [cells[i] for i in index] for name, cells in ((k, _cells(v)) for k, v in columns.data.items())}
+    missing = {name: np.asarray(mask)[rows] for name, mask in columns.missing.items()}
+    where = {old: new for new, old in enumerate(index)}
+    unknown = [(where[row], field, value) for row, field, value in columns.unknown if row in where]
+    return Columns(len(index), data, missing, unknown)
 
 
 def candidate_columns(columns: Columns, primary: LoadedModel, candidate: LoadedModel) -> Columns:
@@ -184,7 +259,7 @@ class Shadow:
         if candidate is None:
             return
         try:
-            self.queue.put_nowait(ShadowJob(model, candidate, columns, outcome))
+            self.queue.put_nowait(ShadowJob.of(model, candidate, columns, outcome))
         except queue.Full:
             self._count(candidate, "dropped", columns.n_rows)
             return
@@ -233,51 +308,41 @@ class Shadow:
                 return
 
     def process(self, jobs: list[ShadowJob]) -> None:
-        """Predict ``jobs`` with their candidates: guards and transform per request, one
-        model call per candidate for every accepted request."""
-        groups: dict[int, list[ShadowJob]] = {}
+        """Predict ``jobs`` with their candidates: the rows of all the requests of one
+        candidate as one batch (guards, transform, one model call, one count)."""
+        groups: dict[tuple[int, int], list[ShadowJob]] = {}
         for job in jobs:
-            groups.setdefault(id(job.candidate), []).append(job)
+            groups.setdefault((id(job.primary), id(job.candidate)), []).append(job)
         for group in groups.values():
-            candidate = group[0].candidate
-            accepted: list[tuple[ShadowJob, Prepared]] = []
-            for job in group:
-                prepared = prepare(candidate, candidate_columns(job.columns, job.primary, candidate))
-                checked = prepared.checked
-                if prepared.matrix is None:
-                    assert checked.rejected is not None
-                    refused = int(checked.rejected.sum())
-                    if self.monitored:
-                        candidate.metrics.count_rejected(refused, checked.violations)
-                    self._count(candidate, "rejected", refused)
-                    continue
-                accepted.append((job, prepared))
-            if accepted:
-                self._predict(candidate, accepted)
+            self._predict(ShadowJob.merge(group))
 
-    def _predict(self, candidate: LoadedModel, accepted: list[tuple[ShadowJob, Prepared]]) -> None:
-        matrices = [p.matrix for _, p in accepted]
+    def _predict(self, job: ShadowJob) -> None:
+        candidate = job.candidate
+        prepared = prepare(candidate, job.columns)
+        if prepared.matrix is None:  # rows its spec refuses: counted, and the others predicted
+            checked = prepared.checked
+            assert checked.rejected is not None
+            refused = checked.rejected
+            n_refused = int(refused.sum())
+            if self.monitored:
+                candidate.metrics.count_rejected(n_refused, [v for v in checked.violations if refused[v.row]])
+            self._count(candidate, "rejected", n_refused)
+            if n_refused == job.columns.n_rows:
+                return
+            job = job.subset(~refused)
+            prepared = prepare(candidate, job.columns)
+            if prepared.matrix is None:  # pragma: no cover - the guards judge rows one by one
+                self._count(candidate, "rejected", job.columns.n_rows)
+                return
+        n = job.columns.n_rows
         try:
-            inference = candidate.runtime.run(np.concatenate(matrices) if len(matrices) > 1 else matrices[0])  # type: ignore[arg-type]
-        except GatewayError:
-            self._count(candidate, "failed", sum(j.columns.n_rows for j, _ in accepted))
-            return
-        t3 = time.perf_counter()
-        start = 0
-        for job, prepared in accepted:
-            n = prepared.checked.n_rows
-            part = Inference(
-                None if inference.probabilities is None else inference.probabilities[start : start + n],
-                None if inference.values is None else inference.values[start : start + n],
-            )
-            start += n
+            inference = candidate.runtime.run(prepared.matrix)
             self.ring.at = job.ids  # type: ignore[attr-defined]
-            try:
-                outcome = complete(candidate, prepared, part, t3, self.ring, monitored=self.monitored)
-            except GatewayError:
-                self._count(candidate, "failed", n)
-                continue
-            self.on_result_known(candidate, job, outcome)
+            outcome = complete(candidate, prepared, inference, time.perf_counter(), self.ring, monitored=self.monitored)
+        except GatewayError:
+            self._count(candidate, "failed", n)
+            return
+        self.on_result_known(candidate, job, outcome)
 
     def on_result_known(self, candidate: LoadedModel, job: ShadowJob, outcome: Outcome) -> None:
         """The one place a shadow result is known: the primary's answer (``job``: its ids,

@@ -6,7 +6,8 @@ fleet's sums, as ``/metrics`` reads them), so ``GET /v1/models/{name}/rollout``,
 
 - per version: rows predicted and rejected, the rejection rate, failures (the model failed
   or answered NaN), mean confidence (classifiers), the online accuracy or MAE over the
-  feedback each version's own answers got, and the mean seconds per request;
+  feedback each version's own answers got, and the time spent per predicted row (guards, transform, inference, monitoring: the
+  shadow predicts in batches, so per row is what compares);
 - for a shadow candidate: its rows by outcome (compared, rejected, dropped, failed), the
   agreement with the primary, the violations its spec found by feature and reason, and
   the feedback of the rows both versions predicted, scored for each (``paired``).
@@ -55,8 +56,7 @@ def version_figures(view: MetricsView) -> dict[str, Any]:
     failed = int(view.confidence.nonfinite) + int(view.values.nonfinite) + int(shadow["failed"])
     confidence = view.confidence
     n_conf = int(confidence.counts.sum())
-    requests = [int(h.counts.sum()) for h in view.stages.values()]
-    seconds = sum(h.total / n for h, n in zip(view.stages.values(), requests, strict=True) if n)
+    seconds = sum(h.total for h in view.stages.values())  # every stage of every predicted batch
     return {
         "version": view.version,
         "rows": predicted + rejected,
@@ -67,7 +67,7 @@ def version_figures(view: MetricsView) -> dict[str, Any]:
         "failure_rate": _rate(failed, predicted + rejected + failed),
         "mean_confidence": confidence.total / n_conf if view.classification and n_conf else None,
         "feedback": _online(view.feedback, view.classification),
-        "latency_ms": seconds * 1000 if any(requests) else None,
+        "latency_ms_per_row": seconds * 1000 / predicted if predicted else None,
     }
 
 
@@ -247,7 +247,7 @@ def status_table(body: dict[str, Any]) -> str:
     add("failures", lambda f: str(f["failed"]))
     add("mean confidence", lambda f: _number(f["mean_confidence"]))
     add("feedback (own answers)", lambda f: _online_text(f["feedback"]))
-    add("latency ms/request", lambda f: _number(f["latency_ms"], 3))
+    add("latency ms/row", lambda f: _number(f["latency_ms_per_row"], 4))
     if shadow:
         rows.append(("shadow rows compared", ["-", str(shadow["rows"]["compared"])]))
         rows.append(("agreement", ["-", _percent(shadow["agreement"])]))

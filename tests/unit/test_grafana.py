@@ -122,8 +122,8 @@ def exports() -> dict[str, dict[str, dict[str, set[str]]]]:
     record_feedback(gateway.model_registry, gateway.predictions, "diabetes", [FeedbackItem(id=i, value=150.0) for i in regression.ids])
     # a rollout: a shadow candidate whose rows are compared, refused and dropped, and a rollback
     gateway.rollouts.states = {"penguins": Rollout(primary=1, candidate=Candidate(version=1, mode="shadow"), rollbacks={"feedback": 1})}
-    gateway.shadow.process([ShadowJob(penguins, penguins, to_columns(rows, penguins.spec.feature_names), outcome)])
-    gateway.shadow.process([ShadowJob(penguins, penguins, to_columns([{**PENGUIN, "year": 2031}], penguins.spec.feature_names), outcome)])
+    gateway.shadow.process([ShadowJob.of(penguins, penguins, to_columns(rows, penguins.spec.feature_names), outcome)])
+    gateway.shadow.process([ShadowJob.of(penguins, penguins, to_columns([{**PENGUIN, "year": 2031}], penguins.spec.feature_names), outcome)])
     penguins.metrics.shadow.counts["dropped"] += 1
     out = {"standard": _samples(generate_latest(gateway.metrics_registry).decode())}
     gateway.collector.detail = {"*": "detailed"}

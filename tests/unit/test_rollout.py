@@ -24,7 +24,7 @@ from gateway.rollout import (
     write_rollout,
 )
 from gateway.service import predict
-from gateway.shadow import Shadow, ShadowLog, candidate_columns
+from gateway.shadow import Shadow, ShadowJob, ShadowLog, candidate_columns
 from gateway.table import to_columns
 from tests.integration.retrained import retrained
 
@@ -143,3 +143,26 @@ def test_registering_a_shadow_keeps_the_primary(tmp_path: Path) -> None:
     register_model(ModelRegistry(), ModelRepository(repository), "penguins", None, model, spec)  # plain: becomes the primary
     state = read_rollout(repository, "penguins")
     assert state is not None and (state.primary, state.candidate, state.previous) == (3, None, 1)
+
+
+def test_the_shadow_batches_requests_and_takes_out_only_the_refused_rows(tmp_path: Path, registry: ModelRegistry) -> None:
+    rollouts = Rollouts(tmp_path, registry)
+    rollouts.write("penguins", Rollout(primary=1, candidate=Candidate(version=2, mode="shadow")))
+    log = PredictionLog(4096)
+    shadow = Shadow(rollouts, ShadowLog(4096, prefix=log.prefix))
+    primary, candidate = registry.get("penguins", 1), registry.get("penguins", 2)
+    before = dict(candidate.metrics.shadow.counts)
+    predicted_before = candidate.metrics.export().rows["predicted"]
+    jobs = []
+    for rows in ([PENGUIN], [TORGERSEN, PENGUIN, TORGERSEN], [PENGUIN]):
+        columns = to_columns(rows, primary.spec.feature_names)
+        jobs.append(ShadowJob.of(primary, candidate, columns, predict(primary, columns, log)))
+    ids = [i for job in jobs for i in job.ids]
+    seen: list[list[str]] = []
+    shadow.on_result.append(lambda model, found, outcome: seen.append(list(found)))
+    shadow.process(jobs)
+    counts = {k: v - before[k] for k, v in candidate.metrics.shadow.counts.items()}
+    assert counts == {"compared": 3, "agreed": 3, "rejected": 2, "dropped": 0, "failed": 0}
+    assert seen == [[ids[0], ids[2], ids[4]]]  # one batch, the refused rows taken out, in order
+    assert candidate.metrics.export().violations.sum() > 0
+    assert candidate.metrics.export().rows["predicted"] - predicted_before == 3
