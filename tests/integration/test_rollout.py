@@ -170,6 +170,7 @@ def test_the_rollout_story(start_server: StartServer, bundles: dict[str, tuple[P
         assert {version_of(client, f"k{i}") for i in range(50)} == {"2"}
 
 
+@pytest.mark.slow
 def test_promote_rollback_and_pin_under_load(start_server: StartServer, bundles: dict[str, tuple[Path, Path]]) -> None:
     proc = start_server(env=ENV)
     register(proc, bundles["v2"], "--shadow")
