@@ -167,3 +167,29 @@ def test_the_shadow_batches_requests_and_takes_out_only_the_refused_rows(tmp_pat
     assert seen == [[ids[0], ids[2], ids[4]]]  # one batch, the refused rows taken out, in order
     assert candidate.metrics.export().violations.sum() > 0
     assert candidate.metrics.export().rows["predicted"] - predicted_before == 3
+
+
+def test_regression_agreement_is_within_the_tolerance(tmp_path: Path) -> None:
+    registry = ModelRegistry()
+    folder = ROOT / "models" / "diabetes" / "1"
+    for version in (1, 2):
+        registry.add(load_model("diabetes", version, (folder / "model.onnx").read_bytes(), (folder / "spec.yaml").read_bytes()))
+    primary, candidate = registry.get("diabetes", 1), registry.get("diabetes", 2)
+    rollouts = Rollouts(tmp_path, registry)
+    log = PredictionLog(4096)
+    shadow = Shadow(rollouts, ShadowLog(4096, prefix=log.prefix))
+    row = {"age": 0.01, "sex": 0.05, "bmi": 0.06, "bp": 0.02, "s1": -0.04, "s2": -0.03, "s3": -0.04, "s4": -0.002, "s5": 0.02, "s6": -0.01}
+    columns = to_columns([row] * 4, primary.spec.feature_names)
+    outcome = predict(primary, columns, log)
+    assert outcome.values is not None
+    for tolerance, agreed in ((0.5, 4), (0.0, 4)):
+        rollouts.write("diabetes", Rollout(primary=1, candidate=Candidate(version=2, mode="shadow"), tolerance=tolerance))
+        before = candidate.metrics.shadow.counts["agreed"]
+        shadow.process([ShadowJob.of(primary, candidate, columns, outcome)])
+        assert candidate.metrics.shadow.counts["agreed"] - before == agreed  # the same model: equal values
+    outcome.values = outcome.values + 1.0  # the primary said something else: 1 away
+    rollouts.write("diabetes", Rollout(primary=1, candidate=Candidate(version=2, mode="shadow"), tolerance=0.5))
+    before = candidate.metrics.shadow.counts["agreed"]
+    shadow.process([ShadowJob.of(primary, candidate, columns, outcome)])
+    assert candidate.metrics.shadow.counts["agreed"] == before
+    assert shadow.tolerance(primary) == 0.5
