@@ -38,8 +38,8 @@ from gateway.samples import sample_records
 from gateway.spec import load_spec
 
 TOKEN = "rollout-bench-token"
-SHADOW = {"primary": 1, "candidate": {"version": 2, "mode": "shadow", "share": 1.0}}
-NO_SHADOW = {"primary": 1, "candidate": None}
+SHADOW: dict[str, Any] = {"primary": 1, "candidate": {"version": 2, "mode": "shadow", "share": 1.0}}
+NO_SHADOW: dict[str, Any] = {"primary": 1, "candidate": None}
 
 
 def put_rollout(url: str, state: dict[str, Any]) -> None:

@@ -4,9 +4,9 @@ palmerpenguins' data (a package, no download), each with a spec refitted on its 
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from gateway import FeatureSpec
 from gateway.export import export_model
@@ -14,10 +14,11 @@ from gateway.spec import encode_spec
 
 
 @cache
-def penguins_frame() -> pd.DataFrame:
+def penguins_frame() -> Any:
+    """palmerpenguins' table (a pandas DataFrame), the rows with a species."""
     from palmerpenguins import load_penguins
 
-    frame: pd.DataFrame = load_penguins().dropna(subset=["species"]).reset_index(drop=True)
+    frame = load_penguins().dropna(subset=["species"]).reset_index(drop=True)
     return frame
 
 
