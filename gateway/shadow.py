@@ -133,7 +133,10 @@ class ShadowJob:
         request's columns read for the candidate's spec (``candidate_columns``)."""
         first = jobs[0]
         primary, candidate = first.primary, first.candidate
-        columns = concat_columns([candidate_columns(j.columns, primary, candidate) for j in jobs])
+        if candidate.spec.feature_names == primary.spec.feature_names:  # the common case, decided once
+            columns = concat_columns([j.columns for j in jobs])
+        else:
+            columns = concat_columns([candidate_columns(j.columns, primary, candidate) for j in jobs])
         if len(jobs) == 1:
             return cls(primary, candidate, columns, first.ids, first.labels, first.values)
         labels = None if first.labels is None else np.concatenate([j.labels for j in jobs])
@@ -163,6 +166,10 @@ def concat_columns(parts: list[Columns]) -> Columns:
         return parts[0]
     names = list(dict.fromkeys(name for c in parts for name in c.data))
     data: dict[str, Any] = {}
+    same_keys = all(type(c.data) is dict and c.data.keys() == parts[0].data.keys() for c in parts)
+    if same_keys and all(type(col) is list for c in parts for col in c.data.values()):  # records: lists of cells
+        data = {name: [cell for c in parts for cell in c.data[name]] for name in names}
+        names = []
     for name in names:
         cells: list[Any] = []
         for c in parts:
