@@ -325,3 +325,17 @@ def test_the_local_command_refuses_in_one_line_and_changes_nothing(tmp_path: Pat
 def test_the_local_command_refuses_an_unknown_model(tmp_path: Path) -> None:
     done = cli("rollout", "nosuch", "status", "--repository", copy_models(tmp_path / "models"))
     assert done.returncode != 0 and "no model named 'nosuch'" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_the_rollout_change_is_an_admin_endpoint(start_server: StartServer) -> None:
+    from tests.integration.test_admin_listener import _start
+
+    proc, admin_url = _start(start_server)
+    state = proc.repository / "penguins" / "rollout.yaml"
+    with proc.client() as data_plane, httpx.Client(base_url=admin_url, timeout=30) as admin_plane:
+        for path in ("/v1/models/penguins/rollout", "//v1/models/penguins/rollout/", "/v1//models/penguins/rollout"):
+            assert data_plane.put(path, json={"primary": 1}, headers=admin()).status_code == 404
+        assert not state.exists()
+        assert data_plane.get("/v1/models/penguins/rollout").json()["primary"] == "1"  # reading is not admin
+        assert admin_plane.put("/v1/models/penguins/rollout", json={"primary": 1}, headers=admin()).status_code == 200
+    assert state.exists()
