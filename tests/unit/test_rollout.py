@@ -44,6 +44,14 @@ def registry() -> ModelRegistry:
     return registry
 
 
+def shadowing(root: Path, registry: ModelRegistry, capacity: int = 4096) -> tuple[PredictionLog, Shadow]:
+    """A prediction log, and a shadow of penguins v1 by v2 (every request)."""
+    rollouts = Rollouts(root, registry)
+    rollouts.write("penguins", Rollout(primary=1, candidate=Candidate(version=2, mode="shadow")))
+    log = PredictionLog(4096)
+    return log, Shadow(rollouts, ShadowLog(4096, prefix=log.prefix), capacity)
+
+
 def test_the_state_file_is_written_atomically_and_read_back(tmp_path: Path) -> None:
     state = Rollout(primary=1, candidate=Candidate(version=2, mode="canary", share=0.2), rollbacks={"manual": 1})
     write_rollout(tmp_path, "penguins", state)
@@ -86,10 +94,7 @@ def test_canary_routing_is_sticky_and_pinned_versions_are_not_rerouted(tmp_path:
 
 
 def test_a_full_shadow_queue_drops_and_counts_and_the_primary_answers(tmp_path: Path, registry: ModelRegistry) -> None:
-    rollouts = Rollouts(tmp_path, registry)
-    rollouts.write("penguins", Rollout(primary=1, candidate=Candidate(version=2, mode="shadow")))
-    log = PredictionLog(4096)
-    shadow = Shadow(rollouts, ShadowLog(4096, prefix=log.prefix), capacity=2)
+    log, shadow = shadowing(tmp_path, registry, capacity=2)
     shadow._thread = object()  # type: ignore[assignment]  # no worker: the queue fills up
     primary, candidate = registry.get("penguins", 1), registry.get("penguins", 2)
     before = dict(candidate.metrics.shadow.counts)
@@ -103,10 +108,7 @@ def test_a_full_shadow_queue_drops_and_counts_and_the_primary_answers(tmp_path: 
 
 
 def test_the_shadow_compares_on_the_candidates_own_spec(tmp_path: Path, registry: ModelRegistry) -> None:
-    rollouts = Rollouts(tmp_path, registry)
-    rollouts.write("penguins", Rollout(primary=1, candidate=Candidate(version=2, mode="shadow")))
-    log = PredictionLog(4096)
-    shadow = Shadow(rollouts, ShadowLog(4096, prefix=log.prefix))
+    log, shadow = shadowing(tmp_path, registry)
     primary, candidate = registry.get("penguins", 1), registry.get("penguins", 2)
     before = dict(candidate.metrics.shadow.counts)
     results = []
@@ -147,10 +149,7 @@ def test_registering_a_shadow_keeps_the_primary(tmp_path: Path) -> None:
 
 
 def test_the_shadow_batches_requests_and_takes_out_only_the_refused_rows(tmp_path: Path, registry: ModelRegistry) -> None:
-    rollouts = Rollouts(tmp_path, registry)
-    rollouts.write("penguins", Rollout(primary=1, candidate=Candidate(version=2, mode="shadow")))
-    log = PredictionLog(4096)
-    shadow = Shadow(rollouts, ShadowLog(4096, prefix=log.prefix))
+    log, shadow = shadowing(tmp_path, registry)
     primary, candidate = registry.get("penguins", 1), registry.get("penguins", 2)
     before = dict(candidate.metrics.shadow.counts)
     predicted_before = candidate.metrics.export().rows["predicted"]
