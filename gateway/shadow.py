@@ -56,8 +56,12 @@ log = logging.getLogger("driftgate.shadow")
 
 QUEUE_REQUESTS = 4096
 """Requests waiting for the shadow worker at most; more are dropped (and counted)."""
-BATCH_REQUESTS = 256
+BATCH_REQUESTS = 64
 """Requests the worker takes from the queue at once (one model call for all of them)."""
+_yield = time.sleep
+"""``_yield(0)`` between the stages of a batch: the worker lets go of the GIL, so the event
+loop answering the primary's requests waits for one stage at most, never for a batch
+(a thread that wants the GIL otherwise waits up to the 5 ms switch interval)."""
 LINGER_SECONDS = 0.005
 """After the first request of a batch, the worker waits this long for more: a batch costs
 about 0.5 ms plus 15 us a row (penguins, one core), so one-row batches would cost the
@@ -331,6 +335,7 @@ class Shadow:
 
     def _predict(self, job: ShadowJob) -> None:
         candidate = job.candidate
+        _yield(0)
         prepared = prepare(candidate, job.columns)
         if prepared.matrix is None:  # rows its spec refuses: counted, and the others predicted
             checked = prepared.checked
@@ -348,8 +353,10 @@ class Shadow:
                 self._count(candidate, "rejected", job.columns.n_rows)
                 return
         n = job.columns.n_rows
+        _yield(0)
         try:
             inference = candidate.runtime.run(prepared.matrix)
+            _yield(0)
             self.ring.at = job.ids  # type: ignore[attr-defined]
             outcome = complete(candidate, prepared, inference, time.perf_counter(), self.ring, monitored=self.monitored)
         except GatewayError:
