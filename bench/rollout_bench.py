@@ -85,6 +85,7 @@ def main() -> int:
         server = Server(repository, {"DRIFTGATE_ADMIN_TOKEN": TOKEN}, args.server_cpu, work)
         url = server.url + "/v1/models/penguins:predict"
         results: dict[str, list[dict[str, Any]]] = {"without shadow": [], "with shadow": []}
+        rows: dict[str, int] = {}
         try:
             put_rollout(server.url, NO_SHADOW)
             if not args.smoke:
@@ -98,8 +99,9 @@ def main() -> int:
                     result = run_wrk(url, body, "", args.connections, args.duration, args.client_cpu)
                     assert result["errors"] == 0 and result["status_errors"] == 0, result
                     results[label].append(result)
+                    if state is SHADOW:
+                        rows = shadow_rows(server.url)  # before the shadow is switched off
                     print(f"round {round_ + 1}: {label}: {result['rps']:.0f} req/s, p99 {result['p99_us'] / 1000:.2f} ms", file=sys.stderr)
-            rows = shadow_rows(server.url)
         finally:
             server.stop()
     ratios = [w["rps"] / wo["rps"] for w, wo in zip(results["with shadow"], results["without shadow"], strict=True)]
