@@ -5,7 +5,8 @@ non-zero; ``exit_code_for`` is the one place that maps the error tree to exit co
 
     0  success
     1  ``check`` found rows that break the spec; ``evaluate --require-better`` did not hold
-    2  unusable input: a missing or empty file, a bad flag, an invalid spec, a file over its size limit
+    2  unusable input: a missing or empty file, a bad flag, an invalid spec, a file over its size limit,
+       a rollout change that cannot be made
     3  the model or the server refused or failed
 """
 
@@ -21,7 +22,7 @@ from typing import Any, TypeAlias
 import msgspec
 
 from gateway import __version__
-from gateway.errors import ConfigError, GatewayError, PayloadTooLargeError, SpecError, UsageError
+from gateway.errors import ConfigError, GatewayError, PayloadTooLargeError, RolloutError, SpecError, UsageError
 
 __all__ = ["build_parser", "exit_code_for", "main"]
 
@@ -32,7 +33,7 @@ EXIT_FAILURE = 3
 
 def exit_code_for(exc: GatewayError) -> int:
     """The exit code of an error of the tree (see the module docstring)."""
-    if isinstance(exc, UsageError | ConfigError | SpecError | PayloadTooLargeError):
+    if isinstance(exc, UsageError | ConfigError | SpecError | PayloadTooLargeError | RolloutError):
         return EXIT_USAGE
     return EXIT_FAILURE
 
@@ -180,12 +181,14 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     model = read_input(args.model, "model file")
     spec_text = read_input(args.spec, "spec file")
+    rollout = ("shadow", 1.0) if args.shadow else ("canary", args.canary / 100.0) if args.canary is not None else None
     if args.url:
         from gateway.client import register_remote
 
         token = args.token or os.environ.get("DRIFTGATE_ADMIN_TOKEN")
         data = (read_input(args.data, "data file"), args.data.name) if args.data else None
-        answer = register_remote(args.url, token, args.name, args.version, model, spec_text, args.spec.name, data)
+        query = "" if rollout is None else f"?candidate={rollout[0]}&share={rollout[1]!r}"
+        answer = register_remote(args.url, token, args.name, args.version, model, spec_text, args.spec.name, data, query)
         print(f"registered {answer['name']} version {answer['version']} on {args.url} ({answer['spec_digest'][:19]})")
         _say_offline(answer.get("offline"), answer.get("notes", []))
         return 0
@@ -196,7 +199,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     repository = ModelRepository(args.repository or os.environ.get("DRIFTGATE_REPOSITORY", "models"), create=True)
     if sys.stderr.isatty():  # progress for a person; a script sees only the result or one error line
         print(f"checking {args.model} against {args.spec} (load and warm-up)...", file=sys.stderr)
-    loaded = register_model(ModelRegistry(), repository, args.name, args.version, model, spec_text, data=args.data)
+    loaded = register_model(
+        ModelRegistry(), repository, args.name, args.version, model, spec_text, data=args.data, rollout=rollout  # type: ignore[arg-type]
+    )
     print(f"registered {loaded.name} version {loaded.version} in {repository.root} ({loaded.spec.digest[:19]})")
     from gateway.baseline import missing_output_baseline
 
@@ -304,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_fit_spec, _add_check, _add_serve, _add_register, _add_evaluate, _add_models, _add_spec_schema):
         add(sub)
+    from gateway.rollout_command import add_rollout
+
+    add_rollout(sub, _add_where)
     return parser
 
 
@@ -482,6 +490,9 @@ def _add_register(sub: Subparsers) -> None:
         help="labelled held-out rows (.csv, .tsv, .parquet, .json, .jsonl with the spec's target column): "
         "the model's figures and output baseline on them are stored with the version",
     )
+    trial = reg.add_mutually_exclusive_group()
+    trial.add_argument("--shadow", action="store_true", help="make it the rollout's shadow candidate, not the primary")
+    trial.add_argument("--canary", type=float, metavar="P", help="make it a canary answering P percent of requests, not the primary")
     reg.set_defaults(handler=cmd_register)
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Any
 
 from gateway.errors import GatewayError, UsageError
 
-__all__ = ["RemoteError", "fetch_version", "list_remote", "register_remote"]
+__all__ = ["RemoteError", "fetch_version", "list_remote", "register_remote", "rollout_remote"]
 
 TIMEOUT_SECONDS = 300
 """Registration loads and warms the model on the server before answering."""
@@ -65,6 +66,7 @@ def register_remote(
     spec: bytes,
     spec_filename: str,
     data: tuple[bytes, str] | None = None,
+    query: str = "",
 ) -> dict[str, Any]:
     if not token:
         raise UsageError("--url needs an admin token: pass --token or set DRIFTGATE_ADMIN_TOKEN")
@@ -85,9 +87,21 @@ def register_remote(
         )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     request = urllib.request.Request(
-        f"{url.rstrip('/')}/v1/models/{name}/versions/{version}",
+        f"{url.rstrip('/')}/v1/models/{name}/versions/{version}{query}",
         data=body,
         method="PUT",
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {token}"},
     )
     return _call(request)
+
+
+def rollout_remote(url: str, token: str | None, name: str, action: dict[str, Any] | None) -> dict[str, Any]:
+    """``GET /v1/models/{name}/rollout`` (``action`` None), else ``PUT`` of ``action``."""
+    target = f"{url.rstrip('/')}/v1/models/{urllib.parse.quote(name, safe='')}/rollout"
+    if action is None:
+        return _call(urllib.request.Request(target))
+    if not token:
+        raise UsageError("--url needs an admin token: pass --token or set DRIFTGATE_ADMIN_TOKEN")
+    body = json.dumps(action).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    return _call(urllib.request.Request(target, data=body, method="PUT", headers=headers))

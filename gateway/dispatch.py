@@ -3,7 +3,9 @@
 ``Dispatcher`` is what MLServer calls the data plane, transport-neutral: given the model a
 request names (and the version it pins, if any), its codec and its body, it
 
-1. **chooses the version**: the pinned one, or the model's default (rollouts choose here);
+1. **chooses the version**: the pinned one, or the one the model's rollout state picks
+   (``gateway.rollout``: the primary, or a canary's share), and mirrors what the primary
+   answered to a shadow candidate (``gateway.shadow``), off the response path;
 2. **admits** the request or refuses it (``OverloadedError``, 503) at ``max_concurrency``
    requests in progress;
 3. **decodes** the body with the protocol's codec (``gateway.codecs``);
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.batching import runs_long
@@ -72,11 +74,13 @@ class Dispatcher:
 
     # -- version choice ----------------------------------------------------------------
 
-    def choose(self, name: str, version: str | None) -> LoadedModel:
+    def choose(self, name: str, version: str | None, headers: Sequence[tuple[bytes, bytes]] = ()) -> LoadedModel:
         """The model version that answers a request for ``name`` pinning ``version`` (its
-        text in the path; None: the default). ``ModelNotFoundError`` if there is none."""
+        text in the path; None: the rollout's choice, ``gateway.rollout``, by the request's
+        ``headers``). ``ModelNotFoundError`` if there is none. A pinned version is never
+        rerouted."""
         if version is None:
-            return self.gateway.model_registry.get(name)
+            return self.gateway.rollouts.choose(name, headers)
         number = parse_version(version)
         if number is None:
             raise ModelNotFoundError(f"no version {version[:20]!r}: versions are whole numbers from 1")
@@ -90,7 +94,7 @@ class Dispatcher:
         to be slow): the caller then passes it to ``answer``."""
         label = UNKNOWN_MODEL
         try:
-            model = self.choose(name, version)
+            model = self.choose(name, version, headers)
             label = model.name
             self._admit(self.in_flight + 1)
             if self.gateway.batcher(model) is not None:
@@ -98,7 +102,10 @@ class Dispatcher:
             decoded = codec.decode(model, body, headers, self.max_rows)
             if runs_long(model.runtime, decoded.columns.n_rows):
                 return None
-            answer = codec.encode(decoded, self.predict_now(model, decoded.columns))
+            outcome = self.predict_now(model, decoded.columns)
+            if version is None:
+                self.gateway.shadow.mirror(model, decoded.columns, outcome)
+            answer = codec.encode(decoded, outcome)
         except Exception as exc:
             self.gateway.requests.add(label, reason_of(exc))
             raise
@@ -119,12 +126,15 @@ class Dispatcher:
         self.in_flight += 1
         try:
             deadline = time.monotonic() + self.request_timeout
-            model = self.choose(name, version)
+            model = self.choose(name, version, headers)
             label = model.name
             self._admit(self.in_flight)
             body = await read_body()
             decoded = codec.decode(model, body, headers, self.max_rows)
-            answer = codec.encode(decoded, await self.predict(model, decoded.columns, deadline))
+            outcome = await self.predict(model, decoded.columns, deadline)
+            if version is None:
+                self.gateway.shadow.mirror(model, decoded.columns, outcome)
+            answer = codec.encode(decoded, outcome)
         except Exception as exc:
             self.gateway.requests.add(label, reason_of(exc))
             raise

@@ -18,6 +18,7 @@ Every failure that driftgate reports to a caller is a ``GatewayError``. The tree
     ├── ReviewAnswerError    422    a review answer with an unknown label or a non-number value
     ├── NotOnThisListenerError 404  an admin endpoint off the admin listener, or the reverse
     ├── ModelConflictError   409    the version exists already
+    ├── RolloutError         409    a rollout change that cannot be made (CLI exit 2)
     ├── ModelNotReadyError   503    the model is loading or unloading
     ├── OverloadedError      503    too many inference requests in progress; retry later
     ├── ShuttingDownError    503    a request cut by a forced end of the drain; send it again
@@ -62,6 +63,7 @@ __all__ = [
     "RequestTimeoutError",
     "ReviewAnswerError",
     "ReviewNotFoundError",
+    "RolloutError",
     "ShuttingDownError",
     "SpecError",
     "SpecMismatchError",
@@ -269,6 +271,19 @@ class ModelConflictError(GatewayError):
 
     code = "model-conflict"
     title = "Model version exists"
+    status_hint = 409
+    reason = "malformed"
+
+
+class RolloutError(GatewayError):
+    """A rollout change that cannot be made: a version that is not registered, a candidate
+    equal to the primary, a share outside (0, 1], nothing to promote or roll back.
+
+    Nothing was changed. Fix the command (``driftgate rollout NAME status`` shows the state).
+    """
+
+    code = "rollout-refused"
+    title = "Rollout change refused"
     status_hint = 409
     reason = "malformed"
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from gateway.batching import Batcher, parse_batching
 from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, ModelNotFoundError, ModelNotReadyError
+from gateway.monitoring.comparison import check_rollbacks
 from gateway.monitoring.feedback import PredictionLog, SharedPredictionLog
 from gateway.monitoring.fleet import Fleet, FleetRequestCounts, WorkerContext
 from gateway.monitoring.history import HistorySampler
@@ -40,7 +41,9 @@ from gateway.monitoring.requests import RequestCounts
 from gateway.monitoring.reviews import ReviewQueue
 from gateway.registry import ModelRegistry
 from gateway.repository import MODEL_FILE, SPEC_FILE, ModelRepository, VersionEntry
+from gateway.rollout import Rollouts
 from gateway.runtime import use_providers
+from gateway.shadow import Shadow, ShadowLog, SharedShadowLog
 from gateway.unloads import POLL_INTERVAL, UnloadedModels
 
 if TYPE_CHECKING:
@@ -105,6 +108,19 @@ class Gateway:
             )  # fmt: skip
         else:
             self.predictions = PredictionLog(settings.prediction_store_size, settings.prediction_ttl_seconds)
+        self.rollouts = Rollouts(self.repository.root, self.model_registry)
+        """Each model's primary and candidate (``gateway.rollout``), as the repository says."""
+        def ring() -> PredictionLog:
+            if worker is not None:
+                return SharedShadowLog(
+                    worker.folder, worker.server, worker.index, worker.workers,
+                    settings.prediction_store_size, settings.prediction_ttl_seconds,
+                )  # fmt: skip
+            return ShadowLog(settings.prediction_store_size, settings.prediction_ttl_seconds, prefix=self.predictions.prefix)
+
+        self.shadow = Shadow(self.rollouts, ring, monitored=settings.monitoring)
+        """A shadow candidate's queue and worker (``gateway.shadow``)."""
+        self.collector.rollouts = self.rollouts.exported
         self.loaded = threading.Event()
         self.draining = False
         self.unloaded: set[str] = set()
@@ -177,6 +193,7 @@ class Gateway:
         for thread in (self._thread, self._follower):
             if thread is not None:
                 thread.join(timeout=5)
+        self.shadow.stop()
         if self.fleet is not None:
             self.fleet.stop()  # the last publication: everything this worker counted
 
@@ -199,6 +216,7 @@ class Gateway:
                     ", ".join(abandoned),
                 )
             entries = self.repository.scan()
+            self.rollouts.refresh()
         except OSError as exc:
             log.error("cannot scan the model repository %s: %s", self.repository.root, exc)
             return 0
@@ -224,6 +242,7 @@ class Gateway:
             return 0
         if self.loaded.is_set() and time.time() - max(files[0], files[2]) / 1e9 < SETTLE_SECONDS:
             return 0  # written moments ago, perhaps still being copied: look again next scan
+        self.rollouts.refresh(entry.name)  # written before the version: it decides who answers once it loads
         if self._load_entry(entry) is not None:
             self._failed_files.pop(entry.key, None)
             return 1
@@ -336,3 +355,5 @@ class Gateway:
         interval = self.settings.watch_interval
         while interval > 0 and not self._stop.wait(interval):
             self.scan()
+            if self.worker is None or self.worker.index == 0:  # one judge per fleet
+                check_rollbacks(self)

@@ -29,6 +29,7 @@ from gateway.monitoring.metrics import PredictedBatch
 from gateway.monitoring.reviews import review_entries
 from gateway.registry import LoadedModel, load_runtime
 from gateway.repository import BASELINE_FILE, IMPORTANCE_FILE, check_name, check_version
+from gateway.rollout import registration
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
     from gateway.monitoring.feedback import PredictionLog
     from gateway.registry import ModelRegistry
     from gateway.repository import ModelRepository
+    from gateway.rollout import Mode
     from gateway.runtime import Inference
+    from gateway.shadow import Shadow
     from gateway.table import Columns
     from gateway.violations import Violation
 
@@ -250,13 +253,14 @@ class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def record_feedback(
-    model_registry: ModelRegistry, log: PredictionLog, name: str, items: list[FeedbackItem]
+    model_registry: ModelRegistry, log: PredictionLog, name: str, items: list[FeedbackItem], shadow: Shadow | None = None
 ) -> dict[str, Any]:
     """Join ground truth to earlier predictions and update the online metrics.
 
     Ids that are unknown, expired or whose truth is not a valid label/value are counted
     and reported; they never fail the batch. With several workers, ``log.join`` finds each
-    id in the ring of the worker that predicted it.
+    id in the ring of the worker that predicted it. ``shadow``: the matched feedback also
+    scores a shadow candidate's predictions of the same rows (``Shadow.score_feedback``).
     """
     default = model_registry.get(name)
     versions, predicted_labels, predicted_values, segments, status = log.join_segments(name, [item.id for item in items])
@@ -266,6 +270,7 @@ def record_feedback(
     counts = {"matched": 0, "unknown_id": 0, "expired": 0, "duplicate": 0, "invalid": 0}
     invalid: list[dict[str, Any]] = []
     matched_items: list[tuple[int, int, float]] = []  # (position among the matched, version, truth)
+    matched_ids: list[str] = []
     position = 0
     for i, (item, state) in enumerate(zip(items, status, strict=True)):
         if state != "matched":
@@ -289,6 +294,7 @@ def record_feedback(
                 invalid.append({"index": i, "id": item.id, "reason": "a regression's feedback needs a finite 'value'"})
                 continue
             matched_items.append((slot_pos, version, float(item.value)))
+        matched_ids.append(item.id)
         counts["matched"] += 1
     by_version: dict[int, list[tuple[int, float]]] = {}
     for slot_pos, version, value in matched_items:
@@ -315,6 +321,11 @@ def record_feedback(
                 if metrics.slicing.count:
                     metrics.segments.add_feedback(segments[index], errors=errors)
             metrics.feedback_counts["matched"] += len(pairs)
+    if shadow is not None and matched_items:
+        index = np.asarray([s for s, _, _ in matched_items], dtype=np.intp)
+        answered = predicted_labels[index].astype(np.float64) if classification else predicted_values[index]
+        truths = np.asarray([t for _, _, t in matched_items], dtype=np.float64)
+        shadow.score_feedback(name, matched_ids, answered, truths, classification)
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):
             default.metrics.feedback_counts[outcome] += counts[outcome]
@@ -394,12 +405,17 @@ def register_model(
     intra_op_threads: int = 1,
     data: Path | None = None,
     data_name: str = "",
+    *,
+    rollout: tuple[Mode, float] | None = None,
 ) -> LoadedModel:
     """Check, load, store and serve a new version. A refusal changes nothing.
 
     Each feature's permutation importance is computed (on the rows of ``data`` and their
     targets when given; else on rows drawn from the spec's baselines) in a limited child,
     bounded in time, and stored with the version (``IMPORTANCE_FILE``).
+
+    ``rollout``: (``shadow`` or ``canary``, share): the version becomes the rollout's
+    candidate, not the primary (``gateway.rollout.registration``).
 
     The model is loaded and checked against the spec before anything is written, so a
     bad bundle never reaches the repository; the version folder is then written
@@ -447,6 +463,13 @@ def register_model(
         extra[BASELINE_FILE] = encode_baseline(baseline)
     if importance is not None:
         extra[IMPORTANCE_FILE] = importance.to_json()
-    repository.add(name, number, model, spec_text, extra)
+    mode, share = rollout if rollout is not None else (None, 1.0)
+    finish = registration(repository.root, name, number, repository.versions(name), mode, share)
+    try:
+        repository.add(name, number, model, spec_text, extra)
+    except BaseException:
+        finish(False)
+        raise
     model_registry.add(loaded)
+    finish(True)
     return loaded

@@ -70,7 +70,7 @@ def create_state_folder(settings: Settings, base: str | Path | None = None) -> P
     ``base``; by default in ``/dev/shm`` when it has room for every ring, else in the
     temporary folder."""
     ring = ring_file_bytes(settings.prediction_store_size)
-    need = settings.workers * ring + (64 << 20)
+    need = 2 * settings.workers * ring + (64 << 20)
     if base is None:
         with contextlib.suppress(OSError):
             st = os.statvfs("/dev/shm")
@@ -78,8 +78,9 @@ def create_state_folder(settings: Settings, base: str | Path | None = None) -> P
                 base = "/dev/shm"
     folder = Path(tempfile.mkdtemp(prefix="driftgate-", dir=base))
     for worker in range(settings.workers):
-        with open(folder / f"predictions-{worker}.bin", "wb") as fh:
-            fh.truncate(ring)
+        for kind in ("predictions", "shadow"):  # the shadow ring: a rollout's shadow predictions
+            with open(folder / f"{kind}-{worker}.bin", "wb") as fh:
+                fh.truncate(ring)
     return folder
 
 

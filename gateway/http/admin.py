@@ -64,14 +64,20 @@ async def _part(form: Any, name: str) -> bytes:
 
 
 @put("/v1/models/{name:str}/versions/{target:str}", status_code=201, request_max_body_size=MAX_MODEL_BYTES, summary="Register a model version")
-async def register(request: Request[Any, Any, Any], name: str, target: str) -> Response[bytes]:
+async def register(
+    request: Request[Any, Any, Any], name: str, target: str, candidate: str | None = None, share: float = 1.0
+) -> Response[bytes]:
     """Register and load a version: multipart parts ``model`` (ONNX) and ``spec`` (YAML or
     JSON), and optionally ``data``: labelled held-out rows (a CSV, TSV, Parquet, JSON or
     JSON Lines file, by its file name) the model is scored on before it is stored; the
     figures and output baseline are kept with the version. Refused with one clear
-    message, changing nothing, if the bundle is bad."""
+    message, changing nothing, if the bundle is bad.
+    ``?candidate=shadow`` or ``?candidate=canary&share=0.2``: the version becomes the
+    rollout's candidate instead of the primary (``gateway.rollout``)."""
     require_admin(request)
     gateway = gateway_of(request)
+    if candidate not in (None, "shadow", "canary"):
+        raise PayloadError(f"candidate must be 'shadow' or 'canary', not {candidate[:20]!r}")
     form = await request.form()
     model, spec = await _part(form, "model"), await _part(form, "spec")
     data = await _part(form, "data") if form.get("data") is not None else None
@@ -85,8 +91,10 @@ async def register(request: Request[Any, Any, Any], name: str, target: str) -> R
             functools.partial(
                 register_model, gateway.model_registry, gateway.repository, name, target, model, spec,
                 gateway.settings.intra_op_threads, data=path, data_name=data_name,
+                rollout=None if candidate is None else (candidate, share),  # type: ignore[arg-type]
             )
         )  # fmt: skip
+    gateway.rollouts.refresh(name)
     if name in gateway.unloaded:  # a new version of an unloaded model: serve the model again, on every worker
         await anyio.to_thread.run_sync(gateway.load, name)
     body: dict[str, Any] = {"name": loaded.name, "version": str(loaded.version), "spec_digest": loaded.spec.digest}

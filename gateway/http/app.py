@@ -12,7 +12,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from gateway import __version__
 from gateway.config import Settings
-from gateway.http import admin, health, monitor, predict, v1, v2
+from gateway.http import admin, health, monitor, predict, rollout, v1, v2
 from gateway.http.fastpath import FastPath
 from gateway.http.openapi import complete_document
 from gateway.http.problems import problem_response
@@ -36,7 +36,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> Any:
             gw.stop()
 
     app = Litestar(
-        route_handlers=[*health.ROUTES, *predict.ROUTES, *v1.ROUTES, *v2.ROUTES, *monitor.ROUTES, *admin.ROUTES],
+        route_handlers=[*health.ROUTES, *predict.ROUTES, *v1.ROUTES, *v2.ROUTES, *monitor.ROUTES, *admin.ROUTES, *rollout.ROUTES],
         exception_handlers={Exception: problem_response},
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

@@ -14,6 +14,7 @@ from litestar import Request, Response, get, post
 
 from gateway.errors import PayloadError, PayloadTooLargeError
 from gateway.http.context import gateway_of
+from gateway.monitoring.comparison import compare
 from gateway.monitoring.report import render_html, snapshot
 from gateway.protocol.duplicate_keys import refuse_duplicate_keys
 from gateway.protocol.json_body import decode_json
@@ -36,7 +37,7 @@ async def feedback(request: Request[Any, Any, Any], name: str) -> Response[bytes
     refuse_duplicate_keys(body, 1 + sum(1 + (i.label is not None) + (i.value is not None) for i in items))
     if len(items) > gateway.settings.max_batch_rows:
         raise PayloadTooLargeError(f"{len(items)} feedback items in one request; the limit is {gateway.settings.max_batch_rows}")
-    result = record_feedback(gateway.model_registry, gateway.predictions, name, items)
+    result = record_feedback(gateway.model_registry, gateway.predictions, name, items, gateway.shadow)
     return Response(content=msgspec.json.encode(result), media_type="application/json")
 
 
@@ -46,8 +47,11 @@ async def monitor(request: Request[Any, Any, Any], name: str, version: str | Non
     pinned = None if version is None else parse_version(version)
     if version is not None and pinned is None:
         raise PayloadError("version must be a whole number from 1")
-    model = gateway_of(request).model_registry.get(name, pinned)
+    gateway = gateway_of(request)
+    model = gateway.model_registry.get(name, pinned)
     snap = snapshot(model)
+    if name in gateway.rollouts.states:  # the primary and the candidate side by side
+        snap["rollout"] = compare(gateway, name)
     wants_html = format == "html" or (format is None and "text/html" in request.headers.get("accept", ""))
     if wants_html:
         return Response(content=render_html(snap), media_type="text/html")

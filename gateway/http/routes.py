@@ -127,11 +127,12 @@ def is_probe(method: str, path: str) -> bool:
 
 
 def is_admin_route(method: str, path: str) -> bool:
-    """True for the admin endpoints: ``PUT`` and ``GET /v1/models/{name}/versions/{version}``
-    and everything under ``/v2/repository/``, however the path is spelled."""
+    """True for the admin endpoints: ``PUT`` and ``GET /v1/models/{name}/versions/{version}``,
+    ``PUT /v1/models/{name}/rollout`` and everything under ``/v2/repository/``, however the
+    path is spelled."""
     path = canonical(path)
     if path.startswith("/v2/repository/"):
         return True
     if method == "GET":
         return path.startswith("/v1/models/") and path.count("/") == 5 and path.split("/")[4] == "versions"
-    return method == "PUT" and path.startswith("/v1/models/") and "/versions/" in path
+    return method == "PUT" and path.startswith("/v1/models/") and ("/versions/" in path or path.endswith("/rollout"))

@@ -229,6 +229,10 @@ _FAMILIES: list[tuple[str, str, str]] = [
     ("driftgate_ready", "gauge", "1 when every model is loaded and warmed and the server is not draining."),
     ("driftgate_model_loaded", "gauge", "1 for a served model version, 0 for one that failed to load."),
     ("driftgate_requests_total", "counter", "Prediction requests (V1 predict, V2 infer), by how they ended."),
+    ("driftgate_shadow_rows_total", "counter", "Rows mirrored to a shadow candidate, by outcome."),
+    ("driftgate_shadow_agreement", "gauge", "Share of a shadow candidate's compared rows that agree with the primary."),
+    ("driftgate_rollbacks_total", "counter", "Rollout candidates taken out, by reason."),
+    ("driftgate_rollout_version", "gauge", "1 for a model's rollout primary and candidate, by role and mode."),
 ]
 
 
@@ -463,6 +467,18 @@ def _model_text(m: ModelMetrics, state: MetricsState, level: int, out: dict[str,
     shift = label_drift(m, state)
     if shift is not None:
         out["driftgate_label_drift"].append(f"{lay.label_drift}{_number(shift)}\n")
+    shadow = state.shadow
+    if any(shadow.values()):
+        key = [("model", m.model), ("version", m.version)]
+        out["driftgate_shadow_rows_total"].append(
+            "".join(
+                f"driftgate_shadow_rows_total{_labels([*key, ('outcome', o)])} {int(shadow[o])}\n"
+                for o in ("compared", "rejected", "dropped", "failed")
+            )
+        )
+        if shadow["compared"]:
+            agreement = shadow["agreed"] / shadow["compared"]
+            out["driftgate_shadow_agreement"].append(f"driftgate_shadow_agreement{_labels(key)} {_number(agreement)}\n")
     out["driftgate_model_loaded"].append(lay.loaded)
     if lay.importance:
         out["driftgate_feature_importance"].append(lay.importance)
@@ -663,6 +679,20 @@ def render_text(
     for name, version in collector.failed():
         out["driftgate_model_loaded"].append(
             f"driftgate_model_loaded{_labels([('model', name), ('version', version)])} 0.0\n".encode()
+        )
+    if collector.rollouts is not None:
+        rollbacks, roles = collector.rollouts()
+        out["driftgate_rollbacks_total"].append(
+            "".join(
+                f"driftgate_rollbacks_total{_labels([('model', model), ('reason', reason)])} {count}\n"
+                for (model, reason), count in sorted(rollbacks.items())
+            ).encode()
+        )
+        out["driftgate_rollout_version"].append(
+            "".join(
+                f"driftgate_rollout_version{_labels([('model', m), ('version', v), ('role', r), ('mode', mode)])} 1\n"
+                for m, v, r, mode in sorted(roles)
+            ).encode()
         )
     if requests is not None:
         request_counts = _request_counts(requests, own, others)

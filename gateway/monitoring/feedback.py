@@ -156,7 +156,21 @@ class PredictionLog:
         slots: slice | NDArray[np.int64] = (
             slice(start, start + n) if start + n <= self.capacity else np.arange(first, first + n) % self.capacity
         )
-        self.counters[slots] = np.arange(first, first + n, dtype=np.int64)
+        self.write(slots, np.arange(first, first + n, dtype=np.int64), model, version, labels, values, segments)
+        return list(map(self._id_format, range(first, first + n)))
+
+    def write(
+        self,
+        slots: slice | NDArray[np.int64],
+        counters: NDArray[np.int64],
+        model: str,
+        version: int,
+        labels: NDArray[np.intp] | None,
+        values: NDArray[np.float32] | None,
+        segments: Any = 0,
+    ) -> None:
+        """Write predictions with ``counters`` into ``slots`` of the ring."""
+        self.counters[slots] = counters
         self.models[slots] = self._key(model)
         self.versions[slots] = version
         if labels is not None:
@@ -165,7 +179,6 @@ class PredictionLog:
             self.values[slots] = values
         self.segments[slots] = segments
         self.times[slots] = self.clock()
-        return list(map(self._id_format, range(first, first + n)))
 
     def lookup(self, model: str, ids: list[Any]) -> tuple[NDArray[np.intp], NDArray[np.int32], list[str]]:
         """Find ids of ``model``. Returns (slots of the found ids, their versions, and per id
@@ -299,7 +312,7 @@ class SharedPredictionLog(PredictionLog):
                 return None
             if not 0 <= worker < self.workers or not self.path(worker).exists():
                 return None
-            peer = SharedPredictionLog(
+            peer = type(self)(  # a shadow ring's peers are shadow rings
                 self.folder,
                 self.server,
                 worker,

@@ -110,6 +110,8 @@ what keeps monitoring cheap per row (at 64 requests a fold still cost about 5 us
 one-row request)."""
 OUTCOMES = ("predicted", "rejected")
 MARKS = ("flagged", "clipped", "review")
+SHADOW_OUTCOMES = ("compared", "agreed", "rejected", "dropped", "failed")
+"""A shadow candidate's rows by outcome (see ``gateway.shadow``)."""
 UNKNOWN_FEATURE_LABEL = "_unknown"
 """The ``feature`` label of ``unknown_feature`` violations: the field's own name is
 chosen by the client, so it must not become a label value."""
@@ -157,6 +159,12 @@ class MetricsState(msgspec.Struct, kw_only=True):
     drift: DriftState
     feedback: FeedbackState
     segments: SegmentState
+    shadow: dict[str, int]
+    """As a rollout's shadow candidate: its rows by outcome (``SHADOW_OUTCOMES``)."""
+    paired_primary: FeedbackState
+    """As a shadow candidate: the primary's online metric on the rows both predicted."""
+    paired_candidate: FeedbackState
+    """As a shadow candidate: its own online metric on those same rows."""
 
 
 INSTRUMENTS: dict[str, Any] = {
@@ -173,6 +181,9 @@ INSTRUMENTS: dict[str, Any] = {
     "drift": DriftWindow,
     "feedback": FeedbackWindow,
     "segments": SegmentWindow,
+    "shadow": LabelledCounts,
+    "paired_primary": FeedbackWindow,
+    "paired_candidate": FeedbackWindow,
 }
 """The instrument class of every ``MetricsState`` field: ``ModelMetrics`` holds one of each
 under the field's name, and exports, restores and merges them all by this table."""
@@ -242,6 +253,9 @@ class ModelMetrics:
         self.slicing = Slicing(spec, self.drift.segments)
         """The spec's segments (``gateway.monitoring.segments``): ``count`` 0 when it names none."""
         self.segments = SegmentWindow(self.slicing, feedback_window)
+        self.shadow = LabelledCounts("shadow rows", SHADOW_OUTCOMES)
+        self.paired_primary = FeedbackWindow(feedback_window)
+        self.paired_candidate = FeedbackWindow(feedback_window)
         self.baseline_mean_confidence = _baseline_mean_confidence(spec)
         self._pending: list[PredictedBatch] = []
         self._pending_rows = 0
@@ -424,6 +438,8 @@ class ModelMetrics:
             self.rows.counts["predicted"],
             self.rows.counts["rejected"],
             sum(self.feedback_counts.counts.values()),
+            sum(self.shadow.counts.values()),
+            self.paired_candidate.rows,
             self.confidence.nonfinite,
             len(self._pending),
             len(self._pending_times),
@@ -563,6 +579,9 @@ class GatewayCollector(Collector):
         self.reviews: Callable[[], dict[str, dict[str, int]]] | None = None
         """Set by the gateway: the review queue's counts per model (``ReviewQueue.stats``)."""
         self.stage_layouts: dict[tuple[str, int], list[str]] = {}
+        self.rollouts: Callable[[], tuple[dict[tuple[str, str], int], list[tuple[str, str, str, str]]]] | None = None
+        """Set by the gateway: rollbacks by model and reason, and (model, version, role,
+        mode) of every rollout's primary and candidate (``gateway.rollout``)."""
         """The exposition's cached latency lines by model and level."""
 
     def attach(self, metrics: ModelMetrics) -> None:

@@ -418,6 +418,13 @@ def _reviews_html(model: str, reviews: dict[str, Any] | None) -> str:
         f"<h2>Review queue</h2><p>{reviews['length']} rows waiting (at most {reviews['capacity']}; {reviews['dropped']} dropped when full); "
         f"{reviews['answered']} answered, person and model agreed on {_fmt(reviews['agreement'])}.</p>{table}"
     )
+def _rollout(comparison: dict[str, Any] | None) -> str:
+    """The rollout section: the primary and the candidate side by side, as ``rollout status``."""
+    if comparison is None:
+        return ""
+    from gateway.monitoring.comparison import status_table
+
+    return f"<h2>Rollout</h2>\n<pre id='rollout'>{html.escape(status_table(comparison))}</pre>"
 
 
 def render_html(snap: dict[str, Any]) -> str:
@@ -470,6 +477,7 @@ flagged {rows["flagged"]}, clipped {rows["clipped"]}, sent for review {rows["rev
 <p>{online} over {fb["window_rows"]} rows; matched {fb["matched"]}, unknown ids {fb["unknown_id"]}, expired {fb["expired"]}, invalid {fb["invalid"]}.</p>
 {_label_drift_html(fb.get("label_drift"))}
 {_offline_html(snap.get("offline"))}
+{_rollout(snap.get("rollout"))}
 </body></html>
 """
 

@@ -27,8 +27,10 @@ from gateway.config import load_settings
 from gateway.errors import InputRejectedError
 from gateway.fitting import fit_segments
 from gateway.lifecycle import Gateway
+from gateway.rollout import Candidate, Rollout
 from gateway.service import FeedbackItem, predict, record_feedback
 from gateway.spec import load_spec
+from gateway.shadow import ShadowJob
 from gateway.table import to_columns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,6 +134,11 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dic
     record_feedback(gateway.model_registry, gateway.predictions, "diabetes", [FeedbackItem(id=i, value=150.0) for i in regression.ids])
     for reason in ("ok", "overloaded", "timeout"):  # counted by the HTTP layer, which this skips
         gateway.requests.add("penguins", reason)
+    # a rollout: a shadow candidate whose rows are compared, refused and dropped, and a rollback
+    gateway.rollouts.states = {"penguins": Rollout(primary=1, candidate=Candidate(version=1, mode="shadow"), rollbacks={"feedback": 1})}
+    gateway.shadow.process([ShadowJob.of(penguins, penguins, to_columns(rows, penguins.spec.feature_names), outcome)])
+    gateway.shadow.process([ShadowJob.of(penguins, penguins, to_columns([{**PENGUIN, "year": 2031}], penguins.spec.feature_names), outcome)])
+    penguins.metrics.shadow.counts["dropped"] += 1
     out = {"standard": _samples(generate_latest(gateway.metrics_registry).decode())}
     gateway.collector.detail = {"*": "detailed"}
     out["detailed"] = _samples(generate_latest(gateway.metrics_registry).decode())
