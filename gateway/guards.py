@@ -379,6 +379,11 @@ class Guards:
         self.reject_unknown = spec.unknown_fields == "reject"
         target = spec.output.target if spec.output else None
         self.ignored = frozenset({target} if target else ()) | frozenset(spec.ignored_fields)
+        self.kinds = tuple(
+            "number" if isinstance(g, _NumberGuard) else "category" if isinstance(g, _CategoryGuard) else "boolean"
+            for g in self.features
+        )
+        """Each feature's kind, as the typed lanes decode it (``gateway.lanes``)."""
         self.numeric = bool(self.features) and all(isinstance(g, _NumberGuard) for g in self.features)
         """Every feature is a number or an integer: batches may come as one matrix."""
         numbers = cast("tuple[_NumberGuard, ...]", self.features if self.numeric else ())
@@ -392,7 +397,16 @@ class Guards:
         self._integral_row = self._integral.tolist()
 
     def check(self, columns: Columns) -> Checked:
-        """Check every cell; never raises for bad input. See ``Checked``."""
+        """Check every cell; never raises for bad input. See ``Checked``.
+
+        Columns of a typed lane that hold a violation are checked again in the general
+        lane when they have it (``Columns.general``), which echoes values as given."""
+        checked = self._check(columns)
+        if checked.violations and columns.general is not None:
+            return self._check(columns.general())
+        return checked
+
+    def _check(self, columns: Columns) -> Checked:
         if columns.matrix is not None and self.numeric and not columns.unknown:
             if columns.row is not None:
                 verdict = self._check_row(columns.row, columns.matrix)

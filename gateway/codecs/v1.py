@@ -13,12 +13,14 @@ import numpy as np
 
 from gateway.codecs.base import JSON_HEADERS, Answer, Decoded, Headers
 from gateway.errors import PayloadError, PayloadTooLargeError
+from gateway.lanes import row_type, typed_columns
 from gateway.protocol.duplicate_keys import refuse_duplicate_keys
 from gateway.protocol.json_body import decode_json
 from gateway.protocol.json_values import OBJECT, refuse_many_values
 from gateway.table import matrix_to_columns, records_to_columns
 
 if TYPE_CHECKING:
+    from gateway.guards import Guards
     from gateway.registry import LoadedModel
     from gateway.service import Outcome
     from gateway.table import Columns
@@ -30,6 +32,7 @@ __all__ = [
     "encode_predictions",
     "numeric_columns",
     "predictions",
+    "table_columns",
     "value_limit",
 ]
 
@@ -68,23 +71,20 @@ def decode_instances(body: bytes, max_rows: int) -> list[dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=256)
-def _numeric_decoder(names: tuple[str, ...]) -> Callable[[bytes], Any]:
-    """A decoder of ``{"instances": [...]}`` whose rows are msgspec Structs with exactly
-    ``names`` as float fields: no per-row dict or key string is built, and a row with a
-    missing, extra or non-numeric field fails in C (built once per feature list)."""
-    fields = [f"f{j}" for j in range(len(names))]
-    row = msgspec.defstruct(
-        "NumericRow",
-        [(f, float) for f in fields],
-        rename=dict(zip(fields, names, strict=True)),
-        forbid_unknown_fields=True,
-        gc=False,
-    )
-    request = msgspec.defstruct("NumericPredictRequest", [("instances", list[row])], forbid_unknown_fields=True)  # type: ignore[valid-type]
+def _typed_decoder(names: tuple[str, ...], kinds: tuple[str, ...]) -> Callable[[bytes], Any] | None:
+    """A decoder of ``{"instances": [...]}`` whose rows are ``gateway.lanes.row_type``
+    Structs: no per-row dict or key string is built, and a row with a missing, extra or
+    wrongly typed field fails in C (built once per feature list; None where there is no
+    such Struct)."""
+    row = row_type(names, kinds)
+    if row is None:
+        return None
+    request = msgspec.defstruct("TypedPredictRequest", [("instances", list[row])], forbid_unknown_fields=True)  # type: ignore[valid-type]
     return msgspec.json.Decoder(request).decode
 
 
 _astuple = msgspec.structs.astuple
+_TYPED_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 
 
 def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns | None:
@@ -95,11 +95,12 @@ def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns
     every problem. Numbers outside float64 (1e400) also take it, and become ``not_finite``.
     """
     width = len(names)
-    if width < 2:
+    decode = _typed_decoder(tuple(names), ("number",) * width) if width > 1 else None
+    if decode is None:
         return None
     try:
-        instances = _numeric_decoder(tuple(names))(body).instances
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        instances = decode(body).instances
+    except _TYPED_ERRORS:
         return None
     n = len(instances)
     if not 0 < n <= max_rows:
@@ -110,6 +111,33 @@ def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns
         return matrix_to_columns(np.array((row,)), names, row)
     flat = np.fromiter(chain.from_iterable(map(_astuple, instances)), dtype=np.float64, count=n * width)
     return matrix_to_columns(flat.reshape(n, width), names)
+
+
+def table_columns(body: bytes, guards: Guards, max_rows: int) -> Columns | None:
+    """For a spec of numbers, categories and booleans: the body's rows in the table lane
+    (``gateway.lanes``), decoded and type-checked in C, or None when any row is not
+    exactly the features, each of its JSON type (the general path names the problem).
+    A batch the guards find a violation in is named from the general columns
+    (``Columns.general``), so every value is echoed as it was sent."""
+    names = guards.names
+    decode = _typed_decoder(names, guards.kinds)
+    if decode is None:
+        return None
+    try:
+        instances = decode(body).instances
+    except _TYPED_ERRORS:
+        return None
+    n = len(instances)
+    if not 0 < n <= max_rows:
+        return None
+    refuse_duplicate_keys(body, 1 + n * len(names))
+    columns = typed_columns(instances, guards)
+    columns.general = functools.partial(_general_columns, body, guards, max_rows)
+    return columns
+
+
+def _general_columns(body: bytes, guards: Guards, max_rows: int) -> Columns:
+    return records_to_columns(decode_instances(body, max_rows), guards.names, guards.ignored)
 
 
 EXTRA_FIELDS = 64
@@ -221,8 +249,12 @@ class V1Codec:
         builds them: values cost memory, not bytes (``gateway.protocol.json_values``). The
         all-numeric decoder needs no such count: it builds a float per cell and stops at the
         first value that is not a number."""
-        names = model.guards.names
-        columns = numeric_columns(body, names, max_rows) if model.guards.numeric else None
+        guards = model.guards
+        names = guards.names
+        if guards.numeric:
+            columns = numeric_columns(body, names, max_rows)
+        else:
+            columns = table_columns(body, guards, max_rows) if guards.features else None
         if columns is None:
             refuse_many_values(body, value_limit(len(names), max_rows), "rows cap × (features + 68) + 5")
             columns = records_to_columns(decode_instances(body, max_rows), names, model.guards.ignored)
