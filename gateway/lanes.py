@@ -109,6 +109,8 @@ def records_lane(records: Sequence[Any], guards: Guards) -> Columns:
     def general() -> Columns:
         return records_to_columns(records, guards.names, ignored)
 
+    if not guards.numeric and len(records) == 1:
+        return general()  # a mixed spec's one-row lane is the general one's: Python scalars in lists
     convert = _rows_converter(guards.names, guards.kinds) if records and guards.features else None
     if convert is None:
         return general()

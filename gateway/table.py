@@ -203,7 +203,9 @@ def dataframe_to_columns(df: Any, names: Sequence[str], ignore: frozenset[str] =
             values = series.to_numpy()
             if values.dtype.kind not in "fiub":
                 cells = values.tolist() if values.dtype.kind in "OUS" else list(values)  # keep datetimes as datetimes
-                values = [None if m else v for v, m in zip(cells, mask.tolist(), strict=True)]
+                if mask.any():
+                    cells = [None if m else v for v, m in zip(cells, mask.tolist(), strict=True)]
+                values = cells
             elif values.dtype.kind == "f" and mask.any():
                 values = values.astype(np.float64, copy=True)
                 values[mask] = 0.0  # a missing cell is never read as a value
