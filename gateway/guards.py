@@ -379,6 +379,11 @@ class Guards:
         self.reject_unknown = spec.unknown_fields == "reject"
         target = spec.output.target if spec.output else None
         self.ignored = frozenset({target} if target else ()) | frozenset(spec.ignored_fields)
+        self.kinds = tuple(
+            "number" if isinstance(g, _NumberGuard) else "category" if isinstance(g, _CategoryGuard) else "boolean"
+            for g in self.features
+        )
+        """Each feature's kind, as the typed lanes decode it (``gateway.lanes``)."""
         self.numeric = bool(self.features) and all(isinstance(g, _NumberGuard) for g in self.features)
         """Every feature is a number or an integer: batches may come as one matrix."""
         numbers = cast("tuple[_NumberGuard, ...]", self.features if self.numeric else ())
@@ -390,9 +395,28 @@ class Guards:
         self._integral = np.array([i for i, g in enumerate(numbers) if g.integral], dtype=np.intp)
         self._lo_row, self._hi_row = self._lo.tolist(), self._hi.tolist()
         self._integral_row = self._integral.tolist()
+        # the table lane (``gateway.lanes``): the number features of a mixed spec, checked as one block
+        table = [g for g in self.features if isinstance(g, _NumberGuard)] if not self.numeric else []
+        self._table_numbers = tuple(g.name for g in table)
+        self._table_lo = np.maximum(np.array([g.lo for g in table], dtype=np.float64), -biggest)
+        self._table_hi = np.minimum(np.array([g.hi for g in table], dtype=np.float64), biggest)
+        self._table_integral = np.array([i for i, g in enumerate(table) if g.integral], dtype=np.intp)
 
     def check(self, columns: Columns) -> Checked:
-        """Check every cell; never raises for bad input. See ``Checked``."""
+        """Check every cell; never raises for bad input. See ``Checked``.
+
+        Columns of a typed lane that hold a violation are checked again in the general
+        lane when they have it (``Columns.general``), which echoes values as given."""
+        checked = self._check(columns)
+        if checked.violations and columns.general is not None:
+            return self._check(columns.general())
+        return checked
+
+    def _check(self, columns: Columns) -> Checked:
+        if columns.general is not None and columns.matrix is None and columns.n_rows > 1:
+            verdict = self._check_table(columns)
+            if verdict is not None:
+                return verdict
         if columns.matrix is not None and self.numeric and not columns.unknown:
             if columns.row is not None:
                 verdict = self._check_row(columns.row, columns.matrix)
@@ -417,6 +441,38 @@ class Guards:
             if (part != np.floor(part)).any():
                 return None
         return self._clean(x)
+
+    def _check_table(self, columns: Columns) -> Checked | None:
+        """The verdict on a clean batch of the table lane (every cell of its type, no field
+        missing or extra) in a few whole-block operations: the numbers as one matrix against
+        their bounds, the categories coded at once; or None if some cell breaks the spec:
+        then the columns are checked one by one, which names every violation exactly."""
+        data, n = columns.data, columns.n_rows
+        numbers: dict[str, NDArray[np.float64]] = {}
+        if self._table_numbers:
+            x = np.stack([data[name] for name in self._table_numbers], axis=1)
+            inside = x >= self._table_lo
+            inside &= x <= self._table_hi
+            if not inside.all():  # a NaN, an infinity or a value out of range somewhere
+                return None
+            if len(self._table_integral):
+                part = x[:, self._table_integral]
+                if (part != np.floor(part)).any():
+                    return None
+            numbers = {name: x[:, j] for j, name in enumerate(self._table_numbers)}
+        clean: dict[str, Any] = {}
+        for guard in self.features:
+            name = guard.name
+            if isinstance(guard, _NumberGuard):
+                clean[name] = numbers[name]
+            elif isinstance(guard, _CategoryGuard):
+                codes = np.fromiter(map(guard.codes.get, data[name], [-1] * n), dtype=np.int64, count=n)
+                if codes.min() < 0:  # an unseen category
+                    return None
+                clean[name] = codes
+            else:
+                clean[name] = np.asarray(data[name], dtype=np.float64)
+        return Checked(n, clean, [], None, None, None)
 
     def _check_row(self, row: tuple[float, ...], x: NDArray[np.float64]) -> Checked | None:
         """``_check_matrix`` for one row (``x``) given as Python floats (``Columns.row``):

@@ -581,9 +581,9 @@ class FeatureSpec(Base, frozen=True, kw_only=True, dict=True):
         Returns the same violations the server answers with, including those a ``clip``
         or ``flag`` policy let through (their ``action`` says so).
         """
-        from gateway.table import to_columns
+        from gateway.lanes import columns_of
 
-        return self.guards.check(to_columns(data, self.feature_names, self.guards.ignored)).violations
+        return self.guards.check(columns_of(data, self.guards)).violations
 
     def transform(self, data: Any) -> NDArray[np.float32]:
         """Rows to the model's float32 matrix, shape ``(n_rows, len(output_columns))``.
@@ -591,10 +591,10 @@ class FeatureSpec(Base, frozen=True, kw_only=True, dict=True):
         Raises ``InputRejectedError`` (with every violation) if a row breaks the spec;
         ``clip`` and ``flag`` policies are applied as the server applies them.
         """
-        from gateway.table import to_columns
+        from gateway.lanes import columns_of
 
-        checked = self.guards.enforce(to_columns(data, self.feature_names, self.guards.ignored))
-        return self.transformer.apply(checked.columns, checked.n_rows)
+        checked = self.guards.enforce(columns_of(data, self.guards))
+        return self.transformer.apply(checked.columns, checked.n_rows, checked.matrix, checked.row)
 
     def save(self, path: str | Path) -> None:
         save_spec(self, path)

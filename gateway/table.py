@@ -16,7 +16,7 @@ This module must not know what a valid value is: that is ``gateway.guards``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -45,9 +45,12 @@ class Columns:
         row: for a one-row batch with ``matrix``, the same cells as a tuple of Python
             floats, when the decoder had them: the guards and the transform then check
             and scale one row with no numpy call (each costs about as much as the work).
+        general: for columns a typed lane built (``gateway.lanes``) from values given in
+            process, the same batch in the general lane, built on demand: the guards name
+            violations from it, each value as it was given.
     """
 
-    __slots__ = ("data", "matrix", "missing", "n_rows", "row", "unknown")
+    __slots__ = ("data", "general", "matrix", "missing", "n_rows", "row", "unknown")
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class Columns:
         self.unknown = unknown or []
         self.matrix = matrix
         self.row = row
+        self.general: Callable[[], Columns] | None = None
 
 
 class MatrixColumns(Mapping[str, np.ndarray]):
@@ -199,7 +203,9 @@ def dataframe_to_columns(df: Any, names: Sequence[str], ignore: frozenset[str] =
             values = series.to_numpy()
             if values.dtype.kind not in "fiub":
                 cells = values.tolist() if values.dtype.kind in "OUS" else list(values)  # keep datetimes as datetimes
-                values = [None if m else v for v, m in zip(cells, mask.tolist(), strict=True)]
+                if mask.any():
+                    cells = [None if m else v for v, m in zip(cells, mask.tolist(), strict=True)]
+                values = cells
             elif values.dtype.kind == "f" and mask.any():
                 values = values.astype(np.float64, copy=True)
                 values[mask] = 0.0  # a missing cell is never read as a value

@@ -13,17 +13,28 @@ import numpy as np
 
 from gateway.codecs.base import JSON_HEADERS, Answer, Decoded, Headers
 from gateway.errors import PayloadError, PayloadTooLargeError
+from gateway.lanes import row_type, typed_columns
 from gateway.protocol.duplicate_keys import refuse_duplicate_keys
 from gateway.protocol.json_body import decode_json
 from gateway.protocol.json_values import OBJECT, refuse_many_values
 from gateway.table import matrix_to_columns, records_to_columns
 
 if TYPE_CHECKING:
+    from gateway.guards import Guards
     from gateway.registry import LoadedModel
     from gateway.service import Outcome
     from gateway.table import Columns
 
-__all__ = ["EXTRA_FIELDS", "V1", "decode_instances", "numeric_columns", "predictions", "value_limit"]
+__all__ = [
+    "EXTRA_FIELDS",
+    "V1",
+    "decode_instances",
+    "encode_predictions",
+    "numeric_columns",
+    "predictions",
+    "table_columns",
+    "value_limit",
+]
 
 
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,23 +71,20 @@ def decode_instances(body: bytes, max_rows: int) -> list[dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=256)
-def _numeric_decoder(names: tuple[str, ...]) -> Callable[[bytes], Any]:
-    """A decoder of ``{"instances": [...]}`` whose rows are msgspec Structs with exactly
-    ``names`` as float fields: no per-row dict or key string is built, and a row with a
-    missing, extra or non-numeric field fails in C (built once per feature list)."""
-    fields = [f"f{j}" for j in range(len(names))]
-    row = msgspec.defstruct(
-        "NumericRow",
-        [(f, float) for f in fields],
-        rename=dict(zip(fields, names, strict=True)),
-        forbid_unknown_fields=True,
-        gc=False,
-    )
-    request = msgspec.defstruct("NumericPredictRequest", [("instances", list[row])], forbid_unknown_fields=True)  # type: ignore[valid-type]
+def _typed_decoder(names: tuple[str, ...], kinds: tuple[str, ...]) -> Callable[[bytes], Any] | None:
+    """A decoder of ``{"instances": [...]}`` whose rows are ``gateway.lanes.row_type``
+    Structs: no per-row dict or key string is built, and a row with a missing, extra or
+    wrongly typed field fails in C (built once per feature list; None where there is no
+    such Struct)."""
+    row = row_type(names, kinds)
+    if row is None:
+        return None
+    request = msgspec.defstruct("TypedPredictRequest", [("instances", list[row])], forbid_unknown_fields=True)  # type: ignore[valid-type]
     return msgspec.json.Decoder(request).decode
 
 
 _astuple = msgspec.structs.astuple
+_TYPED_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 
 
 def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns | None:
@@ -87,11 +95,12 @@ def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns
     every problem. Numbers outside float64 (1e400) also take it, and become ``not_finite``.
     """
     width = len(names)
-    if width < 2:
+    decode = _typed_decoder(tuple(names), ("number",) * width) if width > 1 else None
+    if decode is None:
         return None
     try:
-        instances = _numeric_decoder(tuple(names))(body).instances
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        instances = decode(body).instances
+    except _TYPED_ERRORS:
         return None
     n = len(instances)
     if not 0 < n <= max_rows:
@@ -102,6 +111,33 @@ def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns
         return matrix_to_columns(np.array((row,)), names, row)
     flat = np.fromiter(chain.from_iterable(map(_astuple, instances)), dtype=np.float64, count=n * width)
     return matrix_to_columns(flat.reshape(n, width), names)
+
+
+def table_columns(body: bytes, guards: Guards, max_rows: int) -> Columns | None:
+    """For a spec of numbers, categories and booleans: the body's rows in the table lane
+    (``gateway.lanes``), decoded and type-checked in C, or None when any row is not
+    exactly the features, each of its JSON type (the general path names the problem).
+    A batch the guards find a violation in is named from the general columns
+    (``Columns.general``), so every value is echoed as it was sent."""
+    names = guards.names
+    decode = _typed_decoder(names, guards.kinds)
+    if decode is None:
+        return None
+    try:
+        instances = decode(body).instances
+    except _TYPED_ERRORS:
+        return None
+    n = len(instances)
+    if not 0 < n <= max_rows:
+        return None
+    refuse_duplicate_keys(body, 1 + n * len(names))
+    columns = typed_columns(instances, guards)
+    columns.general = functools.partial(_general_columns, body, guards, max_rows)
+    return columns
+
+
+def _general_columns(body: bytes, guards: Guards, max_rows: int) -> Columns:
+    return records_to_columns(decode_instances(body, max_rows), guards.names, guards.ignored)
 
 
 EXTRA_FIELDS = 64
@@ -117,7 +153,8 @@ def value_limit(width: int, max_rows: int) -> int:
 
 
 def predictions(outcome: Outcome) -> list[dict[str, Any]]:
-    """The ``predictions`` list of a V1 answer (see the contract)."""
+    """The ``predictions`` list of a V1 answer (see the contract), as dicts: the general
+    encoding, for rows that carry violations (``encode_predictions`` is the fast one)."""
     ids = outcome.ids
     if outcome.probabilities is not None:
         labels = outcome.model.spec.output.labels  # type: ignore[union-attr]
@@ -139,6 +176,61 @@ def predictions(outcome: Outcome) -> list[dict[str, Any]]:
     return rows
 
 
+def _pieces(values: list[Any]) -> list[bytes]:
+    """Each number of ``values`` as msgspec writes it in JSON, from one ``encode`` call: a
+    number's JSON holds no comma, so the list's text splits into its items exactly."""
+    return _encode(values)[1:-1].split(b",")
+
+
+def _string_pieces(values: list[str]) -> list[bytes]:
+    """Each string's JSON text without its quotes, from one ``encode`` call: inside a JSON
+    string a quote is always escaped, so ``","`` occurs only between two items."""
+    return _encode(values)[2:-2].split(b'","')
+
+
+@functools.lru_cache(maxsize=256)
+def _templates(labels: tuple[str, ...] | None) -> tuple[tuple[bytes, bytes], list[bytes]]:
+    """The V1 prediction object as a bytes ``%`` template, without and with ``"review":true``,
+    for a classifier of ``labels`` (None: a regression), and each label's JSON text."""
+    if labels is None:
+        head = b'{"value":%s,"id":"%s"'
+        encoded: list[bytes] = []
+    else:
+        encoded = [_encode(label) for label in labels]
+        keys = b",".join(key.replace(b"%", b"%%") + b":%s" for key in encoded)
+        head = b'{"label":%s,"probabilities":{' + keys + b'},"confidence":%s,"id":"%s"'
+    return (head + b"}", head + b',"review":true}'), encoded
+
+
+def encode_predictions(outcome: Outcome) -> bytes:
+    """The ``predictions`` list of a V1 answer as JSON, the same bytes as encoding
+    ``predictions(outcome)``, written by whole columns: every number of the batch is
+    formatted by one msgspec call per output, and each row is one ``%`` of a bytes template
+    (no dict per prediction). Rows with violations take the general encoding."""
+    if outcome.marks:
+        return _encode(predictions(outcome))
+    ids = _string_pieces(outcome.ids)
+    if outcome.probabilities is not None:
+        labels = outcome.model.spec.output.labels  # type: ignore[union-attr]
+        (plain, review), encoded = _templates(tuple(labels))
+        k = len(labels)
+        probs = _pieces(outcome.probabilities.ravel().tolist())
+        columns = [
+            map(encoded.__getitem__, outcome.label_index.tolist()),  # type: ignore[union-attr]
+            *(probs[j::k] for j in range(k)),
+            _pieces(outcome.confidence.tolist()),  # type: ignore[union-attr]
+            ids,
+        ]
+    else:
+        (plain, review), _ = _templates(None)
+        columns = [_pieces(outcome.values.tolist()), ids]  # type: ignore[union-attr]
+    rows = zip(*columns, strict=True)
+    if outcome.review is None:
+        return b"[" + b",".join(map(plain.__mod__, rows)) + b"]"
+    chosen = map((plain, review).__getitem__, outcome.review.tolist())
+    return b"[" + b",".join(map(bytes.__mod__, chosen, rows)) + b"]"
+
+
 class V1Codec:
     """The V1 records protocol (see the module docstring)."""
 
@@ -157,8 +249,12 @@ class V1Codec:
         builds them: values cost memory, not bytes (``gateway.protocol.json_values``). The
         all-numeric decoder needs no such count: it builds a float per cell and stops at the
         first value that is not a number."""
-        names = model.guards.names
-        columns = numeric_columns(body, names, max_rows) if model.guards.numeric else None
+        guards = model.guards
+        names = guards.names
+        if guards.numeric:
+            columns = numeric_columns(body, names, max_rows)
+        else:
+            columns = table_columns(body, guards, max_rows) if guards.features else None
         if columns is None:
             refuse_many_values(body, value_limit(len(names), max_rows), "rows cap × (features + 68) + 5")
             columns = records_to_columns(decode_instances(body, max_rows), names, model.guards.ignored)
@@ -166,8 +262,8 @@ class V1Codec:
 
     def encode(self, decoded: Decoded, outcome: Outcome) -> Answer:
         model = outcome.model
-        answer = {"model_name": model.name, "model_version": str(model.version), "predictions": predictions(outcome)}
-        return _encode(answer), JSON_HEADERS
+        head = _encode({"model_name": model.name, "model_version": str(model.version), "predictions": None})
+        return head[:-5] + encode_predictions(outcome) + b"}", JSON_HEADERS
 
 
 V1 = V1Codec()
