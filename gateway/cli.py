@@ -173,8 +173,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_detail=",".join(args.metrics_detail) if args.metrics_detail else None,
         log_level=args.log_level,
         workers=args.workers,
+        log_dir=args.log_dir,
+        log_sample=args.log_sample,
+        log_file_bytes=args.log_file_bytes,
+        log_max_bytes=args.log_max_bytes,
     )
     ModelRepository(settings.repository)  # fail fast, with one line, on a missing repository
+    if settings.log_dir and Path(settings.log_dir).exists() and not Path(settings.log_dir).is_dir():
+        raise ConfigError(f"--log-dir {settings.log_dir}: not a folder")
     if settings.workers > 1:
         from gateway.workers import supervise
 
@@ -251,6 +257,29 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export -----------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import os
+
+    from gateway.predlog.export import export_log
+
+    log_dir = args.log_dir or os.environ.get("DRIFTGATE_LOG_DIR")
+    if not log_dir:
+        raise UsageError("export needs --log-dir DIR (or DRIFTGATE_LOG_DIR): the folder 'serve --log-dir' wrote")
+    progress = _progress(args.progress)
+    summary = export_log(
+        log_dir, args.name, args.output, since=args.since, until=args.until, version=args.version,
+        labelled=args.labelled, progress=progress,
+    )  # fmt: skip
+    print(
+        f"exported {summary.rows:,} predictions of {args.name} ({summary.labelled:,} with feedback) "
+        f"from {summary.files} log files to {args.output}"
+    )
+    return 0
+
+
 # --- spec-schema ------------------------------------------------------------------------
 
 
@@ -282,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"driftgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_fit_spec, _add_check, _add_serve, _add_register, _add_models, _add_spec_schema):
+    for add in (_add_fit_spec, _add_check, _add_serve, _add_register, _add_models, _add_export, _add_spec_schema):
         add(sub)
     return parser
 
@@ -396,7 +425,28 @@ def _add_serve(sub: Subparsers) -> None:
         "--workers", type=_positive_int, help="server processes sharing the port; metrics are the fleet's (default: 1; DRIFTGATE_WORKERS)"
     )
     srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default: info)")
+    _add_serve_log(srv)
     srv.set_defaults(handler=cmd_serve)
+
+
+def _add_serve_log(srv: argparse.ArgumentParser) -> None:
+    """``serve``'s prediction log (``gateway.predlog``)."""
+    srv.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="log sampled rows, predictions, violations and feedback here, as rotated gzip JSON Lines per model "
+        "(default: off; DRIFTGATE_LOG_DIR); read them back with 'driftgate export'",
+    )
+    srv.add_argument("--log-sample", type=float, metavar="F", help="share of rows logged, 0 < F <= 1 (default: 1; DRIFTGATE_LOG_SAMPLE)")
+    srv.add_argument(
+        "--log-file-bytes", type=_positive_int, metavar="BYTES", help="finish a log file at this compressed size (default: 32 MiB; DRIFTGATE_LOG_FILE_BYTES)"
+    )
+    srv.add_argument(
+        "--log-max-bytes",
+        type=_positive_int,
+        metavar="BYTES",
+        help="delete the oldest log files beyond this total (default: 1 GiB; DRIFTGATE_LOG_MAX_BYTES)",
+    )
 
 
 def _add_serve_limits(srv: argparse.ArgumentParser) -> None:
@@ -449,6 +499,26 @@ def _add_models(sub: Subparsers) -> None:
     _add_where(mod)
     mod.add_argument("--json", action="store_true", help="print JSON")
     mod.set_defaults(handler=cmd_models)
+
+
+def _add_export(sub: Subparsers) -> None:
+    exp = sub.add_parser(
+        "export",
+        help="write a model's logged predictions, joined with their feedback, as training data",
+        description="One row per logged prediction (from 'serve --log-dir'): the spec's features, the target "
+        "from feedback (named as the spec's output), then id, version and prediction. CSV or JSON Lines by the "
+        "output's extension. To fit a spec or train on it, leave out id, version and prediction "
+        "(fit-spec --exclude id --exclude version --exclude prediction).",
+    )
+    exp.add_argument("name", help="the model")
+    exp.add_argument("--log-dir", metavar="DIR", help="the prediction log folder (default: DRIFTGATE_LOG_DIR)")
+    exp.add_argument("--since", metavar="T", help="predictions at or after T (ISO 8601, UTC unless it says, e.g. 2026-12-08T14:00)")
+    exp.add_argument("--until", metavar="T", help="predictions before T (ISO 8601)")
+    exp.add_argument("--version", type=_positive_int, help="only this version's predictions (and its spec's columns)")
+    exp.add_argument("--labelled", action="store_true", help="only predictions that got feedback")
+    exp.add_argument("-o", "--output", type=Path, required=True, help="file to write: .csv or .jsonl")
+    _add_progress(exp)
+    exp.set_defaults(handler=cmd_export)
 
 
 def _add_spec_schema(sub: Subparsers) -> None:

@@ -35,6 +35,7 @@ from gateway.monitoring.feedback import PredictionLog, SharedPredictionLog
 from gateway.monitoring.fleet import Fleet, FleetRequestCounts, WorkerContext
 from gateway.monitoring.metrics import new_metrics_registry
 from gateway.monitoring.requests import RequestCounts
+from gateway.predlog import PayloadLog
 from gateway.registry import ModelRegistry
 from gateway.repository import MODEL_FILE, SPEC_FILE, ModelRepository, VersionEntry
 from gateway.unloads import POLL_INTERVAL, UnloadedModels
@@ -93,6 +94,14 @@ class Gateway:
             )  # fmt: skip
         else:
             self.predictions = PredictionLog(settings.prediction_store_size, settings.prediction_ttl_seconds)
+        self.payloads: PayloadLog | None = None
+        """The prediction log (``serve --log-dir``), or None."""
+        if settings.log_dir:
+            self.payloads = PayloadLog(
+                settings.log_dir, self.predictions.prefix, sample=settings.log_sample,
+                file_bytes=settings.log_file_bytes, max_bytes=settings.log_max_bytes, queue_rows=settings.log_queue_rows,
+            )  # fmt: skip
+            self.metrics_registry.register(self.payloads)
         self.loaded = threading.Event()
         self.draining = False
         self.unloaded: set[str] = set()
@@ -145,6 +154,8 @@ class Gateway:
         """Load the repository in the background, then watch it (once: later calls do nothing)."""
         if self._thread is not None:
             return
+        if self.payloads is not None:
+            self.payloads.start()
         if self.fleet_unloads is not None:  # before any load: a new worker never serves what the fleet unloaded
             self.unloaded = self.fleet_unloads.names() or set()
             if self.unloaded:
@@ -161,6 +172,8 @@ class Gateway:
         for thread in (self._thread, self._follower):
             if thread is not None:
                 thread.join(timeout=5)
+        if self.payloads is not None:
+            self.payloads.stop()  # writes what is queued and finishes the open files
         if self.fleet is not None:
             self.fleet.stop()  # the last publication: everything this worker counted
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from gateway.guards import Checked
     from gateway.monitoring.feedback import PredictionLog
+    from gateway.predlog import PayloadLog
     from gateway.registry import ModelRegistry
     from gateway.repository import ModelRepository
     from gateway.runtime import Inference
@@ -218,9 +219,14 @@ class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def record_feedback(
-    model_registry: ModelRegistry, log: PredictionLog, name: str, items: list[FeedbackItem]
+    model_registry: ModelRegistry,
+    log: PredictionLog,
+    name: str,
+    items: list[FeedbackItem],
+    payloads: PayloadLog | None = None,
 ) -> dict[str, Any]:
-    """Join ground truth to earlier predictions and update the online metrics.
+    """Join ground truth to earlier predictions and update the online metrics; the truths
+    that joined are also written to the prediction log ``payloads``, if one is kept.
 
     Ids that are unknown, expired or whose truth is not a valid label/value are counted
     and reported; they never fail the batch. With several workers, ``log.join`` finds each
@@ -234,6 +240,7 @@ def record_feedback(
     counts = {"matched": 0, "unknown_id": 0, "expired": 0, "duplicate": 0, "invalid": 0}
     invalid: list[dict[str, Any]] = []
     matched_items: list[tuple[int, int, float]] = []  # (position among the matched, version, truth)
+    joined: list[tuple[str, str | float]] = []  # (id, label or value), for the prediction log
     position = 0
     for i, (item, state) in enumerate(zip(items, status, strict=True)):
         if state != "matched":
@@ -251,12 +258,14 @@ def record_feedback(
                 )
                 continue
             matched_items.append((slot_pos, version, float(label_index[truth])))
+            joined.append((item.id, truth))
         else:
             if item.value is None or not np.isfinite(item.value):
                 counts["invalid"] += 1
                 invalid.append({"index": i, "id": item.id, "reason": "a regression's feedback needs a finite 'value'"})
                 continue
             matched_items.append((slot_pos, version, float(item.value)))
+            joined.append((item.id, float(item.value)))
         counts["matched"] += 1
     by_version: dict[int, list[tuple[int, float]]] = {}
     for slot_pos, version, value in matched_items:
@@ -278,6 +287,8 @@ def record_feedback(
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):
             default.metrics.feedback_counts[outcome] += counts[outcome]
+    if payloads is not None and joined:
+        payloads.feedback(name, joined)
     return {"received": len(items), **counts, "problems": invalid}
 
 

@@ -34,7 +34,7 @@ async def feedback(request: Request[Any, Any, Any], name: str) -> Response[bytes
     refuse_duplicate_keys(body, 1 + sum(1 + (i.label is not None) + (i.value is not None) for i in items))
     if len(items) > gateway.settings.max_batch_rows:
         raise PayloadTooLargeError(f"{len(items)} feedback items in one request; the limit is {gateway.settings.max_batch_rows}")
-    result = record_feedback(gateway.model_registry, gateway.predictions, name, items)
+    result = record_feedback(gateway.model_registry, gateway.predictions, name, items, gateway.payloads)
     return Response(content=msgspec.json.encode(result), media_type="application/json")
 
 

@@ -1,0 +1,234 @@
+"""``driftgate export``: a model's logged predictions joined with their feedback, as a table.
+
+One row per logged prediction (rejected rows had none, so they are left out), in the log's
+order: the spec's features (those it logs), the target named as the spec's output names it
+(from feedback; empty without), then ``id``, ``version`` and ``prediction`` (the label or
+the value). CSV (read by ``driftgate fit-spec`` and pandas) or JSON Lines, by the output's
+extension. The output is written to a temporary name and renamed when complete, so a
+failure leaves nothing behind.
+
+Feedback files are read first (they are small: one short record per label), then the
+prediction files are streamed once, a gzip member at a time; memory holds the feedback
+and one member, not the export.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gateway.errors import UsageError
+from gateway.predlog.records import (
+    FEEDBACK,
+    PREDICTIONS,
+    FeedbackRecord,
+    PredictionRecord,
+    decode_lines,
+    file_start,
+    log_files,
+    read_members,
+    spec_path,
+)
+from gateway.predlog.rows import logged_features
+from gateway.spec import FeatureSpec, decode_spec
+
+__all__ = ["ExportSummary", "export_log", "parse_time"]
+
+FORMATS = (".csv", ".jsonl")
+_SPEC = re.compile(r"^spec-(\d+)\.json$")
+
+
+class ExportSummary(msgspec.Struct, frozen=True):
+    rows: int
+    labelled: int
+    files: int
+    columns: list[str]
+
+
+def parse_time(text: str, flag: str) -> str:
+    """An ISO 8601 date or time (UTC unless it says otherwise) as the records write times,
+    so that it compares with them as text."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{flag} takes an ISO 8601 date or time such as 2026-12-08 or 2026-12-08T14:00Z, not {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond // 1000:03d}Z"
+
+
+def model_folder(log_dir: Path, name: str) -> Path:
+    """The log folder of model ``name``; ``UsageError`` in one line if there is none."""
+    if not log_dir.exists():
+        raise UsageError(f"{log_dir}: no such log folder")
+    if not log_dir.is_dir():
+        raise UsageError(f"{log_dir}: not a log folder (a file)")
+    logged = sorted(p.name for p in log_dir.iterdir() if p.is_dir() and any(_SPEC.match(f.name) for f in p.iterdir()))
+    folder = log_dir / name
+    if name not in logged:
+        found = f"models logged there: {', '.join(logged)}" if logged else "it holds no prediction log"
+        raise UsageError(f"{log_dir}: no prediction log of model {name[:80]!r} ({found})")
+    return folder
+
+
+def load_logged_spec(folder: Path, version: int | None) -> FeatureSpec:
+    """The spec of ``version`` as logged (default: the highest version logged)."""
+    versions = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _SPEC.match(p.name)))
+    if version is None:
+        version = versions[-1]
+    elif version not in versions:
+        raise UsageError(f"{folder}: version {version} was never logged (logged: {', '.join(map(str, versions))})")
+    path = spec_path(folder, version)
+    return decode_spec(path.read_bytes(), "json", source=str(path))
+
+
+def read_feedback(folder: Path) -> dict[str, Any]:
+    """Prediction id -> the last truth sent for it (label or value)."""
+    truths: dict[str, Any] = {}
+    for path in log_files(folder, FEEDBACK):
+        for chunk in read_members(_read(path)):
+            for record in decode_lines(chunk):
+                if isinstance(record, FeedbackRecord):
+                    truths[record.id] = record.label if record.label is not None else record.value
+    return truths
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:  # finished (renamed) or deleted by retention since listed
+        finished = path.with_name(path.name.removesuffix(".partial"))
+        return finished.read_bytes() if finished != path and finished.exists() else b""
+
+
+def _predictions(
+    folder: Path, since: str | None, until: str | None, version: int | None, progress: Callable[[str], None] | None
+) -> Iterator[PredictionRecord]:
+    files = log_files(folder, PREDICTIONS)
+    last_report = time.monotonic()
+    for n, path in enumerate(files, 1):
+        start = file_start(path)
+        if until is not None and start is not None and start >= until[:19]:
+            continue  # begun after the window: nothing in it can be inside
+        for chunk in read_members(_read(path)):
+            for record in decode_lines(chunk):
+                if not isinstance(record, PredictionRecord) or record.prediction is None:
+                    continue
+                if version is not None and record.version != version:
+                    continue
+                if (since is not None and record.time < since) or (until is not None and record.time >= until):
+                    continue
+                yield record
+        if progress is not None and time.monotonic() - last_report > 1.0:
+            last_report = time.monotonic()
+            progress(f"read {n} of {len(files)} log files")
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return value
+
+
+def export_log(
+    log_dir: str | Path,
+    name: str,
+    output: str | Path,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    version: int | None = None,
+    labelled: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> ExportSummary:
+    """Write model ``name``'s logged predictions, joined with their feedback, to ``output``.
+
+    Args:
+        since / until: keep predictions made at or after ``since`` and before ``until``
+            (ISO 8601; see ``parse_time``).
+        version: keep only this version's predictions (and use its spec).
+        labelled: keep only predictions that got feedback.
+        progress: called with a line now and then on long exports.
+
+    Raises ``UsageError`` (one line, nothing written) for a missing or foreign log folder,
+    a model never logged, a version never logged, or an output that is not .csv or .jsonl.
+    """
+    out = Path(output)
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(f"{out}: the output ends in .csv or .jsonl, not {suffix or 'nothing'!r}")
+    if not out.parent.is_dir():
+        raise UsageError(f"{out}: no such folder {out.parent}")
+    begin = parse_time(since, "--since") if since else None
+    end = parse_time(until, "--until") if until else None
+    folder = model_folder(Path(log_dir), name)
+    spec = load_logged_spec(folder, version)
+    features = list(logged_features(spec))
+    target = (spec.output.target if spec.output is not None else None) or "target"
+    columns = [*features, target, "id", "version", "prediction"]
+    truths = read_feedback(folder)
+    if progress is not None:
+        progress(f"{len(truths):,} feedback records read")
+    rows = joined = 0
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            write = _csv_writer(handle, columns) if suffix == ".csv" else _jsonl_writer(handle, columns)
+            for record in _predictions(folder, begin, end, version, progress):
+                truth = truths.get(record.id)
+                if truth is None:
+                    if labelled:
+                        continue
+                else:
+                    joined += 1
+                inputs = record.inputs
+                said = record.prediction
+                assert said is not None
+                write([*map(inputs.get, features), truth, record.id, record.version, said.get("label", said.get("value"))])
+                rows += 1
+        os.replace(tmp, out)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return ExportSummary(rows, joined, len(log_files(folder, PREDICTIONS)), columns)
+
+
+def _csv_writer(handle: Any, columns: list[str]) -> Callable[[list[Any]], None]:
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(columns)
+
+    def write(row: list[Any]) -> None:
+        writer.writerow(map(_cell, row))
+
+    return write
+
+
+def _jsonl_writer(handle: Any, columns: list[str]) -> Callable[[list[Any]], None]:
+    encode = msgspec.json.Encoder().encode
+
+    def write(row: list[Any]) -> None:
+        handle.write(encode(dict(zip(columns, row, strict=True))).decode())
+        handle.write("\n")
+
+    return write
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,526 @@
+"""``PayloadLog``: the prediction log's bounded queue and its one writer thread.
+
+The hot path (``batch``, ``feedback``, ``shadow``) only decides which rows are sampled and
+appends one tuple of references to a queue: no record, no JSON, no I/O. When the queue
+holds ``queue_rows`` rows, more are dropped and counted, never waited for; so a slow, full
+or read-only disk costs predictions nothing but their log records
+(``driftgate_log_records_total{model,outcome}``, outcome ``written`` or ``dropped``).
+
+The writer thread wakes every ``flush_interval`` seconds, builds the records of what
+queued (``gateway.predlog.rows``), and appends them to the model's open file as one gzip
+member (files and names: ``gateway.predlog.records``). A file is finished (fsynced and
+renamed from ``.partial``) at ``file_bytes``, at midnight UTC and at shutdown; then the
+oldest finished files beyond ``max_bytes`` in the whole log folder are deleted.
+
+Crash safety: a finished file is never written again, and each record is written once, to
+one file. A writer holds an exclusive ``flock`` on its open ``.partial`` files; a process
+starting on the folder finishes the unlocked ``.partial`` files of writers that died (cut
+to their whole gzip members, then renamed), so a SIGKILL loses at most the records still
+queued and the member being written.
+
+Sampling: a predicted row is logged when a hash of its prediction id's counter falls
+below ``sample``, so its feedback and its shadow prediction, sampled by the same id, are
+logged with it; a rejected row (it has no prediction id) is drawn at random.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import fcntl
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from gateway.files import write_atomic
+from gateway.predlog.records import (
+    FEEDBACK,
+    FINISHED,
+    PARTIAL,
+    PREDICTIONS,
+    FeedbackRecord,
+    PredictionRecord,
+    ShadowRecord,
+    Stream,
+    file_name,
+    iso_time,
+    spec_path,
+    whole_members,
+)
+from gateway.predlog.rows import input_rows, logged_features, predictions, violations_by_row
+from gateway.spec import encode_spec
+
+if TYPE_CHECKING:
+    from gateway.registry import LoadedModel
+    from gateway.service import Outcome
+    from gateway.table import Columns
+    from gateway.violations import Violation
+
+__all__ = ["PayloadLog"]
+
+log = logging.getLogger("driftgate.predlog")
+
+FLUSH_INTERVAL = 0.2
+"""Seconds between the writer's rounds: at most this much of queued traffic is lost to a
+SIGKILL, and each round's records of a model become one gzip member (a few hundred rows at
+load compress ~10x; one row alone barely pays its 18-byte member header)."""
+RETRY_SECONDS = 1.0
+"""After a failed write, records are dropped unbuilt for this long before the disk is tried again."""
+WARN_SECONDS = 60.0
+"""At most one warning per this many seconds about a failing disk (the counter has the rest)."""
+LEVEL = 1
+"""zlib level: JSON rows compress ~8x at 1 and ~10x at 6 for three times the CPU, taken
+from the cores that answer requests."""
+
+_GOLDEN = 0x9E3779B97F4A7C15
+"""Fibonacci hashing: consecutive counters times 2^64/phi spread evenly over 64 bits."""
+_MASK = (1 << 64) - 1
+
+_BATCH, _SHADOW, _FEEDBACK = 0, 1, 2
+
+
+def _counter(prediction_id: str) -> int | None:
+    """The counter of an id ``<prefix>-<counter in hex>``, None if it has none."""
+    try:
+        return int(prediction_id[prediction_id.rindex("-") + 1 :], 16)
+    except ValueError:
+        return None
+
+
+class _File:
+    """An open ``.partial`` file of one model's stream."""
+
+    __slots__ = ("day", "fd", "final", "partial", "size")
+
+    def __init__(self, fd: int, partial: Path, final: Path, day: int) -> None:
+        self.fd, self.partial, self.final, self.day, self.size = fd, partial, final, day, 0
+
+
+class PayloadLog(Collector):
+    """The prediction log of one process (see the module docstring).
+
+    Args:
+        folder: the log folder (``serve --log-dir``).
+        writer: this process's name in file names and rejected rows' ids (each worker its own).
+        sample: share of rows logged, in (0, 1].
+        file_bytes: compressed size at which a file is finished.
+        max_bytes: bound on the folder's total size (the oldest finished files go first).
+        queue_rows: rows waiting at most; more are dropped.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        writer: str,
+        *,
+        sample: float = 1.0,
+        file_bytes: int = 32 << 20,
+        max_bytes: int = 1 << 30,
+        queue_rows: int = 50_000,
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self.folder = Path(folder)
+        self.writer = writer
+        self.sample = sample
+        self._threshold = min(int(sample * 2.0**64), _MASK + 1)
+        self.file_bytes = file_bytes
+        self.max_bytes = max_bytes
+        self.queue_rows = queue_rows
+        self.flush_interval = flush_interval
+        self.counts: dict[tuple[str, str], int] = {}
+        """``(model, outcome) -> records``, outcome ``written`` or ``dropped``."""
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._rng = np.random.default_rng()
+        self._rejected_ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._files: dict[tuple[str, str], _File] = {}
+        self._specs: set[tuple[str, int]] = set()
+        self._retry_at = 0.0
+        self._warned_at = -WARN_SECONDS
+        self._encoder = msgspec.json.Encoder()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the hot path: sample and enqueue ----------------------------------------------
+
+    def batch(self, model: LoadedModel, columns: Columns, violations: list[Violation], outcome: Outcome | None) -> None:
+        """Log a batch the guards rejected (``outcome`` None) or the model predicted."""
+        n = columns.n_rows
+        rows = None
+        if self._threshold <= _MASK:
+            rows = self._sampled(n, outcome.ids if outcome is not None else None)
+            if rows is None:
+                return
+        self._put(model.name, n if rows is None else len(rows), (_BATCH, time.time(), model, columns, violations, outcome, rows))
+
+    def shadow(
+        self, candidate: LoadedModel, ids: Sequence[str], outcome: Outcome | None, violations: Sequence[Violation] = ()
+    ) -> None:
+        """Log a rollout candidate's predictions of rows the primary answered.
+
+        Call it once the shadow has run (off the response path), with the primary's ids
+        (``Outcome.ids``, one per row, in the batch's order), the candidate's ``Outcome``
+        (None: its spec rejected the batch) and the candidate's violations (``Violation.row``
+        indexes the batch). Each row's record is logged when its primary's record is.
+        """
+        rows = self._rows_of(ids)
+        if rows:
+            self._put(candidate.name, len(rows), (_SHADOW, time.time(), candidate, list(ids), outcome, list(violations), rows))
+
+    def feedback(self, model: str, items: Sequence[tuple[str, str | float]]) -> None:
+        """Log ground truth: ``(prediction id, label or value)`` pairs that joined."""
+        keep = [items[i] for i in self._rows_of([i for i, _ in items])] if self._threshold <= _MASK else list(items)
+        if keep:
+            self._put(model, len(keep), (_FEEDBACK, time.time(), model, keep))
+
+    def _sampled(self, n: int, ids: list[str] | None) -> list[int] | None:
+        """The rows of a batch to log, None for none (only called when sampling)."""
+        first = _counter(ids[0]) if ids else None
+        if first is None:  # rejected: no prediction id to hash
+            if n == 1:
+                return [0] if random.random() < self.sample else None
+            picked = np.flatnonzero(self._rng.random(n) < self.sample)
+        elif n == 1:
+            return [0] if (first * _GOLDEN) & _MASK < self._threshold else None
+        else:
+            hashed = np.arange(first, first + n, dtype=np.uint64) * np.uint64(_GOLDEN)
+            picked = np.flatnonzero(hashed < np.uint64(self._threshold))
+        return picked.tolist() if len(picked) else None
+
+    def _rows_of(self, ids: Sequence[str]) -> list[int]:
+        """The positions of the ids whose rows are logged."""
+        if self._threshold > _MASK:
+            return list(range(len(ids)))
+        out = []
+        for i, prediction_id in enumerate(ids):
+            c = _counter(prediction_id)
+            if c is not None and (c * _GOLDEN) & _MASK < self._threshold:
+                out.append(i)
+        return out
+
+    def _put(self, model: str, rows: int, item: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self._pending + rows > self.queue_rows:
+                key = (model, "dropped")
+                self.counts[key] = self.counts.get(key, 0) + rows
+                return
+            self._pending += rows
+        self._queue.append((rows, item))
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "driftgate_log_records",
+            "Prediction log records (rows, shadow rows, feedback) by outcome: written, or dropped "
+            "(queue full, disk failing).",
+            labels=["model", "outcome"],
+        )
+        with self._lock:
+            counts = sorted(self.counts.items())
+        for (model, outcome), count in counts:
+            family.add_metric([model, outcome], count)
+        yield family
+
+    def exposition(self) -> bytes:
+        """``driftgate_log_records_total`` in the Prometheus text format (for ``/metrics``)."""
+        return generate_latest(self)
+
+    def _count(self, model: str, outcome: str, n: int) -> None:
+        with self._lock:
+            key = (model, outcome)
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Finish what dead writers left, apply the size bound, start the writer thread.
+        A folder that cannot be written is logged, not fatal: records are then dropped."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.recover()
+            self.enforce_retention()
+        except OSError as exc:
+            log.warning("prediction log %s: %s; records will be dropped until it can be written", self.folder, exc)
+        self._thread = threading.Thread(target=self._run, name="driftgate-predlog", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, finish the open files, stop the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.wait(self.flush_interval)
+            try:
+                self.flush()
+            except Exception:  # never let the writer die: the next round goes on
+                log.exception("prediction log: a round of writes failed")
+            if stopping:
+                break
+        for f in list(self._files.values()):
+            self._finish(f)
+        self._files.clear()
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Build and write every queued record (the writer thread's round)."""
+        items = []
+        queue = self._queue
+        while queue:
+            items.append(queue.popleft())
+        if not items:
+            return
+        rows = sum(r for r, _ in items)
+        try:
+            if time.monotonic() < self._retry_at:
+                for r, item in items:
+                    self._count(_model_of(item), "dropped", r)
+                return
+            groups: dict[tuple[str, Stream], list[Any]] = {}
+            last = 0.0
+            for _, item in items:
+                last = item[1]
+                name = _model_of(item)
+                stream: Stream = FEEDBACK if item[0] == _FEEDBACK else PREDICTIONS
+                groups.setdefault((name, stream), []).extend(self._records(item))
+            for (name, stream), records in groups.items():
+                self._write(name, stream, records, last)
+        finally:
+            with self._lock:
+                self._pending -= rows
+
+    def _records(self, item: tuple[Any, ...]) -> list[Any]:
+        kind, t = item[0], item[1]
+        stamp = iso_time(t)
+        if kind == _FEEDBACK:
+            _, _, name, pairs = item
+            return [
+                FeedbackRecord(i, stamp, name, value=truth) if isinstance(truth, float) else FeedbackRecord(i, stamp, name, label=truth)
+                for i, truth in pairs
+            ]
+        if kind == _SHADOW:
+            _, _, candidate, ids, outcome, violations, rows = item
+            found = violations_by_row(violations)
+            said = predictions(candidate, outcome, rows) if outcome is not None else [None] * len(rows)
+            return [
+                ShadowRecord(ids[r], stamp, candidate.name, candidate.version, p, found.get(r, []))
+                for r, p in zip(rows, said, strict=True)
+            ]
+        _, _, model, columns, violations, outcome, rows = item
+        self._keep_spec(model)
+        inputs = input_rows(columns, logged_features(model.spec), rows)
+        positions = range(columns.n_rows) if rows is None else rows
+        found = violations_by_row(violations)
+        if outcome is not None:
+            ids = outcome.ids if rows is None else [outcome.ids[r] for r in rows]
+            said = predictions(model, outcome, rows)
+        else:
+            ids = [f"{self.writer}-r{next(self._rejected_ids):x}" for _ in positions]
+            said = [None] * len(ids)
+        return [
+            PredictionRecord(i, stamp, model.name, model.version, x, p, found.get(r, []))
+            for i, x, p, r in zip(ids, inputs, said, positions, strict=True)
+        ]
+
+    def _keep_spec(self, model: LoadedModel) -> None:
+        """Write the spec of a logged version beside its records, once."""
+        key = (model.name, model.version)
+        if key in self._specs:
+            return
+        self._specs.add(key)
+        path = spec_path(self.folder / model.name, model.version)
+        try:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, encode_spec(model.spec, "json"))
+        except OSError as exc:
+            self._specs.discard(key)
+            self._failed(exc)
+
+    def _write(self, name: str, stream: Stream, records: list[Any], now: float) -> None:
+        compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, 31)
+        member = compressor.compress(self._encoder.encode_lines(records)) + compressor.flush()
+        key = (name, stream)
+        f = self._files.get(key)
+        day = int(now // 86400)
+        try:
+            if f is not None and (f.size >= self.file_bytes or f.day != day):
+                del self._files[key]
+                self._finish(f)
+                f = None
+            if f is None:
+                f = self._files[key] = self._open(name, stream, now, day)
+            _write_all(f, member)
+        except OSError as exc:
+            self._count(name, "dropped", len(records))
+            self._failed(exc)
+            self._abandon(key)
+            return
+        self._count(name, "written", len(records))
+
+    def _failed(self, exc: OSError) -> None:
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_SECONDS:
+            self._warned_at = now
+            reason = errno.errorcode.get(exc.errno or 0, "error")
+            log.warning("prediction log %s: cannot write (%s: %s); dropping records, counted", self.folder, reason, exc)
+
+    def _open(self, name: str, stream: Stream, now: float, day: int) -> _File:
+        folder = self.folder / name
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / file_name(stream, now, self.writer, next(self._seq))
+        creating = folder / f".{final.name}.creating"
+        fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked before anyone can see it as .partial
+            partial = final.with_name(final.name[: -len(FINISHED)] + PARTIAL)
+            os.rename(creating, partial)
+        except OSError:
+            os.close(fd)
+            _unlink(creating)
+            raise
+        return _File(fd, partial, final, day)
+
+    def _finish(self, f: _File) -> None:
+        """fsync and rename a file to its finished name, then apply the size bound."""
+        try:
+            if f.size == 0:
+                os.unlink(f.partial)
+            else:
+                os.fsync(f.fd)
+                os.rename(f.partial, f.final)
+        except OSError as exc:
+            self._failed(exc)
+        finally:
+            os.close(f.fd)
+        try:
+            self.enforce_retention()
+        except OSError as exc:
+            self._failed(exc)
+
+    def _abandon(self, key: tuple[str, str]) -> None:
+        """After a failed write: cut the file back to its whole members and finish it."""
+        f = self._files.pop(key, None)
+        if f is None:
+            return
+        try:
+            os.ftruncate(f.fd, f.size)
+        except OSError:
+            pass  # the torn member stays at the end; a reader stops before it
+        self._finish(f)
+
+    # -- the folder ------------------------------------------------------------------------
+
+    def recover(self) -> list[Path]:
+        """Finish the ``.partial`` files of writers that died (no lock held on them): cut to
+        their whole gzip members and renamed; an empty one is removed. Returns the files."""
+        done = []
+        for folder in self.folder.iterdir():
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if path.name.endswith(PARTIAL) or path.name.endswith(".creating"):
+                    finished = _recover(path)
+                    if finished is not None:
+                        done.append(finished)
+        if done:
+            log.info("prediction log: finished %d files left by writers that stopped", len(done))
+        return done
+
+    def enforce_retention(self) -> None:
+        """Delete the oldest finished files until the folder holds at most ``max_bytes``."""
+        files = []
+        total = 0
+        for folder in self.folder.iterdir():
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if path.name.endswith(FINISHED) or path.name.endswith(PARTIAL):
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:
+                        continue
+                    total += st.st_size
+                    if path.name.endswith(FINISHED):
+                        files.append((st.st_mtime, path.name, path, st.st_size))
+        if total <= self.max_bytes:
+            return
+        for _, _, path, size in sorted(files):
+            _unlink(path)
+            total -= size
+            if total <= self.max_bytes:
+                break
+
+
+def _model_of(item: tuple[Any, ...]) -> str:
+    return item[2] if item[0] == _FEEDBACK else item[2].name  # type: ignore[no-any-return]
+
+
+def _write_all(f: _File, data: bytes) -> None:
+    view = memoryview(data)
+    written = 0
+    try:
+        while written < len(view):
+            written += os.write(f.fd, view[written:])
+    finally:
+        if written == len(view):
+            f.size += written
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _recover(path: Path) -> Path | None:
+    """Finish one file of a dead writer; None if a live writer holds it (or it is gone)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None  # a live writer's
+        if not path.exists():
+            return None  # finished by its writer (or another recovery) meanwhile
+        if path.name.endswith(".creating"):
+            os.unlink(path)
+            return None
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read()
+        end = whole_members(data)
+        if end == 0:
+            os.unlink(path)
+            return None
+        if end < len(data):
+            os.ftruncate(fd, end)
+        os.fsync(fd)
+        final = path.with_name(path.name[: -len(PARTIAL)] + FINISHED)
+        os.rename(path, final)
+        return final
+    finally:
+        os.close(fd)
