@@ -35,7 +35,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +60,14 @@ from gateway.predlog.records import (
     spec_path,
     whole_members,
 )
-from gateway.predlog.rows import input_rows, logged_features, predictions, violations_by_row
+from gateway.predlog.rows import (
+    first_prediction,
+    first_row,
+    input_rows,
+    logged_features,
+    predictions,
+    violations_by_row,
+)
 from gateway.spec import encode_spec
 
 if TYPE_CHECKING:
@@ -119,6 +126,8 @@ class PayloadLog(Collector):
         file_bytes: compressed size at which a file is finished.
         max_bytes: bound on the folder's total size (the oldest finished files go first).
         queue_rows: rows waiting at most; more are dropped.
+        flush_interval: seconds between the writer's rounds.
+        clock: the time records are stamped with (seconds since the epoch).
     """
 
     def __init__(
@@ -131,6 +140,7 @@ class PayloadLog(Collector):
         max_bytes: int = 1 << 30,
         queue_rows: int = 50_000,
         flush_interval: float = FLUSH_INTERVAL,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.folder = Path(folder)
         self.writer = writer
@@ -140,6 +150,7 @@ class PayloadLog(Collector):
         self.max_bytes = max_bytes
         self.queue_rows = queue_rows
         self.flush_interval = flush_interval
+        self._clock = clock
         self.counts: dict[tuple[str, str], int] = {}
         """``(model, outcome) -> records``, outcome ``written`` or ``dropped``."""
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -150,6 +161,10 @@ class PayloadLog(Collector):
         self._seq = itertools.count(1)
         self._files: dict[tuple[str, str], _File] = {}
         self._specs: set[tuple[str, int]] = set()
+        self._names: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._names_of: dict[tuple[str, int], object] = {}
+        self._second = -1
+        self._second_text = ""
         self._retry_at = 0.0
         self._warned_at = -WARN_SECONDS
         self._encoder = msgspec.json.Encoder()
@@ -166,7 +181,7 @@ class PayloadLog(Collector):
             rows = self._sampled(n, outcome.ids if outcome is not None else None)
             if rows is None:
                 return
-        self._put(model.name, n if rows is None else len(rows), (_BATCH, time.time(), model, columns, violations, outcome, rows))
+        self._put(model.name, n if rows is None else len(rows), (_BATCH, self._clock(), model, columns, violations, outcome, rows))
 
     def shadow(
         self, candidate: LoadedModel, ids: Sequence[str], outcome: Outcome | None, violations: Sequence[Violation] = ()
@@ -180,13 +195,13 @@ class PayloadLog(Collector):
         """
         rows = self._rows_of(ids)
         if rows:
-            self._put(candidate.name, len(rows), (_SHADOW, time.time(), candidate, list(ids), outcome, list(violations), rows))
+            self._put(candidate.name, len(rows), (_SHADOW, self._clock(), candidate, list(ids), outcome, list(violations), rows))
 
     def feedback(self, model: str, items: Sequence[tuple[str, str | float]]) -> None:
         """Log ground truth: ``(prediction id, label or value)`` pairs that joined."""
         keep = [items[i] for i in self._rows_of([i for i, _ in items])] if self._threshold <= _MASK else list(items)
         if keep:
-            self._put(model, len(keep), (_FEEDBACK, time.time(), model, keep))
+            self._put(model, len(keep), (_FEEDBACK, self._clock(), model, keep))
 
     def _sampled(self, n: int, ids: list[str] | None) -> list[int] | None:
         """The rows of a batch to log, None for none (only called when sampling)."""
@@ -265,6 +280,9 @@ class PayloadLog(Collector):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        else:  # never started (tests drive ``flush`` themselves): the same end, here
+            self.flush()
+            self._close()
 
     def _run(self) -> None:
         while True:
@@ -275,6 +293,9 @@ class PayloadLog(Collector):
                 log.exception("prediction log: a round of writes failed")
             if stopping:
                 break
+        self._close()
+
+    def _close(self) -> None:
         for f in list(self._files.values()):
             self._finish(f)
         self._files.clear()
@@ -308,9 +329,26 @@ class PayloadLog(Collector):
             with self._lock:
                 self._pending -= rows
 
+    def _stamp(self, t: float) -> str:
+        """``iso_time(t)``, with the text of the whole second made once per second."""
+        whole = int(t)
+        if whole != self._second:
+            self._second, self._second_text = whole, iso_time(whole)[:-5]
+        return f"{self._second_text}.{int((t - whole) * 1000):03d}Z"
+
+    def _logged(self, model: LoadedModel) -> tuple[str, ...]:
+        """The logged features of ``model`` (cached per version; first use writes its spec)."""
+        key = (model.name, model.version)
+        names = self._names.get(key)
+        if names is None or self._names_of.get(key) is not model.spec:
+            names = self._names[key] = logged_features(model.spec)
+            self._names_of[key] = model.spec
+            self._keep_spec(model)
+        return names
+
     def _records(self, item: tuple[Any, ...]) -> list[Any]:
         kind, t = item[0], item[1]
-        stamp = iso_time(t)
+        stamp = self._stamp(t)
         if kind == _FEEDBACK:
             _, _, name, pairs = item
             return [
@@ -326,8 +364,11 @@ class PayloadLog(Collector):
                 for r, p in zip(rows, said, strict=True)
             ]
         _, _, model, columns, violations, outcome, rows = item
-        self._keep_spec(model)
-        inputs = input_rows(columns, logged_features(model.spec), rows)
+        names = self._logged(model)
+        if columns.n_rows == 1 and outcome is not None:  # the common request, in a few Python operations
+            x = first_row(columns, names)
+            return [PredictionRecord(outcome.ids[0], stamp, model.name, model.version, x, first_prediction(model, outcome), violations)]
+        inputs = input_rows(columns, names, rows)
         positions = range(columns.n_rows) if rows is None else rows
         found = violations_by_row(violations)
         if outcome is not None:
