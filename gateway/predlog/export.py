@@ -31,7 +31,6 @@ from gateway.predlog.records import (
     FEEDBACK,
     PREDICTIONS,
     FeedbackRecord,
-    PredictionRecord,
     decode_lines,
     file_start,
     log_files,
@@ -111,9 +110,29 @@ def _read(path: Path) -> bytes:
         return finished.read_bytes() if finished != path and finished.exists() else b""
 
 
-def _predictions(
-    folder: Path, since: str | None, until: str | None, version: int | None, progress: Callable[[str], None] | None
-) -> Iterator[PredictionRecord]:
+class _Said(msgspec.Struct):
+    """What an export reads of a prediction (its probabilities are skipped unparsed)."""
+
+    label: str | None = None
+    value: float | None = None
+
+
+class _Logged(msgspec.Struct):
+    """What an export reads of a record of a predictions file (violations skipped unparsed)."""
+
+    kind: str
+    id: str
+    time: str
+    version: int = 0
+    inputs: dict[str, Any] = {}
+    prediction: _Said | None = None
+
+
+_decode_logged = msgspec.json.Decoder(_Logged).decode_lines
+
+
+def _chunks(folder: Path, until: str | None, progress: Callable[[str], None] | None) -> Iterator[list[_Logged]]:
+    """The records of every predictions file, a gzip member at a time."""
     files = log_files(folder, PREDICTIONS)
     last_report = time.monotonic()
     for n, path in enumerate(files, 1):
@@ -121,27 +140,10 @@ def _predictions(
         if until is not None and start is not None and start >= until[:19]:
             continue  # begun after the window: nothing in it can be inside
         for chunk in read_members(_read(path)):
-            for record in decode_lines(chunk):
-                if not isinstance(record, PredictionRecord) or record.prediction is None:
-                    continue
-                if version is not None and record.version != version:
-                    continue
-                if (since is not None and record.time < since) or (until is not None and record.time >= until):
-                    continue
-                yield record
+            yield _decode_logged(chunk)
         if progress is not None and time.monotonic() - last_report > 1.0:
             last_report = time.monotonic()
             progress(f"read {n} of {len(files)} log files")
-
-
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return value
 
 
 def export_log(
@@ -188,18 +190,23 @@ def export_log(
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             write = _csv_writer(handle, columns) if suffix == ".csv" else _jsonl_writer(handle, columns)
-            for record in _predictions(folder, begin, end, version, progress):
-                truth = truths.get(record.id)
-                if truth is None:
-                    if labelled:
+            for chunk in _chunks(folder, end, progress):
+                table = []
+                for r in chunk:
+                    said = r.prediction
+                    if said is None or r.kind != "prediction":
+                        continue  # a rejected row (nothing was predicted), a shadow's
+                    if (version is not None and r.version != version) or (begin is not None and r.time < begin):
                         continue
-                else:
-                    joined += 1
-                inputs = record.inputs
-                said = record.prediction
-                assert said is not None
-                write([*map(inputs.get, features), truth, record.id, record.version, said.get("label", said.get("value"))])
-                rows += 1
+                    if end is not None and r.time >= end:
+                        continue
+                    truth = truths.get(r.id)
+                    if truth is None and labelled:
+                        continue
+                    table.append([*map(r.inputs.get, features), truth, r.id, r.version, said.label if said.label is not None else said.value])
+                joined += sum(1 for row in table if row[-4] is not None)
+                rows += len(table)
+                write(table)
         os.replace(tmp, out)
     except BaseException:
         _remove(tmp)
@@ -207,22 +214,21 @@ def export_log(
     return ExportSummary(rows, joined, len(log_files(folder, PREDICTIONS)), columns)
 
 
-def _csv_writer(handle: Any, columns: list[str]) -> Callable[[list[Any]], None]:
+def _csv_writer(handle: Any, columns: list[str]) -> Callable[[list[list[Any]]], None]:
+    """Rows as CSV (``None`` as an empty cell, booleans as True/False, as pandas and
+    ``gateway.datafile`` read them)."""
     writer = csv.writer(handle, lineterminator="\n")
     writer.writerow(columns)
-
-    def write(row: list[Any]) -> None:
-        writer.writerow(map(_cell, row))
-
-    return write
+    return writer.writerows
 
 
-def _jsonl_writer(handle: Any, columns: list[str]) -> Callable[[list[Any]], None]:
-    encode = msgspec.json.Encoder().encode
+def _jsonl_writer(handle: Any, columns: list[str]) -> Callable[[list[list[Any]]], None]:
+    encode_lines = msgspec.json.Encoder().encode_lines
 
-    def write(row: list[Any]) -> None:
-        handle.write(encode(dict(zip(columns, row, strict=True))).decode())
-        handle.write("\n")
+    def write(table: list[list[Any]]) -> None:
+        if table:
+            handle.flush()
+            handle.buffer.write(encode_lines([dict(zip(columns, row, strict=True)) for row in table]))
 
     return write
 
