@@ -102,6 +102,8 @@ class Gateway:
                 file_bytes=settings.log_file_bytes, max_bytes=settings.log_max_bytes, queue_rows=settings.log_queue_rows,
             )  # fmt: skip
             self.metrics_registry.register(self.payloads)
+            if worker is not None:  # /metrics counts the fleet's log records
+                self.payloads.share(worker.folder, worker.index, worker.workers)
         self.loaded = threading.Event()
         self.draining = False
         self.unloaded: set[str] = set()

@@ -170,6 +170,9 @@ class PayloadLog(Collector):
         self._encoder = msgspec.json.Encoder()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fleet: tuple[Path, int, int] | None = None
+        self._base: dict[tuple[str, str], int] = {}
+        self._published: dict[tuple[str, str], int] = {}
 
     # -- the hot path: sample and enqueue ----------------------------------------------
 
@@ -246,11 +249,50 @@ class PayloadLog(Collector):
             "(queue full, disk failing).",
             labels=["model", "outcome"],
         )
-        with self._lock:
-            counts = sorted(self.counts.items())
-        for (model, outcome), count in counts:
+        for (model, outcome), count in sorted(self.fleet_counts().items()):
             family.add_metric([model, outcome], count)
         yield family
+
+    # -- several workers: the fleet's counts -------------------------------------------
+
+    def share(self, folder: str | Path, index: int, workers: int) -> None:
+        """As worker ``index`` of ``workers`` (``serve --workers N``): publish this worker's
+        counts in the server's state folder ``folder`` (``predlog-<index>.json``, each writer
+        round in which they changed) and report the fleet's. A worker restarted in a slot
+        continues from its predecessor's counts, so the fleet's never go back."""
+        self._fleet = (Path(folder), index, workers)
+        self._base = _read_counts(self._share_path(index))
+
+    def _share_path(self, index: int) -> Path:
+        assert self._fleet is not None
+        return self._fleet[0] / f"predlog-{index}.json"
+
+    def own_counts(self) -> dict[tuple[str, str], int]:
+        """This process's counts (with a predecessor's in its slot)."""
+        with self._lock:
+            own = dict(self.counts)
+        for key, count in self._base.items():
+            own[key] = own.get(key, 0) + count
+        return own
+
+    def fleet_counts(self) -> dict[tuple[str, str], int]:
+        """The counts ``/metrics`` reports: this process's, plus every other worker's as published."""
+        total = self.own_counts()
+        if self._fleet is not None:
+            _, index, workers = self._fleet
+            for other in range(workers):
+                if other != index:
+                    for key, count in _read_counts(self._share_path(other)).items():
+                        total[key] = total.get(key, 0) + count
+        return total
+
+    def _publish(self) -> None:
+        if self._fleet is None:
+            return
+        own = self.own_counts()
+        if own != self._published:
+            write_atomic(self._share_path(self._fleet[1]), msgspec.json.encode([[m, o, c] for (m, o), c in own.items()]))
+            self._published = own
 
     def exposition(self) -> bytes:
         """``driftgate_log_records_total`` in the Prometheus text format (for ``/metrics``)."""
@@ -283,17 +325,23 @@ class PayloadLog(Collector):
         else:  # never started (tests drive ``flush`` themselves): the same end, here
             self.flush()
             self._close()
+            self._publish()
 
     def _run(self) -> None:
         while True:
             stopping = self._stop.wait(self.flush_interval)
             try:
                 self.flush()
+                self._publish()
             except Exception:  # never let the writer die: the next round goes on
                 log.exception("prediction log: a round of writes failed")
             if stopping:
                 break
         self._close()
+        try:
+            self._publish()
+        except OSError as exc:
+            log.warning("prediction log: cannot publish the log's counts: %s", exc)
 
     def _close(self) -> None:
         for f in list(self._files.values()):
@@ -526,6 +574,14 @@ def _write_all(f: _File, data: bytes) -> None:
     finally:
         if written == len(view):
             f.size += written
+
+
+def _read_counts(path: Path) -> dict[tuple[str, str], int]:
+    """A worker's published counts (none yet: empty)."""
+    try:
+        return {(m, o): int(c) for m, o, c in msgspec.json.decode(path.read_bytes())}
+    except (OSError, ValueError, msgspec.DecodeError):
+        return {}
 
 
 def _unlink(path: Path) -> None:

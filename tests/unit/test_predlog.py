@@ -194,6 +194,25 @@ def test_recovery_finishes_a_dead_writers_file_whole_and_skips_a_live_one(
     assert live.recover() == []
 
 
+def test_workers_report_the_fleets_counts_and_a_restarted_worker_continues(
+    tmp_path: Path, penguins: LoadedModel, ring: PredictionLog
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    logs = [PayloadLog(tmp_path / "log", f"w{i}") for i in range(2)]
+    for i, log in enumerate(logs):
+        log.share(state, i, 2)
+        answer(penguins, ring, sample_records(penguins.spec, 3 + i, seed=i), log)
+        log.stop()
+    assert logs[0].fleet_counts() == logs[1].fleet_counts() == {("penguins", "written"): 7}
+    again = PayloadLog(tmp_path / "log", "w0b")
+    again.share(state, 0, 2)
+    answer(penguins, ring, sample_records(penguins.spec, 2, seed=9), again)
+    again.stop()
+    assert logs[1].fleet_counts() == {("penguins", "written"): 9}
+    assert b'outcome="written"} 9.0' in again.exposition()
+
+
 def _export(*args: str | Path) -> int:
     return main(["export", *map(str, args)])
 
