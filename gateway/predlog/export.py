@@ -92,7 +92,8 @@ def load_logged_spec(folder: Path, version: int | None) -> FeatureSpec:
 
 
 def read_feedback(folder: Path) -> dict[str, Any]:
-    """Prediction id -> the last truth sent for it (label or value)."""
+    """Prediction id -> the truth sent for it (label or value; the server logs only the
+    first, as it joins only the first)."""
     truths: dict[str, Any] = {}
     for path in log_files(folder, FEEDBACK):
         for chunk in read_members(_read(path)):
