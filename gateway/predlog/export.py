@@ -132,6 +132,14 @@ class _Logged(msgspec.Struct):
 _decode_logged = msgspec.json.Decoder(_Logged).decode_lines
 
 
+def _inside(r: _Logged, version: int | None, begin: str | None, end: str | None) -> bool:
+    return (version is None or r.version == version) and (begin is None or r.time >= begin) and (end is None or r.time < end)
+
+
+def _said(prediction: _Said) -> str | float | None:
+    return prediction.label if prediction.label is not None else prediction.value
+
+
 def _chunks(folder: Path, until: str | None, progress: Callable[[str], None] | None) -> Iterator[list[_Logged]]:
     """The records of every predictions file, a gzip member at a time."""
     files = log_files(folder, PREDICTIONS)
@@ -192,20 +200,17 @@ def export_log(
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             write = _csv_writer(handle, columns) if suffix == ".csv" else _jsonl_writer(handle, columns)
             for chunk in _chunks(folder, end, progress):
-                table = []
-                for r in chunk:
-                    said = r.prediction
-                    if said is None or r.kind != "prediction":
-                        continue  # a rejected row (nothing was predicted), a shadow's
-                    if (version is not None and r.version != version) or (begin is not None and r.time < begin):
-                        continue
-                    if end is not None and r.time >= end:
-                        continue
-                    truth = truths.get(r.id)
-                    if truth is None and labelled:
-                        continue
-                    table.append([*map(r.inputs.get, features), truth, r.id, r.version, said.label if said.label is not None else said.value])
-                joined += sum(1 for row in table if row[-4] is not None)
+                # a rejected row (nothing was predicted) and a shadow's prediction are not exported
+                kept = [r for r in chunk if r.prediction is not None and r.kind == "prediction"]
+                if version is not None or begin is not None or end is not None:
+                    kept = [r for r in kept if _inside(r, version, begin, end)]
+                if labelled:
+                    kept = [r for r in kept if r.id in truths]
+                table = [
+                    [*map(r.inputs.get, features), truths.get(r.id), r.id, r.version, _said(r.prediction)]  # type: ignore[arg-type]
+                    for r in kept
+                ]
+                joined += len(kept) if labelled else sum(1 for r in kept if r.id in truths)
                 rows += len(table)
                 write(table)
         os.replace(tmp, out)
