@@ -29,7 +29,7 @@ from gateway.samples import sample_records
 from gateway.spec import load_spec
 from tests.helpers.metrics import sample, scrape
 from tests.integration.conftest import StartServer
-from tests.integration.support import PENGUINS_SPEC, cli, predict
+from tests.integration.support import PENGUINS_SPEC, V2_ROW, cli, predict
 
 SPEC = load_spec(PENGUINS_SPEC)
 
@@ -61,6 +61,9 @@ def test_export_labelled_gives_the_rows_with_feedback_and_their_targets(start_se
         ids += _ids(predict(client, "penguins", rows[20:60]))  # and a batch
         rejected = predict(client, "penguins", [dict(rows[0], island="Atlantis")])
         assert rejected.status_code == 422
+        v2 = client.post("/v2/models/penguins/infer", json={"inputs": V2_ROW})  # the other features imputed
+        assert v2.status_code == 200, v2.text
+        v2_id = next(o["data"][0] for o in v2.json()["outputs"] if o["name"] == "id")
         truth = {ids[i]: ("Adelie", "Chinstrap", "Gentoo")[i % 3] for i in range(0, 60, 4)}
         feedback = client.post("/v1/models/penguins/feedback", json={"feedback": [{"id": k, "label": v} for k, v in truth.items()]})
         assert feedback.json()["matched"] == len(truth)
@@ -80,7 +83,9 @@ def test_export_labelled_gives_the_rows_with_feedback_and_their_targets(start_se
 
     everything = tmp_path / "all.jsonl"
     assert cli("export", "penguins", "--log-dir", log_dir, "-o", everything).returncode == 0
-    assert [msgspec.json.decode(line)["id"] for line in everything.read_bytes().splitlines()] == ids
+    exported = [msgspec.json.decode(line) for line in everything.read_bytes().splitlines()]
+    assert [r["id"] for r in exported] == [*ids, v2_id]
+    assert exported[-1]["island"] == "Biscoe" and exported[-1]["year"] == 2008 and exported[-1]["bill_length_mm"] is None
 
     spec = tmp_path / "retrained.yaml"
     fitted = cli(
