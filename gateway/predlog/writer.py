@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import collections
 import errno
-import fcntl
 import itertools
 import logging
-import os
 import random
 import threading
 import time
@@ -46,19 +44,16 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from gateway.files import write_atomic
+from gateway.predlog.folder import LogFolder
 from gateway.predlog.records import (
     FEEDBACK,
-    FINISHED,
-    PARTIAL,
     PREDICTIONS,
     FeedbackRecord,
     PredictionRecord,
     ShadowRecord,
     Stream,
-    file_name,
     iso_time,
     spec_path,
-    whole_members,
 )
 from gateway.predlog.rows import (
     first_prediction,
@@ -107,15 +102,6 @@ def _counter(prediction_id: str) -> int | None:
         return None
 
 
-class _File:
-    """An open ``.partial`` file of one model's stream."""
-
-    __slots__ = ("day", "fd", "final", "partial", "size")
-
-    def __init__(self, fd: int, partial: Path, final: Path, day: int) -> None:
-        self.fd, self.partial, self.final, self.day, self.size = fd, partial, final, day, 0
-
-
 class PayloadLog(Collector):
     """The prediction log of one process (see the module docstring).
 
@@ -158,8 +144,7 @@ class PayloadLog(Collector):
         self._lock = threading.Lock()
         self._rng = np.random.default_rng()
         self._rejected_ids = itertools.count(1)
-        self._seq = itertools.count(1)
-        self._files: dict[tuple[str, str], _File] = {}
+        self.files = LogFolder(self.folder, writer, file_bytes, max_bytes, self._failed)
         self._specs: set[tuple[str, int]] = set()
         self._names: dict[tuple[str, int], tuple[str, ...]] = {}
         self._names_of: dict[tuple[str, int], object] = {}
@@ -310,8 +295,8 @@ class PayloadLog(Collector):
         A folder that cannot be written is logged, not fatal: records are then dropped."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.recover()
-            self.enforce_retention()
+            self.files.recover()
+            self.files.enforce_retention()
         except OSError as exc:
             log.warning("prediction log %s: %s; records will be dropped until it can be written", self.folder, exc)
         self._thread = threading.Thread(target=self._run, name="driftgate-predlog", daemon=True)
@@ -344,9 +329,7 @@ class PayloadLog(Collector):
             log.warning("prediction log: cannot publish the log's counts: %s", exc)
 
     def _close(self) -> None:
-        for f in list(self._files.values()):
-            self._finish(f)
-        self._files.clear()
+        self.files.close()
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -448,23 +431,17 @@ class PayloadLog(Collector):
     def _write(self, name: str, stream: Stream, records: list[Any], now: float) -> None:
         compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, 31)
         member = compressor.compress(self._encoder.encode_lines(records)) + compressor.flush()
-        key = (name, stream)
-        f = self._files.get(key)
-        day = int(now // 86400)
         try:
-            if f is not None and (f.size >= self.file_bytes or f.day != day):
-                del self._files[key]
-                self._finish(f)
-                f = None
-            if f is None:
-                f = self._files[key] = self._open(name, stream, now, day)
-            _write_all(f, member)
+            self.files.append(name, stream, member, now)
         except OSError as exc:
             self._count(name, "dropped", len(records))
             self._failed(exc)
-            self._abandon(key)
             return
         self._count(name, "written", len(records))
+
+    def recover(self) -> list[Path]:
+        """Finish the files of dead writers (``LogFolder.recover``)."""
+        return self.files.recover()
 
     def _failed(self, exc: OSError) -> None:
         self._retry_at = time.monotonic() + RETRY_SECONDS
@@ -474,106 +451,10 @@ class PayloadLog(Collector):
             reason = errno.errorcode.get(exc.errno or 0, "error")
             log.warning("prediction log %s: cannot write (%s: %s); dropping records, counted", self.folder, reason, exc)
 
-    def _open(self, name: str, stream: Stream, now: float, day: int) -> _File:
-        folder = self.folder / name
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / file_name(stream, now, self.writer, next(self._seq))
-        creating = folder / f".{final.name}.creating"
-        fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked before anyone can see it as .partial
-            partial = final.with_name(final.name[: -len(FINISHED)] + PARTIAL)
-            os.rename(creating, partial)
-        except OSError:
-            os.close(fd)
-            _unlink(creating)
-            raise
-        return _File(fd, partial, final, day)
-
-    def _finish(self, f: _File) -> None:
-        """fsync and rename a file to its finished name, then apply the size bound."""
-        try:
-            if f.size == 0:
-                os.unlink(f.partial)
-            else:
-                os.fsync(f.fd)
-                os.rename(f.partial, f.final)
-        except OSError as exc:
-            self._failed(exc)
-        finally:
-            os.close(f.fd)
-        try:
-            self.enforce_retention()
-        except OSError as exc:
-            self._failed(exc)
-
-    def _abandon(self, key: tuple[str, str]) -> None:
-        """After a failed write: cut the file back to its whole members and finish it."""
-        f = self._files.pop(key, None)
-        if f is None:
-            return
-        try:
-            os.ftruncate(f.fd, f.size)
-        except OSError:
-            pass  # the torn member stays at the end; a reader stops before it
-        self._finish(f)
-
-    # -- the folder ------------------------------------------------------------------------
-
-    def recover(self) -> list[Path]:
-        """Finish the ``.partial`` files of writers that died (no lock held on them): cut to
-        their whole gzip members and renamed; an empty one is removed. Returns the files."""
-        done = []
-        for folder in self.folder.iterdir():
-            if not folder.is_dir():
-                continue
-            for path in folder.iterdir():
-                if path.name.endswith(PARTIAL) or path.name.endswith(".creating"):
-                    finished = _recover(path)
-                    if finished is not None:
-                        done.append(finished)
-        if done:
-            log.info("prediction log: finished %d files left by writers that stopped", len(done))
-        return done
-
-    def enforce_retention(self) -> None:
-        """Delete the oldest finished files until the folder holds at most ``max_bytes``."""
-        files = []
-        total = 0
-        for folder in self.folder.iterdir():
-            if not folder.is_dir():
-                continue
-            for path in folder.iterdir():
-                if path.name.endswith(FINISHED) or path.name.endswith(PARTIAL):
-                    try:
-                        st = path.stat()
-                    except FileNotFoundError:
-                        continue
-                    total += st.st_size
-                    if path.name.endswith(FINISHED):
-                        files.append((st.st_mtime, path.name, path, st.st_size))
-        if total <= self.max_bytes:
-            return
-        for _, _, path, size in sorted(files):
-            _unlink(path)
-            total -= size
-            if total <= self.max_bytes:
-                break
 
 
 def _model_of(item: tuple[Any, ...]) -> str:
     return item[2] if item[0] == _FEEDBACK else item[2].name  # type: ignore[no-any-return]
-
-
-def _write_all(f: _File, data: bytes) -> None:
-    view = memoryview(data)
-    written = 0
-    try:
-        while written < len(view):
-            written += os.write(f.fd, view[written:])
-    finally:
-        if written == len(view):
-            f.size += written
 
 
 def _read_counts(path: Path) -> dict[tuple[str, str], int]:
@@ -582,42 +463,3 @@ def _read_counts(path: Path) -> dict[tuple[str, str], int]:
         return {(m, o): int(c) for m, o, c in msgspec.json.decode(path.read_bytes())}
     except (OSError, ValueError, msgspec.DecodeError):
         return {}
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _recover(path: Path) -> Path | None:
-    """Finish one file of a dead writer; None if a live writer holds it (or it is gone)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return None  # a live writer's
-        if not path.exists():
-            return None  # finished by its writer (or another recovery) meanwhile
-        if path.name.endswith(".creating"):
-            os.unlink(path)
-            return None
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read()
-        end = whole_members(data)
-        if end == 0:
-            os.unlink(path)
-            return None
-        if end < len(data):
-            os.ftruncate(fd, end)
-        os.fsync(fd)
-        final = path.with_name(path.name[: -len(PARTIAL)] + FINISHED)
-        os.rename(path, final)
-        return final
-    finally:
-        os.close(fd)

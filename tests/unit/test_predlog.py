@@ -185,8 +185,8 @@ def test_recovery_finishes_a_dead_writers_file_whole_and_skips_a_live_one(
         f.write(gzip.compress(b'{"kind":"prediction"}\n' * 50)[:40])
     live = PayloadLog(tmp_path, "live")
     assert live.recover() == [], "the dead writer's lock is still held (its descriptor is open)"
-    for opened in dead._files.values():  # the process dies: the kernel drops its locks
-        os.close(opened.fd)
+    for fd in dead.files.open_files():  # the process dies: the kernel drops its locks
+        os.close(fd)
     (finished,) = live.recover()
     assert finished.name == partial.name.removesuffix(".partial")
     rows = [msgspec.json.decode(line) for line in gzip.decompress(finished.read_bytes()).splitlines()]
