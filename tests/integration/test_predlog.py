@@ -148,12 +148,13 @@ def test_sigkill_under_load_leaves_whole_files_and_no_duplicate(start_server: St
     answered: list[str] = []
 
     def load() -> None:
-        with server.client() as client:
-            while not stop.is_set():
-                try:
-                    answered.extend(_ids(predict(client, "penguins", rows[: 1 + len(answered) % 20])))
-                except httpx.TransportError:
-                    return
+        while not stop.is_set():  # a new connection now and then, so that both workers get some
+            with server.client() as client:
+                for _ in range(10):
+                    try:
+                        answered.extend(_ids(predict(client, "penguins", rows[: 1 + len(answered) % 20])))
+                    except httpx.TransportError:
+                        return
 
     threads = [threading.Thread(target=load) for _ in range(4)]
     for t in threads:
@@ -177,7 +178,9 @@ def test_sigkill_under_load_leaves_whole_files_and_no_duplicate(start_server: St
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids)), "a record written twice"
     assert len(set(ids) & set(answered)) > 0.9 * len(ids), "the rows logged are the rows answered"
-    assert len({p.name.split("-")[2] for p in log_dir.rglob("predictions-*")}) == 2, "each worker its own files"
+    writers = {p.name.split("-")[2] for p in log_dir.rglob("predictions-*")}
+    assert writers == {i.split("-")[0] for i in ids}, "each worker writes files of its own"
+    assert len(writers) == 2
 
     again = start_server(repository=server.repository, args=["--log-dir", str(log_dir)])
     again.stop()
