@@ -159,7 +159,8 @@ class Dispatcher:
         return self.gateway.batcher(model) is None and not runs_long(model.runtime, rows)
 
     def predict_now(self, model: LoadedModel, columns: Columns) -> Outcome:
-        """``service.predict`` on this thread, with the server's settings."""
+        """Guard, transform, infer and complete on this thread (``service.predict``, with the
+        server's settings, ending in ``_finish``)."""
         prepared = prepare(model, columns, guarded=self.guarded)
         inference = None if prepared.matrix is None else model.runtime.run(prepared.matrix)
         return self._finish(model, columns, prepared, inference, time.perf_counter())

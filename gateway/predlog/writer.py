@@ -63,6 +63,7 @@ from gateway.predlog.rows import (
     predictions,
     violations_by_row,
 )
+from gateway.predlog.shapes import Shape
 from gateway.spec import encode_spec
 
 if TYPE_CHECKING:
@@ -155,11 +156,12 @@ class PayloadLog(Collector):
         self._specs: set[tuple[str, int]] = set()
         self._names: dict[tuple[str, int], tuple[str, ...]] = {}
         self._names_of: dict[tuple[str, int], object] = {}
+        self._shapes: dict[tuple[str, int], Shape] = {}
         self._second = -1
         self._second_text = ""
         self._retry_at = 0.0
         self._warned_at = -WARN_SECONDS
-        self._encoder = msgspec.json.Encoder()
+        self._encoder = msgspec.json.Encoder(enc_hook=_plain)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fleet: tuple[Path, int, int] | None = None
@@ -355,12 +357,23 @@ class PayloadLog(Collector):
                     self._count(_model_of(item), "dropped", r)
                 return
             groups: dict[tuple[str, Stream], list[Any]] = {}
+            ones: dict[LoadedModel, tuple[Shape, list[Any]]] = {}  # this round's one-row records, by model
             last = 0.0
             for n, (_, item) in enumerate(items, 1):
-                last = item[1]
-                name = _model_of(item)
-                stream: Stream = FEEDBACK if item[0] == _FEEDBACK else PREDICTIONS
-                groups.setdefault((name, stream), []).extend(self._records(item))
+                last = t = item[1]
+                if item[0] == _BATCH and item[5] is not None and item[3].n_rows == 1:  # the common request
+                    _, _, model, columns, violations, outcome, _ = item
+                    found = ones.get(model)
+                    if found is None:
+                        found = ones[model] = (self._shape(model), groups.setdefault((model.name, PREDICTIONS), []))
+                    whole = int(t)
+                    if whole != self._second:
+                        self._second, self._second_text = whole, iso_time(whole)[:-5]
+                    stamp = f"{self._second_text}.{int((t - whole) * 1000):03d}Z"
+                    found[1].append(found[0].record(outcome.ids[0], stamp, columns, violations, outcome))
+                else:
+                    stream: Stream = FEEDBACK if item[0] == _FEEDBACK else PREDICTIONS
+                    groups.setdefault((_model_of(item), stream), []).extend(self._records(item))
                 if n % SLICE == 0:
                     time.sleep(YIELD_SECONDS)  # let the thread that answers requests run, if it waits
             for (name, stream), records in groups.items():
@@ -375,6 +388,15 @@ class PayloadLog(Collector):
         if whole != self._second:
             self._second, self._second_text = whole, iso_time(whole)[:-5]
         return f"{self._second_text}.{int((t - whole) * 1000):03d}Z"
+
+    def _shape(self, model: LoadedModel) -> Shape:
+        """The one-row record builder of ``model`` (made once per loaded version)."""
+        key = (model.name, model.version)
+        shape = self._shapes.get(key)
+        if shape is None or shape.model is not model:  # (a version unloaded and loaded again)
+            self._logged(model)  # writes its spec beside its records
+            shape = self._shapes[key] = Shape(model)
+        return shape
 
     def _logged(self, model: LoadedModel) -> tuple[str, ...]:
         """The logged features of ``model`` (cached per version; first use writes its spec)."""
@@ -460,6 +482,13 @@ class PayloadLog(Collector):
             reason = errno.errorcode.get(exc.errno or 0, "error")
             log.warning("prediction log %s: cannot write (%s: %s); dropping records, counted", self.folder, reason, exc)
 
+
+
+def _plain(value: Any) -> Any:
+    """What the encoder does not know: a numpy scalar (a cell of a V2 tensor) as Python's."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise NotImplementedError(f"cannot log a {type(value).__name__}")
 
 
 def _model_of(item: tuple[Any, ...]) -> str:
