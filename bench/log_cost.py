@@ -45,6 +45,10 @@ def answer(model_name: str, answers: int, warmup: int, log_dir: str | None) -> N
     gateway = Gateway(load_settings({}, repository=str(ROOT / "models"), log_dir=log_dir))
     gateway.model_registry.add(model)
     if gateway.payloads is not None:
+        # Under valgrind everything runs ~50x slower: a 0.2 s round would hold a few rows, each
+        # round's gzip member paying zlib's set-up for them. A loaded server writes rounds of
+        # hundreds of rows; so do these (one round per 10 s of valgrind time).
+        gateway.payloads.flush_interval = 10.0
         gateway.payloads.start()
     bodies = [json.dumps({"instances": [r]}).encode() for r in sample_records(model.spec, 64, seed=1)]
     for i in range(warmup):
