@@ -199,6 +199,7 @@ def export_log(
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             write = _csv_writer(handle, columns) if suffix == ".csv" else _jsonl_writer(handle, columns)
+            blank = BLANK if suffix == ".csv" else None
             for chunk in _chunks(folder, end, progress):
                 # a rejected row (nothing was predicted) and a shadow's prediction are not exported
                 kept = [r for r in chunk if r.prediction is not None and r.kind == "prediction"]
@@ -207,7 +208,7 @@ def export_log(
                 if labelled:
                     kept = [r for r in kept if r.id in truths]
                 table = [
-                    [*map(r.inputs.get, features), truths.get(r.id), r.id, r.version, _said(r.prediction)]  # type: ignore[arg-type]
+                    [*map(r.inputs.get, features), truths.get(r.id, blank), r.id, r.version, _said(r.prediction)]  # type: ignore[arg-type]
                     for r in kept
                 ]
                 joined += len(kept) if labelled else sum(1 for r in kept if r.id in truths)
@@ -220,12 +221,40 @@ def export_log(
     return ExportSummary(rows, joined, len(log_files(folder, PREDICTIONS)), columns)
 
 
+BLANK = msgspec.Raw(b"")
+"""The target of a row without feedback, in a CSV export: encoded as nothing, an empty cell."""
+_NULL = re.compile(rb"(?<=[\[,])null(?=[,\]])")
+"""A JSON ``null`` cell of an encoded row (an empty CSV cell)."""
+
+
 def _csv_writer(handle: Any, columns: list[str]) -> Callable[[list[list[Any]]], None]:
-    """Rows as CSV (``None`` as an empty cell, booleans as True/False, as pandas and
-    ``gateway.datafile`` read them)."""
+    """Rows as CSV (an empty cell for a missing value, true/false for booleans, strings
+    quoted), as pandas and ``gateway.datafile`` read them.
+
+    Fast path: a member's rows encoded as JSON arrays by msgspec are CSV lines already once
+    the brackets and ``null`` go, when no string holds an escape (JSON writes ``\\"`` where
+    CSV writes ``""``) and every ``null`` replaced is a missing value (not text inside a
+    string); otherwise the ``csv`` module writes the member.
+    """
     writer = csv.writer(handle, lineterminator="\n")
     writer.writerow(columns)
-    return writer.writerows
+    encode_lines = msgspec.json.Encoder().encode_lines
+
+    def write(table: list[list[Any]]) -> None:
+        if not table:
+            return
+        data = encode_lines(table)
+        if b"\\" not in data:
+            replaced = 0
+            if b"null" in data:
+                data, replaced = _NULL.subn(b"", data)
+            if replaced == sum(row.count(None) for row in table):
+                handle.flush()
+                handle.buffer.write(data[1:-2].replace(b"]\n[", b"\n") + b"\n")
+                return
+        writer.writerows([[None if c is BLANK else c for c in row] for row in table])
+
+    return write
 
 
 def _jsonl_writer(handle: Any, columns: list[str]) -> Callable[[list[list[Any]]], None]:

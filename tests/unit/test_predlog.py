@@ -20,6 +20,7 @@ import pytest
 from gateway.cli import main
 from gateway.monitoring.feedback import PredictionLog
 from gateway.predlog import PayloadLog
+from gateway.predlog.export import BLANK
 from gateway.predlog.records import FINISHED, PARTIAL, read_members
 from gateway.registry import LoadedModel, load_model
 from gateway.samples import sample_records
@@ -282,3 +283,33 @@ def test_export_bad_input_is_one_line_and_writes_nothing(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        [["Biscoe", 45.2, None, True, BLANK, "a-1", 1, "Gentoo"], ["Dream", 1e-05, 3, False, "Adelie", "a-2", 2, "Adelie"]],
+        [['say "hi"', 1.5, None, True, BLANK, "a-1", 1, "x,null,y"]],  # an escape: the csv module writes it
+        [["x,null,y", None, 2.0, False, BLANK, "a-1", 1, "null"]],  # text that looks like a missing cell
+        [["line\nbreak", float("nan"), 1.0, True, "Gentoo", "a-1", 1, "Gentoo"]],
+    ],
+)
+def test_csv_rows_read_back_as_written(tmp_path: Path, table: list[list[Any]]) -> None:
+    import csv
+
+    from gateway.predlog.export import _csv_writer
+
+    columns = ["island", "x", "y", "flag", "species", "id", "version", "prediction"]
+    path = tmp_path / "out.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        _csv_writer(handle, columns)(table)
+    with open(path, newline="", encoding="utf-8") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert header == columns
+    expected = [
+        ["" if c is None or c is BLANK else str(c).lower() if isinstance(c, bool) else c for c in row] for row in table
+    ]
+    for got, want in zip(rows, expected, strict=True):
+        assert [g.lower() for g in got[3:4]] == want[3:4]
+        for g, w in zip(got[:3] + got[4:], want[:3] + want[4:], strict=True):
+            assert g == w or float(g) == pytest.approx(float(w), nan_ok=True), (got, want)
