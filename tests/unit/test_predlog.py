@@ -26,6 +26,7 @@ from gateway.registry import LoadedModel, load_model
 from gateway.samples import sample_records
 from gateway.service import Outcome, complete, prepare
 from gateway.table import records_to_columns
+from gateway.violations import Violation
 
 ROOT = Path(__file__).resolve().parents[2] / "models"
 
@@ -105,6 +106,30 @@ def test_rows_predictions_rejections_and_feedback_read_back(
     assert not list(tmp_path.rglob(f"*{PARTIAL}")), "stop() finishes every file"
     assert log.counts == {("penguins", "written"): 9, ("diabetes", "written"): 2}
     assert b'driftgate_log_records_total{model="penguins",outcome="written"} 9.0' in log.exposition()
+
+
+def test_shadow_records_carry_the_primary_id_and_the_candidates_answer_or_refusal(
+    tmp_path: Path, penguins: LoadedModel, ring: PredictionLog
+) -> None:
+    log = PayloadLog(tmp_path, "t1")
+    rows = sample_records(penguins.spec, 3, seed=8)
+    primary = answer(penguins, ring, rows, log)
+    assert primary is not None
+    candidate = LoadedModel("penguins", 2, penguins.spec, penguins.runtime)
+    columns = records_to_columns(rows, penguins.spec.feature_names, penguins.guards.ignored)
+    prepared = prepare(candidate, columns)
+    said = complete(candidate, prepared, candidate.runtime.run(prepared.matrix), time.perf_counter(), ring)  # type: ignore[arg-type]
+    log.shadow(candidate, primary.ids, said)
+    refused = Violation(row=1, feature="island", reason="unseen_category", value="Biscoe")
+    log.shadow(candidate, primary.ids, None, [refused])
+    log.flush()
+    shadows = [r for r in records(tmp_path / "penguins") if r["kind"] == "shadow"]
+    assert [r["id"] for r in shadows] == primary.ids * 2
+    assert {r["version"] for r in shadows} == {2}
+    labels = penguins.spec.output.labels  # type: ignore[union-attr]
+    assert [r["prediction"]["label"] for r in shadows[:3]] == [labels[i] for i in said.label_index.tolist()]  # type: ignore[union-attr]
+    assert [r["prediction"] for r in shadows[3:]] == [None] * 3
+    assert [r["violations"] for r in shadows[3:]] == [[], [msgspec.to_builtins(refused)], []]
 
 
 def test_a_feature_marked_log_false_is_left_out(tmp_path: Path, penguins: LoadedModel, ring: PredictionLog) -> None:
