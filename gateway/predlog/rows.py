@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from gateway.table import Columns
     from gateway.violations import Violation
 
-__all__ = ["first_prediction", "first_row", "input_rows", "logged_features", "predictions", "violations_by_row"]
+__all__ = ["first_row", "input_rows", "logged_features", "predictions", "violations_by_row"]
 
 
 def logged_features(spec: FeatureSpec) -> tuple[str, ...]:
@@ -89,18 +89,6 @@ def first_row(columns: Columns, names: tuple[str, ...]) -> dict[str, Any]:
     for _, field, value in columns.unknown:
         out[field] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     return out
-
-
-def first_prediction(model: LoadedModel, outcome: Outcome) -> dict[str, Any] | None:
-    """``predictions(model, outcome, None)[0]``, in a few Python operations."""
-    if outcome.probabilities is not None and outcome.label_index is not None and model.spec.output is not None:
-        labels = model.spec.output.labels
-        p = outcome.probabilities[0].tolist()
-        k = int(outcome.label_index[0])
-        return {"label": labels[k], "confidence": p[k], "probabilities": dict(zip(labels, p, strict=True))}
-    if outcome.values is not None:
-        return {"value": float(outcome.values.reshape(-1)[0])}
-    return None
 
 
 def predictions(model: LoadedModel, outcome: Outcome, rows: Sequence[int] | None) -> list[dict[str, Any] | None]:
