@@ -6,6 +6,8 @@ at concurrency 1, 8 and 32, for each protocol asked for. Modes:
 
 - ``guarded``: guards, transform, inference and monitoring, as in production;
 - ``batched`` (with ``--modes``): guarded, with dynamic batching on (32 rows, 2 ms);
+- ``logged`` (with ``--modes``): guarded, with the prediction log on at sample 1.0
+  (``DRIFTGATE_LOG_DIR`` in the run's temporary folder): what logging every row costs;
 - ``unguarded``: the same server with ``DRIFTGATE_GUARDS=false DRIFTGATE_MONITORING=false``
   (no checks, no metrics, no drift, no prediction store): what they cost.
 
@@ -57,6 +59,8 @@ MODES = {
     "unguarded": {"DRIFTGATE_GUARDS": "false", "DRIFTGATE_MONITORING": "false"},
     # guarded, with dynamic batching on for every model (up to 32 rows per call, 2 ms wait)
     "batched": {"DRIFTGATE_BATCHING": "*=32:2"},
+    # guarded, logging every row (gateway.predlog) into the run's temporary folder
+    "logged": {"DRIFTGATE_LOG_DIR": "{workdir}/predictions", "DRIFTGATE_LOG_SAMPLE": "1.0"},
 }
 
 
@@ -353,9 +357,8 @@ def main() -> int:
                 env = {"PYTHONPATH": str(args.baseline.resolve()), "DRIFTGATE_WORKERS": str(workers)}
                 server = Server(args.repository, env, args.server_cpu, workdir, cwd=args.baseline.resolve())
             else:
-                server = Server(
-                    args.repository, {**MODES[mode], "DRIFTGATE_WORKERS": str(workers)}, args.server_cpu, workdir
-                )
+                env = {k: v.replace("{workdir}", str(workdir)) for k, v in MODES[mode].items()}
+                server = Server(args.repository, {**env, "DRIFTGATE_WORKERS": str(workers)}, args.server_cpu, workdir)
             try:
                 if workers > 1:
                     wait_for_workers(server.url + PROTOCOLS["v1"][0](args.model), spec, workers)
@@ -392,7 +395,7 @@ def main() -> int:
             + (f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else "")
         ),
         "",
-        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched ÷ guarded, N workers ÷ 1, guarded ÷ baseline |"
+        "| protocol | rows/request | conns | mode | req/s | rows/s | p50 ms | p99 ms | errors | guarded ÷ unguarded, batched or logged ÷ guarded, N workers ÷ 1, guarded ÷ baseline |"
         + (f" rows/s ÷ {args.reference} |" if args.reference else ""),
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.reference else ""),
     ]
@@ -404,7 +407,7 @@ def main() -> int:
         if workers and workers != "1":
             base = results.get((f"{base_mode} w1", protocol, batch, c))
         else:
-            other = {"guarded": "unguarded", "batched": "guarded"}.get(base_mode, "")
+            other = {"guarded": "unguarded", "batched": "guarded", "logged": "guarded"}.get(base_mode, "")
             base = results.get((other + (f" w{workers}" if workers else ""), protocol, batch, c))
         if base_mode == "baseline":  # on its row: the code under test ÷ the baseline
             guarded = results.get(("guarded" + (f" w{workers}" if workers else ""), protocol, batch, c))

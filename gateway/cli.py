@@ -165,6 +165,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(os.environ, **overrides)
     ModelRepository(settings.repository)  # fail fast, with one line, on a missing repository
     check_scratch_folder()  # and on a read-only root without a writable /tmp: no model would load
+    if settings.log_dir and Path(settings.log_dir).exists() and not Path(settings.log_dir).is_dir():
+        raise ConfigError(f"--log-dir {settings.log_dir}: not a folder")
     if settings.workers > 1:
         from gateway.workers import supervise
 
@@ -276,6 +278,29 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export -----------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import os
+
+    from gateway.predlog.export import export_log
+
+    log_dir = args.log_dir or os.environ.get("DRIFTGATE_LOG_DIR")
+    if not log_dir:
+        raise UsageError("export needs --log-dir DIR (or DRIFTGATE_LOG_DIR): the folder 'serve --log-dir' wrote")
+    progress = _progress(args.progress)
+    summary = export_log(
+        log_dir, args.name, args.output, since=args.since, until=args.until, version=args.version,
+        labelled=args.labelled, progress=progress,
+    )  # fmt: skip
+    print(
+        f"exported {summary.rows:,} predictions of {args.name} ({summary.labelled:,} with feedback) "
+        f"from {summary.files} log files to {args.output}"
+    )
+    return 0
+
+
 # --- spec-schema ------------------------------------------------------------------------
 
 
@@ -307,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"driftgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_fit_spec, _add_check, _add_serve, _add_register, _add_evaluate, _add_models, _add_spec_schema):
+    for add in (_add_fit_spec, _add_check, _add_serve, _add_register, _add_evaluate, _add_models, _add_export, _add_spec_schema):
         add(sub)
     from gateway.rollout_command import add_rollout
 
@@ -528,6 +553,26 @@ def _add_models(sub: Subparsers) -> None:
     _add_where(mod)
     mod.add_argument("--json", action="store_true", help="print JSON")
     mod.set_defaults(handler=cmd_models)
+
+
+def _add_export(sub: Subparsers) -> None:
+    exp = sub.add_parser(
+        "export",
+        help="write a model's logged predictions, joined with their feedback, as training data",
+        description="One row per logged prediction (from 'serve --log-dir'): the spec's features, the target "
+        "from feedback (named as the spec's output), then id, version and prediction. CSV or JSON Lines by the "
+        "output's extension. To fit a spec or train on it, leave out id, version and prediction "
+        "(fit-spec --exclude id --exclude version --exclude prediction).",
+    )
+    exp.add_argument("name", help="the model")
+    exp.add_argument("--log-dir", metavar="DIR", help="the prediction log folder (default: DRIFTGATE_LOG_DIR)")
+    exp.add_argument("--since", metavar="T", help="predictions at or after T (ISO 8601, UTC unless it says, e.g. 2026-12-08T14:00)")
+    exp.add_argument("--until", metavar="T", help="predictions before T (ISO 8601)")
+    exp.add_argument("--version", type=_positive_int, help="only this version's predictions (and its spec's columns)")
+    exp.add_argument("--labelled", action="store_true", help="only predictions that got feedback")
+    exp.add_argument("-o", "--output", type=Path, required=True, help="file to write: .csv or .jsonl")
+    _add_progress(exp)
+    exp.set_defaults(handler=cmd_export)
 
 
 def _add_spec_schema(sub: Subparsers) -> None:

@@ -122,6 +122,22 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ``NAME=LEVEL`` entries separated by commas (``*`` for every other model), e.g.
     ``fraud=full,*=standard`` (``gateway.monitoring.exposition``)."""
 
+    log_dir: str | None = None
+    """Prediction log folder (``gateway.predlog``): sampled rows, their predictions or
+    violations, and feedback, as rotated gzip JSON Lines under ``<log_dir>/<model>/``,
+    written off the response path. Unset: nothing is logged."""
+    log_sample: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    """Share of rows logged (by a hash of the prediction id, so a logged row's feedback and
+    shadow prediction are logged too)."""
+    log_file_bytes: Annotated[int, Meta(ge=4096)] = 32 * 1024 * 1024
+    """Compressed size at which a log file is finished and a new one begun (files also
+    change at midnight UTC)."""
+    log_max_bytes: Annotated[int, Meta(ge=65536)] = 1024 * 1024 * 1024
+    """Bound on the log folder's total size: the oldest finished files are deleted beyond it."""
+    log_queue_rows: Annotated[int, Meta(ge=1)] = 50_000
+    """Rows waiting for the log writer; more are dropped (``driftgate_log_records_total``
+    outcome ``dropped``), never waited for."""
+
     @property
     def body_budget(self) -> int:
         """``max_body_bytes_in_flight``, or its default: 4 x ``max_body_bytes``."""

@@ -34,7 +34,7 @@ from gateway.batching import runs_long
 from gateway.errors import DeadlineExceededError, ModelNotFoundError, OverloadedError, ShuttingDownError
 from gateway.monitoring.requests import UNKNOWN_MODEL, reason_of
 from gateway.repository import parse_version
-from gateway.service import complete, predict, prepare, reject
+from gateway.service import complete, prepare, reject
 
 if TYPE_CHECKING:
     from gateway.codecs import Answer, Codec, Headers
@@ -169,8 +169,23 @@ class Dispatcher:
         return self.gateway.batcher(model) is None and not runs_long(model.runtime, rows)
 
     def predict_now(self, model: LoadedModel, columns: Columns) -> Outcome:
-        """``service.predict`` on this thread, with the server's settings."""
-        return predict(model, columns, self.gateway.predictions, guarded=self.guarded, monitored=self.monitored)
+        """Guard, transform, infer and complete on this thread (``service.predict``, with the
+        server's settings, ending in ``_finish``)."""
+        prepared = prepare(model, columns, guarded=self.guarded)
+        inference = None if prepared.matrix is None else model.runtime.run(prepared.matrix)
+        return self._finish(model, columns, prepared, inference, time.perf_counter())
+
+    def _finish(
+        self, model: LoadedModel, columns: Columns, prepared: Prepared, inference: Inference | None, t3: float
+    ) -> Outcome:
+        """The end of every prediction: count a rejected batch and raise its error, or
+        complete the outcome; then hand the batch to the prediction log, if one is kept."""
+        outcome = None if inference is None else complete(model, prepared, inference, t3, self.gateway.predictions, monitored=self.monitored)
+        if self.gateway.payloads is not None:
+            self.gateway.payloads.batch(model, columns, prepared.checked.violations, outcome)
+        if outcome is None:
+            reject(model, prepared, monitored=self.monitored)
+        return outcome
 
     async def predict(self, model: LoadedModel, columns: Columns, deadline: float | None = None) -> Outcome:
         """``service.predict`` scheduled by the server's policies:
@@ -203,6 +218,4 @@ class Dispatcher:
             raise DeadlineExceededError(
                 f"the prediction did not finish within {self.request_timeout:g} s; nothing was predicted"
             ) from None
-        if inference is None:
-            reject(model, prepared, monitored=self.monitored)
-        return complete(model, prepared, inference, t3, self.gateway.predictions, monitored=self.monitored)
+        return self._finish(model, columns, prepared, inference, t3)

@@ -39,6 +39,7 @@ from gateway.monitoring.history import HistorySampler
 from gateway.monitoring.metrics import new_metrics_registry
 from gateway.monitoring.requests import RequestCounts
 from gateway.monitoring.reviews import ReviewQueue
+from gateway.predlog import PayloadLog
 from gateway.registry import ModelRegistry
 from gateway.repository import MODEL_FILE, SPEC_FILE, ModelRepository, VersionEntry
 from gateway.rollout import Rollouts
@@ -121,6 +122,17 @@ class Gateway:
         self.shadow = Shadow(self.rollouts, ring, monitored=settings.monitoring)
         """A shadow candidate's queue and worker (``gateway.shadow``)."""
         self.collector.rollouts = self.rollouts.exported
+        self.payloads: PayloadLog | None = None
+        """The prediction log (``serve --log-dir``), or None."""
+        if settings.log_dir:
+            self.payloads = PayloadLog(
+                settings.log_dir, self.predictions.prefix, sample=settings.log_sample,
+                file_bytes=settings.log_file_bytes, max_bytes=settings.log_max_bytes, queue_rows=settings.log_queue_rows,
+            )  # fmt: skip
+            self.metrics_registry.register(self.payloads)
+            if worker is not None:  # /metrics counts the fleet's log records
+                self.payloads.share(worker.folder, worker.index, worker.workers)
+            self.shadow.on_result.append(self.payloads.shadow)  # a shadow's predictions, logged beside the primary's
         self.loaded = threading.Event()
         self.draining = False
         self.unloaded: set[str] = set()
@@ -175,6 +187,8 @@ class Gateway:
         """Load the repository in the background, then watch it (once: later calls do nothing)."""
         if self._thread is not None:
             return
+        if self.payloads is not None:
+            self.payloads.start()
         if self.fleet_unloads is not None:  # before any load: a new worker never serves what the fleet unloaded
             self.unloaded = self.fleet_unloads.names() or set()
             if self.unloaded:
@@ -194,6 +208,8 @@ class Gateway:
             if thread is not None:
                 thread.join(timeout=5)
         self.shadow.stop()
+        if self.payloads is not None:
+            self.payloads.stop()  # writes what is queued and finishes the open files
         if self.fleet is not None:
             self.fleet.stop()  # the last publication: everything this worker counted
 

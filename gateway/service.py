@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from gateway.guards import Checked
     from gateway.monitoring.feedback import PredictionLog
+    from gateway.predlog import PayloadLog
     from gateway.registry import ModelRegistry
     from gateway.repository import ModelRepository
     from gateway.rollout import Mode
@@ -253,9 +254,15 @@ class FeedbackRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def record_feedback(
-    model_registry: ModelRegistry, log: PredictionLog, name: str, items: list[FeedbackItem], shadow: Shadow | None = None
+    model_registry: ModelRegistry,
+    log: PredictionLog,
+    name: str,
+    items: list[FeedbackItem],
+    shadow: Shadow | None = None,
+    payloads: PayloadLog | None = None,
 ) -> dict[str, Any]:
-    """Join ground truth to earlier predictions and update the online metrics.
+    """Join ground truth to earlier predictions and update the online metrics; the truths
+    that joined are also written to the prediction log ``payloads``, if one is kept.
 
     Ids that are unknown, expired or whose truth is not a valid label/value are counted
     and reported; they never fail the batch. With several workers, ``log.join`` finds each
@@ -271,6 +278,7 @@ def record_feedback(
     invalid: list[dict[str, Any]] = []
     matched_items: list[tuple[int, int, float]] = []  # (position among the matched, version, truth)
     matched_ids: list[str] = []
+    joined: list[tuple[str, str | float]] = []  # (id, label or value), for the prediction log
     position = 0
     for i, (item, state) in enumerate(zip(items, status, strict=True)):
         if state != "matched":
@@ -288,12 +296,14 @@ def record_feedback(
                 )
                 continue
             matched_items.append((slot_pos, version, float(label_index[truth])))
+            joined.append((item.id, truth))
         else:
             if item.value is None or not np.isfinite(item.value):
                 counts["invalid"] += 1
                 invalid.append({"index": i, "id": item.id, "reason": "a regression's feedback needs a finite 'value'"})
                 continue
             matched_items.append((slot_pos, version, float(item.value)))
+            joined.append((item.id, float(item.value)))
         matched_ids.append(item.id)
         counts["matched"] += 1
     by_version: dict[int, list[tuple[int, float]]] = {}
@@ -329,11 +339,19 @@ def record_feedback(
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):
             default.metrics.feedback_counts[outcome] += counts[outcome]
+    if payloads is not None and joined:
+        payloads.feedback(name, joined)
     return {"received": len(items), **counts, "problems": invalid}
 
 
 def answer_review(
-    model_registry: ModelRegistry, log: PredictionLog, name: str, review_id: str, answer: Any
+    model_registry: ModelRegistry,
+    log: PredictionLog,
+    name: str,
+    review_id: str,
+    answer: Any,
+    shadow: Shadow | None = None,
+    payloads: PayloadLog | None = None,
 ) -> dict[str, Any]:
     """A person's answer to a queued row (``gateway.monitoring.reviews``): ``{"label": ...}``
     (classifiers) or ``{"value": ...}`` (regressors). Checked first, then the row is taken off
@@ -367,7 +385,7 @@ def answer_review(
     assert reviews is not None
     if not reviews.take(name, review_id, agreed):
         raise ReviewNotFoundError(f"row {review_id[:80]!r} of {name!r} was answered meanwhile")
-    result = record_feedback(model_registry, log, name, [item])
+    result = record_feedback(model_registry, log, name, [item], shadow=shadow, payloads=payloads)
     outcome = next(k for k in ("matched", "unknown_id", "expired", "duplicate", "invalid") if result[k])
     return {"id": review_id, **answer, "agreed": agreed, "feedback": outcome}
 

@@ -221,6 +221,9 @@ class _FeatureBase(Base, frozen=True, kw_only=True):
     fill: float | str | bool | None = None
     """The imputed value: the training median for numbers, the most frequent value for
     categories and booleans. Required when ``missing`` is ``impute``."""
+    log: bool = True
+    """False: the prediction log (``driftgate serve --log-dir``) leaves this field out of
+    the rows it writes (personal data, secrets); the model still reads it."""
 
     def _check_fill(self) -> None:
         # Decoding checks these from the annotations; a constructor call must refuse the same.

@@ -37,7 +37,9 @@ async def feedback(request: Request[Any, Any, Any], name: str) -> Response[bytes
     refuse_duplicate_keys(body, 1 + sum(1 + (i.label is not None) + (i.value is not None) for i in items))
     if len(items) > gateway.settings.max_batch_rows:
         raise PayloadTooLargeError(f"{len(items)} feedback items in one request; the limit is {gateway.settings.max_batch_rows}")
-    result = record_feedback(gateway.model_registry, gateway.predictions, name, items, gateway.shadow)
+    result = record_feedback(
+        gateway.model_registry, gateway.predictions, name, items, shadow=gateway.shadow, payloads=gateway.payloads
+    )
     return Response(content=msgspec.json.encode(result), media_type="application/json")
 
 
@@ -96,7 +98,9 @@ async def answer(request: Request[Any, Any, Any], name: str, review_id: str) -> 
         given = _form_answer(fields)
     else:
         given = decode_json(_decode_any, body, "review answer")
-    result = answer_review(gateway.model_registry, gateway.predictions, name, review_id, given)
+    result = answer_review(
+        gateway.model_registry, gateway.predictions, name, review_id, given, shadow=gateway.shadow, payloads=gateway.payloads
+    )
     if form:
         return Response(
             content=b"", status_code=303, headers={"Location": f"/v1/models/{quote(name)}/monitor?format=html"}

@@ -833,7 +833,10 @@ def configure(collector: GatewayCollector, gateway: Any) -> SharedBuild:
         # with several workers, the fleet's request counts (from the same publications as the
         # models' states when any model is served); else this process's, copied at once
         requests = gateway.fleet.request_counts if gateway.fleet is not None else gateway.requests.counts.copy
-        shared = collector.shared = SharedBuild(lambda: render_text(collector, requests, _yield))
+        extra = getattr(gateway, "payloads", None)  # driftgate_log_records_total (gateway.predlog)
+        shared = collector.shared = SharedBuild(
+            lambda: render_text(collector, requests, _yield) + (extra.exposition() if extra is not None else b"")
+        )
     return shared
 
 
