@@ -172,9 +172,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batching=",".join(args.batch) if args.batch else None,
         metrics_detail=",".join(args.metrics_detail) if args.metrics_detail else None,
         log_level=args.log_level,
+        log_format=args.log_format,
+        access_log=args.access_log,
         workers=args.workers,
     )
     ModelRepository(settings.repository)  # fail fast, with one line, on a missing repository
+    from gateway.tracing import check_environ
+
+    check_environ(os.environ)  # OTEL_* asking for traces this installation cannot export
     if settings.workers > 1:
         from gateway.workers import supervise
 
@@ -396,6 +401,12 @@ def _add_serve(sub: Subparsers) -> None:
         "--workers", type=_positive_int, help="server processes sharing the port; metrics are the fleet's (default: 1; DRIFTGATE_WORKERS)"
     )
     srv.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default: info)")
+    srv.add_argument("--log-format", choices=("text", "json"), help="log lines as text or JSON lines (default: text; DRIFTGATE_LOG_FORMAT)")
+    srv.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        help="one log line per prediction request (default: off; DRIFTGATE_ACCESS_LOG)",
+    )
     srv.set_defaults(handler=cmd_serve)
 
 

@@ -55,6 +55,7 @@ from gateway.monitoring.metrics import (
     MetricsState,
     merge_states,
 )
+from gateway.monitoring.process import ProcessMetrics
 from gateway.violations import REASONS
 
 if TYPE_CHECKING:
@@ -654,7 +655,8 @@ def configure(collector: GatewayCollector, gateway: Any) -> SharedBuild:
         # with several workers, the fleet's request counts (from the same publications as the
         # models' states when any model is served); else this process's, copied at once
         requests = gateway.fleet.request_counts if gateway.fleet is not None else gateway.requests.counts.copy
-        shared = collector.shared = SharedBuild(lambda: render_text(collector, requests, _yield))
+        processes = ProcessMetrics(gateway.fleet)  # process_* and python_* (gateway.monitoring.process)
+        shared = collector.shared = SharedBuild(lambda: render_text(collector, requests, _yield) + processes.text())
     return shared
 
 
