@@ -28,6 +28,8 @@ on the event loop). Here:
   fine latency buckets; ``full`` adds the raw drift bin counts and baseline shares that
   the exact fleet-wide PSI rule sums across replicas. Per model: ``full`` for every model,
   or ``fraud=full,*=standard``. See the README's trade-off table.
+- **Then the processes**: ``process_*`` and ``python_*`` (``gateway.monitoring.process``),
+  in the same build.
 """
 
 from __future__ import annotations
