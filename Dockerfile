@@ -5,7 +5,8 @@
 # builds an equivalent one from Debian packages where no image registry is reachable.
 ARG BASE_IMAGE=python:3.11-slim
 
-# Build stage: a virtualenv with driftgate and its wheels. Nothing of it but the venv ships.
+# Build stage: a virtualenv with driftgate and its wheels (with the otel extra: traces when
+# OTEL_EXPORTER_OTLP_ENDPOINT is set). Nothing of it but the venv ships.
 # deploy/image/wheelhouse/ is empty in a clone; build.sh fills it with wheels built on the
 # host, and then pip installs from it alone (--no-index), for builds that reach no index.
 # One COPY of the whole context (.dockerignore keeps it to what the build needs): every
@@ -14,9 +15,9 @@ FROM ${BASE_IMAGE} AS builder
 COPY . /src/
 RUN python -m venv /opt/venv \
     && if ls /src/deploy/image/wheelhouse/*.whl >/dev/null 2>&1; then \
-         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /src/deploy/image/wheelhouse driftgate; \
+         /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /src/deploy/image/wheelhouse 'driftgate[otel]'; \
        else \
-         /opt/venv/bin/pip install --no-cache-dir /src; \
+         /opt/venv/bin/pip install --no-cache-dir '/src[otel]'; \
        fi \
     && /opt/venv/bin/pip uninstall -y -q pip
 

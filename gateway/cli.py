@@ -167,6 +167,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_scratch_folder()  # and on a read-only root without a writable /tmp: no model would load
     if settings.log_dir and Path(settings.log_dir).exists() and not Path(settings.log_dir).is_dir():
         raise ConfigError(f"--log-dir {settings.log_dir}: not a folder")
+    from gateway.tracing import check_environ
+
+    check_environ(os.environ)  # OTEL_* asking for traces this installation cannot export
     if settings.workers > 1:
         from gateway.workers import supervise
 

@@ -20,7 +20,7 @@ import inspect
 import itertools
 import textwrap
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -86,6 +86,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     monitoring: bool = True
     """Benchmarking only: ``false`` skips metrics, drift and the prediction store."""
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+    """Log lines as text, or as JSON lines for log pipelines (``gateway.logs``)."""
+    access_log: bool = False
+    """One log line per prediction request (``driftgate.access``: model, version, status,
+    duration; ``gateway.observe``)."""
     drain_seconds: Annotated[float, Meta(ge=0)] = 30.0
     """On SIGTERM, how long in-flight requests may take before the process exits anyway."""
     max_concurrency: Annotated[int, Meta(ge=1)] = 32

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from gateway.config import Settings
     from gateway.monitoring.metrics import ModelMetrics
     from gateway.registry import LoadedModel
+    from gateway.tracing import RequestTracer
 
 __all__ = ["Gateway"]
 
@@ -75,7 +76,9 @@ def _files_of(entry: VersionEntry) -> tuple[int, int, int, int] | None:
 class Gateway:
     """State of one server process (see the module docstring)."""
 
-    def __init__(self, settings: Settings, worker: WorkerContext | None = None) -> None:
+    def __init__(
+        self, settings: Settings, worker: WorkerContext | None = None, tracer: RequestTracer | None = None
+    ) -> None:
         self.settings = settings
         self.repository = ModelRepository(settings.repository)
         self.metrics_registry, self.collector = new_metrics_registry()
@@ -160,7 +163,12 @@ class Gateway:
             self.metrics_registry.register(FleetRequestCounts(self.fleet))
         self._batchers: dict[tuple[str, int], Batcher] = {}
         self.dispatcher = Dispatcher(self)
-        """The one way in of every prediction request (``gateway.dispatch``)."""
+        """The one way in of every prediction request (``gateway.dispatch``); with an access
+        log or traces, one that notes each request too (``gateway.observe``)."""
+        if tracer is not None or settings.access_log:
+            from gateway.observe import ObservedDispatcher
+
+            self.dispatcher = ObservedDispatcher(self, tracer, settings.access_log)
 
     def batcher(self, model: LoadedModel) -> Batcher | None:
         """The dynamic-batching queue of ``model``, or None if batching is off for it."""

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from typing import TYPE_CHECKING
 
 from gateway.listeners import url_host
+from gateway.logs import configure_logging
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -35,12 +35,6 @@ __all__ = ["END_DRAIN", "announce_listening", "configure_logging"]
 END_DRAIN = signal.SIGUSR1
 """Sent by a supervisor to its workers when an operator signals it a second time: end the
 drain now (see the module docstring)."""
-
-
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 def announce_listening(log: logging.Logger, settings: Settings, workers: int | None = None) -> None:

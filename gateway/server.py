@@ -35,6 +35,7 @@ from gateway.http.protocol import deadline_protocol
 from gateway.lifecycle import Gateway
 from gateway.listeners import open_listeners
 from gateway.processes import END_DRAIN, announce_listening, configure_logging
+from gateway.tracing import tracer_from_environ
 
 if TYPE_CHECKING:
     from gateway.monitoring.fleet import WorkerContext
@@ -193,7 +194,7 @@ def serve(
     runs one of its workers: on its socket, with its slot of the state folder, telling it
     once it is serving.
     """
-    configure_logging(settings)
+    configure_logging(settings, None if worker is None else worker.index)
     if sockets is None and settings.admin_port is not None:
         try:  # two listeners: bound here, as the supervisor binds them for its workers
             settings, sockets = open_listeners(settings)
@@ -203,13 +204,15 @@ def serve(
         announce_listening(log, settings)
     if worker is None or worker.index == 0:
         log.info("%s", startup_line(settings))
-    gateway = Gateway(settings, worker)
+    tracer = tracer_from_environ()
+    gateway = Gateway(settings, worker, tracer)
     app = create_app(settings, gateway)
     config = uvicorn.Config(
         _AnswerCut(app, gateway),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers propagate to the one handler of ``gateway.logs``
         access_log=False,
         lifespan="on",
         # uvicorn types this as int but waits with asyncio.wait_for, which takes seconds as a
@@ -227,4 +230,6 @@ def serve(
     if worker is not None:
         signal.signal(END_DRAIN, server.end_drain)
     server.run(sockets=sockets)
+    if tracer is not None:
+        tracer.shutdown()  # the spans of the last requests
     return 0 if server.started else 3

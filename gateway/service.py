@@ -74,9 +74,12 @@ class Outcome:
         values: ``(n,)`` predictions (regression), else None.
         marks: row -> flag/clip violations of rows predicted despite them.
         review: bool mask of rows below the spec's review threshold, or None.
+        stages: ``time.perf_counter()`` as the guards started and as validation, the
+            transform, inference and monitoring ended (set by ``complete``): the spans of a
+            traced request (``gateway.tracing``).
     """
 
-    __slots__ = ("confidence", "ids", "label_index", "marks", "model", "probabilities", "review", "values")
+    __slots__ = ("confidence", "ids", "label_index", "marks", "model", "probabilities", "review", "stages", "values")
 
     def __init__(self, model: LoadedModel, ids: list[str]) -> None:
         self.model = model
@@ -87,6 +90,7 @@ class Outcome:
         self.values: NDArray[np.float32] | None = None
         self.marks: dict[int, list[Violation]] = {}
         self.review: NDArray[np.bool_] | None = None
+        self.stages: tuple[float, float, float, float, float]  # by ``complete``: no cost here
 
 
 class Prepared:
@@ -185,6 +189,7 @@ def complete(
         )
     if not monitored:
         outcome.ids = [""] * n
+        outcome.stages = (prepared.t0, prepared.t1, prepared.t2, t3, t3)
         return outcome
     slicing = model.metrics.slicing
     segments: Any = 0
@@ -217,9 +222,9 @@ def complete(
             values=outcome.values,
         )
     )
-    model.metrics.time_stages(
-        prepared.t1 - prepared.t0, prepared.t2 - prepared.t1, t3 - prepared.t2, time.perf_counter() - t3
-    )
+    t4 = time.perf_counter()
+    model.metrics.time_stages(prepared.t1 - prepared.t0, prepared.t2 - prepared.t1, t3 - prepared.t2, t4 - t3)
+    outcome.stages = (prepared.t0, prepared.t1, prepared.t2, t3, t4)
     return outcome
 
 

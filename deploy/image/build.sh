@@ -65,7 +65,7 @@ wheelhouse=deploy/image/wheelhouse
 find "$wheelhouse" -name '*.whl' -delete
 # A throwaway venv's pip (ensurepip), so the host's Python needs no pip of its own.
 work=$(mktemp -d)
-if ! { python3 -m venv "$work/venv" && "$work/venv/bin/pip" wheel -q --wheel-dir "$wheelhouse" .; } >"$work/log" 2>&1; then
+if ! { python3 -m venv "$work/venv" && "$work/venv/bin/pip" wheel -q --wheel-dir "$wheelhouse" '.[otel]'; } >"$work/log" 2>&1; then
   cat "$work/log" >&2; rm -rf "$work"; echo "build.sh: pip wheel failed" >&2; exit 1
 fi
 rm -rf "$work"

@@ -1,7 +1,9 @@
 """Admin endpoints: registering a model version over HTTP, and downloading one.
 
 Off unless the server has an admin token. The token is compared in constant time
-(``hmac.compare_digest``), and never echoed in an answer or a log line.
+(``hmac.compare_digest``), and never echoed in an answer or a log line. Every refused
+admin call (401, 403, and 404 off the admin listener) is logged with its method, path and
+client (``log_refused``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import hmac
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from litestar.datastructures import UploadFile
 from gateway.baseline import missing_output_baseline
 from gateway.errors import (
     AdminDisabledError,
+    GatewayError,
     ModelNotFoundError,
     NotOnThisListenerError,
     PayloadError,
@@ -30,16 +34,41 @@ from gateway.http.context import gateway_of
 from gateway.repository import parse_version
 from gateway.service import register_model
 
-__all__ = ["MAX_MODEL_BYTES", "ROUTES", "require_admin"]
+__all__ = ["MAX_MODEL_BYTES", "ROUTES", "log_refused", "require_admin"]
+
+log = logging.getLogger("driftgate.admin")
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 """Largest registration body (model plus spec). Far above the prediction limit: models
 are big, and only a holder of the admin token may send one."""
 
 
+def log_refused(method: str, path: str, client: tuple[Any, ...] | None, exc: GatewayError) -> None:
+    """One warning line for a refused admin call: method, path (cut at 200 characters,
+    anything but printable ASCII escaped: no forged lines), client address and the answer;
+    never a header (the token)."""
+    shown = ascii(path[:200])[1:-1]
+    peer = f"{client[0]}:{client[1]}" if client else "-"
+    log.warning(
+        "refused admin call %s %s from %s: %d %s",
+        method, shown, peer, exc.status_hint, exc.code,
+        extra={"method": method, "path": shown, "client": peer, "status": exc.status_hint},
+    )  # fmt: skip
+
+
 def require_admin(request: Request[Any, Any, Any]) -> None:
     """Raise unless the request carries the server's admin token and, with an admin
-    listener, came in on it (the raw front refuses the others first: this is the second lock)."""
+    listener, came in on it (the raw front refuses the others first: this is the second
+    lock). Every refusal is logged (``log_refused``)."""
+    try:
+        _check_admin(request)
+    except GatewayError as exc:
+        client = request.scope.get("client")
+        log_refused(request.method, request.scope.get("path", ""), client, exc)
+        raise
+
+
+def _check_admin(request: Request[Any, Any, Any]) -> None:
     settings = gateway_of(request).settings
     if settings.admin_port is not None:
         local = request.scope.get("server")

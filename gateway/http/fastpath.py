@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.codecs import header
 from gateway.errors import NotOnThisListenerError, PayloadTooLargeError
+from gateway.http.admin import log_refused
 from gateway.http.health import LIVE, NOT_READY, READY
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_parts
 from gateway.http.routes import PROBES, HotRoute, Target, canonical, hot_route, is_admin_route, is_probe
@@ -70,7 +71,10 @@ class FastPath:
             method = scope["method"]
             path = scope["path"] = canonical(scope["path"])  # Litestar routes this spelling too
             if not self.on_its_listener(scope.get("server"), method, path):
-                return await _problem(send, NotOnThisListenerError("no such endpoint on this listener"), path)
+                refusal = NotOnThisListenerError("no such endpoint on this listener")
+                if is_admin_route(method, path):
+                    log_refused(method, path, scope.get("client"), refusal)
+                return await _problem(send, refusal, path)
             hot = hot_route(method, path)
             if hot is not None:
                 return await self._serve(scope, receive, send, path, *hot)

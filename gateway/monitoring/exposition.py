@@ -30,6 +30,8 @@ on the event loop). Here:
   fine latency buckets; ``full`` adds the raw drift bin counts and baseline shares that
   the exact fleet-wide PSI rule sums across replicas. Per model: ``full`` for every model,
   or ``fraud=full,*=standard``. See the README's trade-off table.
+- **Then the processes**: ``process_*`` and ``python_*`` (``gateway.monitoring.process``),
+  in the same build.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from gateway.monitoring.metrics import (
     label_drift,
     merge_states,
 )
+from gateway.monitoring.process import ProcessMetrics
 from gateway.monitoring.segments import slice_report
 from gateway.violations import REASONS
 
@@ -834,8 +837,11 @@ def configure(collector: GatewayCollector, gateway: Any) -> SharedBuild:
         # models' states when any model is served); else this process's, copied at once
         requests = gateway.fleet.request_counts if gateway.fleet is not None else gateway.requests.counts.copy
         extra = getattr(gateway, "payloads", None)  # driftgate_log_records_total (gateway.predlog)
+        processes = ProcessMetrics(gateway.fleet)  # process_* and python_* (gateway.monitoring.process)
         shared = collector.shared = SharedBuild(
-            lambda: render_text(collector, requests, _yield) + (extra.exposition() if extra is not None else b"")
+            lambda: render_text(collector, requests, _yield)
+            + (extra.exposition() if extra is not None else b"")
+            + processes.text()
         )
     return shared
 

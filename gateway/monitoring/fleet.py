@@ -96,15 +96,20 @@ class _Published(msgspec.Struct):
 class Publication:
     """What one worker published: its model versions' states and its request counts."""
 
-    __slots__ = ("models", "requests")
+    __slots__ = ("models", "pid", "requests")
 
     def __init__(
-        self, models: dict[tuple[str, str], tuple[MetricsState, float]], requests: dict[tuple[str, str], int]
+        self,
+        models: dict[tuple[str, str], tuple[MetricsState, float]],
+        requests: dict[tuple[str, str], int],
+        pid: int = 0,
     ) -> None:
         self.models = models
         """``(model, version) -> (state, exported at)``."""
         self.requests = requests
         """``(model, reason) -> count``."""
+        self.pid = pid
+        """The process id of the worker that published it (0: not known)."""
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -160,6 +165,7 @@ def decode_states(data: bytes) -> Publication:
     return Publication(
         {(e.model, e.version): (e.state, e.exported) for e in published.models},
         {(m, r): c for m, r, c in published.requests},
+        published.pid,
     )
 
 
@@ -205,6 +211,9 @@ class Fleet:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._parent = os.getppid()
+        self.pids = {context.index: os.getpid()}
+        """Worker slot -> process id: this worker's, and those of the others as last read
+        (``others``) from their publications (``gateway.monitoring.process``)."""
 
     def state_path(self, worker: int) -> Path:
         return self.folder / f"state-{worker}.msgpack"
@@ -242,7 +251,14 @@ class Fleet:
 
     def others(self) -> list[Publication]:
         """Every other worker's last publication."""
-        return [self._read(self.state_path(w)) for w in range(self.context.workers) if w != self.context.index]
+        found = []
+        for w in range(self.context.workers):
+            if w != self.context.index:
+                publication = self._read(self.state_path(w))
+                if publication.pid:
+                    self.pids[w] = publication.pid
+                found.append(publication)
+        return found
 
     def _read(self, path: Path) -> Publication:
         """A worker's last publication (read whole each time: a file's time stamp is too

@@ -37,7 +37,7 @@ def test_contract_metric_names_and_types(client: httpx.Client) -> None:
     assert families.get("driftgate_violations") == "counter"
     assert families.get("driftgate_confidence") == "histogram"
     assert families.get("driftgate_request_seconds") == "histogram"
-    assert all(name.startswith("driftgate_") for name in families), sorted(families)
+    assert all(name.startswith(("driftgate_", "process_", "python_")) for name in families), sorted(families)
 
 
 def test_counts_follow_the_requests(client: httpx.Client) -> None:

@@ -93,6 +93,7 @@ def wait_for(check: Any, timeout: float = 15.0) -> Any:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_the_rollout_story(start_server: StartServer, bundles: dict[str, tuple[Path, Path]]) -> None:
     proc = start_server(env=ENV)
     with proc.client() as client:
@@ -227,6 +228,7 @@ def test_promote_rollback_and_pin_under_load(start_server: StartServer, bundles:
         assert version in allowed, (sent, received, version, allowed)
 
 
+@pytest.mark.slow
 def test_workers_agree_and_a_restart_keeps_the_state(start_server: StartServer, tmp_path: Path, bundles: dict[str, tuple[Path, Path]]) -> None:
     repository = copy_models(tmp_path / "shared")
     proc = start_server(repository=repository, env=ENV, args=["--workers", "2"])
