@@ -282,8 +282,7 @@ def record_feedback(
     counts = {"matched": 0, "unknown_id": 0, "expired": 0, "duplicate": 0, "invalid": 0}
     invalid: list[dict[str, Any]] = []
     matched_items: list[tuple[int, int, float]] = []  # (position among the matched, version, truth)
-    matched_ids: list[str] = []
-    joined: list[tuple[str, str | float]] = []  # (id, label or value), for the prediction log
+    joined: list[tuple[str, str | float]] = []  # (id, label or value) of each matched item
     position = 0
     for i, (item, state) in enumerate(zip(items, status, strict=True)):
         if state != "matched":
@@ -309,7 +308,6 @@ def record_feedback(
                 continue
             matched_items.append((slot_pos, version, float(item.value)))
             joined.append((item.id, float(item.value)))
-        matched_ids.append(item.id)
         counts["matched"] += 1
     by_version: dict[int, list[tuple[int, float]]] = {}
     for slot_pos, version, value in matched_items:
@@ -340,7 +338,7 @@ def record_feedback(
         index = np.asarray([s for s, _, _ in matched_items], dtype=np.intp)
         answered = predicted_labels[index].astype(np.float64) if classification else predicted_values[index]
         truths = np.asarray([t for _, _, t in matched_items], dtype=np.float64)
-        shadow.score_feedback(name, matched_ids, answered, truths, classification)
+        shadow.score_feedback(name, [i for i, _ in joined], answered, truths, classification)
     with default.metrics.lock:
         for outcome in ("unknown_id", "expired", "duplicate", "invalid"):
             default.metrics.feedback_counts[outcome] += counts[outcome]

@@ -87,6 +87,23 @@ _astuple = msgspec.structs.astuple
 _TYPED_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError)
 
 
+def _typed_instances(body: bytes, names: tuple[str, ...], kinds: tuple[str, ...], max_rows: int) -> list[Any] | None:
+    """The body's rows decoded by the typed decoder of ``names`` and ``kinds`` (one Struct
+    per row), or None when it cannot take them: they then take the general path. Raises
+    the duplicate-key refusal the general path would."""
+    decode = _typed_decoder(names, kinds)
+    if decode is None:
+        return None
+    try:
+        instances: list[Any] = decode(body).instances
+    except _TYPED_ERRORS:
+        return None
+    if not 0 < len(instances) <= max_rows:
+        return None
+    refuse_duplicate_keys(body, 1 + len(instances) * len(names))
+    return instances
+
+
 def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns | None:
     """For a spec whose features are all numbers: the body's rows as one float64 matrix,
     decoded and type-checked in C (no per-cell Python), or None when the body is anything
@@ -95,17 +112,12 @@ def numeric_columns(body: bytes, names: Sequence[str], max_rows: int) -> Columns
     every problem. Numbers outside float64 (1e400) also take it, and become ``not_finite``.
     """
     width = len(names)
-    decode = _typed_decoder(tuple(names), ("number",) * width) if width > 1 else None
-    if decode is None:
+    if width < 2:
         return None
-    try:
-        instances = decode(body).instances
-    except _TYPED_ERRORS:
+    instances = _typed_instances(body, tuple(names), ("number",) * width, max_rows)
+    if instances is None:
         return None
     n = len(instances)
-    if not 0 < n <= max_rows:
-        return None
-    refuse_duplicate_keys(body, 1 + n * width)
     if n == 1:  # the common request: its tuple of floats is the row the guards read
         row = _astuple(instances[0])
         return matrix_to_columns(np.array((row,)), names, row)
@@ -119,18 +131,9 @@ def table_columns(body: bytes, guards: Guards, max_rows: int) -> Columns | None:
     exactly the features, each of its JSON type (the general path names the problem).
     A batch the guards find a violation in is named from the general columns
     (``Columns.general``), so every value is echoed as it was sent."""
-    names = guards.names
-    decode = _typed_decoder(names, guards.kinds)
-    if decode is None:
+    instances = _typed_instances(body, guards.names, guards.kinds, max_rows)
+    if instances is None:
         return None
-    try:
-        instances = decode(body).instances
-    except _TYPED_ERRORS:
-        return None
-    n = len(instances)
-    if not 0 < n <= max_rows:
-        return None
-    refuse_duplicate_keys(body, 1 + n * len(names))
     columns = typed_columns(instances, guards)
     columns.general = functools.partial(_general_columns, body, guards, max_rows)
     return columns

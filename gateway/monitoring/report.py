@@ -418,6 +418,8 @@ def _reviews_html(model: str, reviews: dict[str, Any] | None) -> str:
         f"<h2>Review queue</h2><p>{reviews['length']} rows waiting (at most {reviews['capacity']}; {reviews['dropped']} dropped when full); "
         f"{reviews['answered']} answered, person and model agreed on {_fmt(reviews['agreement'])}.</p>{table}"
     )
+
+
 def _rollout(comparison: dict[str, Any] | None) -> str:
     """The rollout section: the primary and the candidate side by side, as ``rollout status``."""
     if comparison is None:
